@@ -1,0 +1,218 @@
+// polar/backend/detail/checks.hpp: argument checks of the backend operations.
+// Not for users. Every backend calls these first, so the same bad call gives
+// the same typed error, with the same message, on every backend.
+#pragma once
+
+#include <cstdint>
+
+#include "polar/backend/concept.hpp"
+#include "polar/core/check.hpp"
+
+namespace polar::detail {
+
+inline index op_rows(op o, index rows, index cols) { return o == op::n ? rows : cols; }
+inline index op_cols(op o, index rows, index cols) { return o == op::n ? cols : rows; }
+inline const char* op_name(op o) { return o == op::n ? "" : "^T"; }
+
+/// An output may be the very same view as an input (in place) but must not
+/// otherwise overlap it.
+template <class T, class U>
+void check_inplace_or_disjoint(const char* opname, const char* out_name, const matrix_view<T>& out,
+                               const char* in_name, const matrix_view<U>& in) {
+  if constexpr (std::is_same_v<std::remove_cv_t<T>, std::remove_cv_t<U>>) {
+    if (static_cast<const void*>(out.data()) == static_cast<const void*>(in.data()) &&
+        out.row_stride() == in.row_stride() && out.col_stride() == in.col_stride())
+      return;
+  }
+  check_no_alias(opname, out_name, out, in_name, in);
+}
+
+template <class T>
+void check_gemm(const char* opname, memory_space space, op op_a, const matrix_view<const T>& a,
+                op op_b, const matrix_view<const T>& b, const matrix_view<T>& c) {
+  check_input(opname, "A", a);
+  check_input(opname, "B", b);
+  check_output(opname, "C", c);
+  check_space(opname, "A", a, space);
+  check_space(opname, "B", b, space);
+  check_space(opname, "C", c, space);
+  const index m = op_rows(op_a, a.rows(), a.cols()), k = op_cols(op_a, a.rows(), a.cols());
+  const index kb = op_rows(op_b, b.rows(), b.cols()), n = op_cols(op_b, b.rows(), b.cols());
+  if (k != kb)
+    raise<shape_error>(opname, "op(A) = A", op_name(op_a), " is ", m, "x", k, " and op(B) = B",
+                       op_name(op_b), " is ", kb, "x", n, "; the inner dimensions ", k, " and ",
+                       kb, " differ");
+  if (c.rows() != m || c.cols() != n)
+    raise<shape_error>(opname, "C is ", c.rows(), "x", c.cols(), " but op(A) op(B) is ", m, "x", n);
+  check_no_alias(opname, "C", c, "A", a);
+  check_no_alias(opname, "C", c, "B", b);
+}
+
+template <class T>
+void check_syrk(const char* opname, memory_space space, op op_a, const matrix_view<const T>& a,
+                const matrix_view<T>& c) {
+  check_input(opname, "A", a);
+  check_output(opname, "C", c);
+  check_space(opname, "A", a, space);
+  check_space(opname, "C", c, space);
+  const index n = op_rows(op_a, a.rows(), a.cols());
+  if (c.rows() != n || c.cols() != n)
+    raise<shape_error>(opname, "C is ", c.rows(), "x", c.cols(), " but op(A) op(A)^T is ", n, "x",
+                       n, " (A", op_name(op_a), " is ", n, "x", op_cols(op_a, a.rows(), a.cols()),
+                       ")");
+  check_no_alias(opname, "C", c, "A", a);
+}
+
+template <class A, class B>
+void check_same_count(const char* opname, const char* na, const batch_view<A>& a, const char* nb,
+                      const batch_view<B>& b) {
+  if (a.count() != b.count())
+    raise<shape_error>(opname, na, " holds ", a.count(), " matrices but ", nb, " holds ",
+                       b.count());
+}
+
+/// The whole stack as one address range, for overlap checks.
+template <class T>
+matrix_view<T> batch_extent(const batch_view<T>& v) {
+  if (v.count() == 0 || v.matrix(0).empty()) return {};
+  const index span = (v.count() - 1) * v.batch_stride() + v.matrix(0).span();
+  return matrix_view<T>(v.data(), 1, span, span, 1, v.space());
+}
+
+template <class T>
+void check_gemm_batched(const char* opname, memory_space space, op op_a,
+                        const batch_view<const T>& a, op op_b, const batch_view<const T>& b,
+                        const batch_view<T>& c) {
+  check_input(opname, "A", a);
+  check_input(opname, "B", b);
+  check_output(opname, "C", c);
+  check_same_count(opname, "A", a, "B", b);
+  check_same_count(opname, "A", a, "C", c);
+  if (c.count() > 0) check_gemm(opname, space, op_a, a.matrix(0), op_b, b.matrix(0), c.matrix(0));
+  check_no_alias(opname, "C", batch_extent(c), "A", batch_extent(a));
+  check_no_alias(opname, "C", batch_extent(c), "B", batch_extent(b));
+}
+
+template <class T>
+void check_syrk_batched(const char* opname, memory_space space, op op_a,
+                        const batch_view<const T>& a, const batch_view<T>& c) {
+  check_input(opname, "A", a);
+  check_output(opname, "C", c);
+  check_same_count(opname, "A", a, "C", c);
+  if (c.count() > 0) check_syrk(opname, space, op_a, a.matrix(0), c.matrix(0));
+  check_no_alias(opname, "C", batch_extent(c), "A", batch_extent(a));
+}
+
+template <class T>
+void check_square(const char* opname, const char* name, const matrix_view<T>& c) {
+  if (c.rows() != c.cols())
+    raise<shape_error>(opname, name, " is ", c.rows(), "x", c.cols(), " but must be square");
+}
+
+/// One input and one output of the same shape, in the backend's space; the
+/// output may be the input itself.
+template <class T, class U>
+void check_unary(const char* opname, memory_space space, const char* in_name,
+                 const matrix_view<const U>& x, const char* out_name, const matrix_view<T>& y) {
+  check_input(opname, in_name, x);
+  check_output(opname, out_name, y);
+  check_space(opname, in_name, x, space);
+  check_space(opname, out_name, y, space);
+  check_same_shape(opname, out_name, y, in_name, x);
+  check_inplace_or_disjoint(opname, out_name, y, in_name, x);
+}
+
+template <class T>
+void check_reduce(const char* opname, memory_space space, const matrix_view<const T>& x) {
+  check_input(opname, "x", x);
+  check_space(opname, "x", x, space);
+}
+
+/// Row or column reductions: out has x.rows() (rows) or x.cols() elements.
+template <class T>
+void check_reduce_lines(const char* opname, memory_space space, const matrix_view<const T>& x,
+                        const vector_view<T>& out, bool rows) {
+  check_reduce(opname, space, x);
+  check_output(opname, "out", out);
+  check_space(opname, "out", out, space);
+  check_size(opname, "out", out, rows ? x.rows() : x.cols());
+  check_no_alias(opname, "out", out.as_column(), "x", x);
+}
+
+template <class T>
+void check_scale_lines(const char* opname, memory_space space, const vector_view<const T>& s,
+                       const matrix_view<T>& x, bool rows) {
+  check_input(opname, "s", s);
+  check_output(opname, "x", x);
+  check_space(opname, "s", s, space);
+  check_space(opname, "x", x, space);
+  check_size(opname, "s", s, rows ? x.rows() : x.cols());
+  check_no_alias(opname, "x", x, "s", s.as_column());
+}
+
+template <class T>
+void check_fill_random(const char* opname, memory_space space, const matrix_view<T>& x,
+                       const rng_key& key, std::uint64_t offset) {
+  check_output(opname, "x", x);
+  check_space(opname, "x", x, space);
+  if (key.sample > rng_key::max_sample)
+    raise<value_error>(opname, "the key's sample index ", key.sample, " exceeds ",
+                       rng_key::max_sample);
+  const auto n = static_cast<std::uint64_t>(x.size());
+  if (offset > rng_key::max_elements || n > rng_key::max_elements - offset)
+    raise<value_error>(opname, "elements ", offset, " to ", offset + n,
+                       " exceed the stream's 2^50 elements");
+}
+
+template <class T>
+void check_qr(const char* opname, memory_space space, const matrix_view<const T>& a,
+              const matrix_view<T>& q, const matrix_view<T>& r) {
+  check_input(opname, "A", a);
+  check_output(opname, "Q", q);
+  check_output(opname, "R", r);
+  check_space(opname, "A", a, space);
+  check_space(opname, "Q", q, space);
+  check_space(opname, "R", r, space);
+  if (a.rows() < a.cols())
+    raise<shape_error>(opname, "A is ", a.rows(), "x", a.cols(),
+                       "; the thin QR needs rows >= cols (factor the transpose)");
+  check_shape(opname, "Q", q, a.rows(), a.cols());
+  check_shape(opname, "R", r, a.cols(), a.cols());
+  check_no_alias(opname, "Q", q, "R", r);
+}
+
+template <class T>
+void check_svd(const char* opname, memory_space space, const matrix_view<const T>& a,
+               const matrix_view<T>& u, const vector_view<T>& s, const matrix_view<T>& v) {
+  check_input(opname, "A", a);
+  check_output(opname, "U", u);
+  check_output(opname, "S", s);
+  check_output(opname, "V", v);
+  check_space(opname, "A", a, space);
+  check_space(opname, "U", u, space);
+  check_space(opname, "S", s, space);
+  check_space(opname, "V", v, space);
+  const index k = a.rows() < a.cols() ? a.rows() : a.cols();
+  check_shape(opname, "U", u, a.rows(), k);
+  check_size(opname, "S", s, k);
+  check_shape(opname, "V", v, a.cols(), k);
+  check_no_alias(opname, "U", u, "V", v);
+  check_no_alias(opname, "U", u, "S", s.as_column());
+  check_no_alias(opname, "V", v, "S", s.as_column());
+}
+
+template <class T>
+void check_solve(const char* opname, memory_space space, const matrix_view<const T>& a,
+                 const matrix_view<T>& b) {
+  check_input(opname, "A", a);
+  check_output(opname, "B", b);
+  check_space(opname, "A", a, space);
+  check_space(opname, "B", b, space);
+  check_square(opname, "A", a);
+  if (b.rows() != a.rows())
+    raise<shape_error>(opname, "A is ", a.rows(), "x", a.cols(), " but B is ", b.rows(), "x",
+                       b.cols(), "; B needs ", a.rows(), " rows");
+  check_no_alias(opname, "B", b, "A", a);
+}
+
+}  // namespace polar::detail

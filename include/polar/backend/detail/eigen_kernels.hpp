@@ -1,0 +1,279 @@
+// polar/backend/detail/eigen_kernels.hpp: products and factorizations of
+// host views through Eigen. Not for users: the Eigen backend calls these
+// after its argument checks, and so do the Thrust backend's host systems.
+//
+// Eigen's GEMM wants each operand column-major with unit inner stride. A view
+// whose columns are contiguous maps directly; one whose rows are contiguous
+// is the transpose of a column-major matrix, so it maps too with its `op`
+// flipped; anything else is first copied into a column-major temporary. This
+// keeps four product instantiations per scalar type instead of twenty-seven.
+#pragma once
+
+#include <Eigen/Core>
+#include <Eigen/LU>
+#include <Eigen/QR>
+#include <Eigen/SVD>
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "polar/backend/concept.hpp"
+#include "polar/core/error.hpp"
+
+#if defined(_OPENMP)
+#define POLAR_PRAGMA(x) _Pragma(#x)
+#define POLAR_OMP(x) POLAR_PRAGMA(omp x)
+#else
+#define POLAR_OMP(x)
+#endif
+
+namespace polar::detail::eigen_kernels {
+
+template <class T>
+using cmatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+template <class T>
+using const_map = Eigen::Map<const cmatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class T>
+using mut_map = Eigen::Map<cmatrix<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+/// op(M) for a column-major M: what Eigen's GEMM consumes.
+template <class T>
+struct operand {
+  const T* data = nullptr;
+  index rows = 0, cols = 0, ld = 1;  // of M, column-major
+  bool trans = false;                // use M^T
+  cmatrix<T> copy;                   // owns M when the view had to be copied
+
+  const_map<T> map() const { return const_map<T>(data, rows, cols, Eigen::OuterStride<>(ld)); }
+};
+
+inline index max1(index a) { return a > 1 ? a : 1; }
+
+/// Describes op(v) as op'(M) with M column-major.
+template <class T>
+operand<T> as_operand(matrix_view<const T> v, op o) {
+  operand<T> r;
+  if (v.cols_contiguous()) {
+    r.data = v.data();
+    r.rows = v.rows();
+    r.cols = v.cols();
+    r.ld = v.cols() > 1 ? std::max(v.col_stride(), max1(v.rows())) : max1(v.rows());
+    r.trans = o == op::t;
+  } else if (v.rows_contiguous()) {
+    r.data = v.data();
+    r.rows = v.cols();
+    r.cols = v.rows();
+    r.ld = v.rows() > 1 ? std::max(v.row_stride(), max1(v.cols())) : max1(v.cols());
+    r.trans = o == op::n;
+  } else {
+    r.copy.resize(v.rows(), v.cols());
+    for (index j = 0; j < v.cols(); ++j)
+      for (index i = 0; i < v.rows(); ++i) r.copy(i, j) = v(i, j);
+    r.data = r.copy.data();
+    r.rows = v.rows();
+    r.cols = v.cols();
+    r.ld = max1(v.rows());
+    r.trans = o == op::t;
+  }
+  return r;
+}
+
+/// C = alpha op(A) op(B) + beta C with C column-major.
+template <class T>
+void product(T alpha, const operand<T>& a, const operand<T>& b, T beta, mut_map<T> c) {
+  if (beta == T(0))
+    c.setZero();
+  else if (beta != T(1))
+    c *= beta;
+  if (c.size() == 0 || (a.trans ? a.rows : a.cols) == 0 || alpha == T(0)) return;
+  const auto ma = a.map();
+  const auto mb = b.map();
+  if (!a.trans && !b.trans)
+    c.noalias() += alpha * ma * mb;
+  else if (!a.trans && b.trans)
+    c.noalias() += alpha * ma * mb.transpose();
+  else if (a.trans && !b.trans)
+    c.noalias() += alpha * ma.transpose() * mb;
+  else
+    c.noalias() += alpha * ma.transpose() * mb.transpose();
+}
+
+/// Runs `f(mut_map, transposed)` on a writable column-major map of c: c
+/// itself, its transpose, or a temporary copied back afterwards.
+template <class T, class F>
+void with_output(matrix_view<T> c, bool read_c, F&& f) {
+  if (c.cols_contiguous()) {
+    const index ld = c.cols() > 1 ? std::max(c.col_stride(), max1(c.rows())) : max1(c.rows());
+    f(mut_map<T>(c.data(), c.rows(), c.cols(), Eigen::OuterStride<>(ld)), false);
+  } else if (c.rows_contiguous()) {
+    const index ld = c.rows() > 1 ? std::max(c.row_stride(), max1(c.cols())) : max1(c.cols());
+    f(mut_map<T>(c.data(), c.cols(), c.rows(), Eigen::OuterStride<>(ld)), true);
+  } else {
+    cmatrix<T> tmp(c.rows(), c.cols());
+    if (read_c)
+      for (index j = 0; j < c.cols(); ++j)
+        for (index i = 0; i < c.rows(); ++i) tmp(i, j) = c(i, j);
+    f(mut_map<T>(tmp.data(), c.rows(), c.cols(), Eigen::OuterStride<>(max1(c.rows()))), false);
+    for (index j = 0; j < c.cols(); ++j)
+      for (index i = 0; i < c.rows(); ++i) c(i, j) = tmp(i, j);
+  }
+}
+
+template <class T>
+void gemm(T alpha, op op_a, matrix_view<const T> a, op op_b, matrix_view<const T> b, T beta,
+          matrix_view<T> c) {
+  const auto pa = as_operand(a, op_a);
+  const auto pb = as_operand(b, op_b);
+  with_output(c, beta != T(0), [&](mut_map<T> m, bool transposed) {
+    if (!transposed) {
+      product(alpha, pa, pb, beta, m);
+    } else {
+      // C^T = op(B)^T op(A)^T
+      operand<T> ta, tb;
+      ta.data = pb.data, ta.rows = pb.rows, ta.cols = pb.cols, ta.ld = pb.ld, ta.trans = !pb.trans;
+      tb.data = pa.data, tb.rows = pa.rows, tb.cols = pa.cols, tb.ld = pa.ld, tb.trans = !pa.trans;
+      product(alpha, ta, tb, beta, m);
+    }
+  });
+}
+
+/// Scales the lower triangle (diagonal included) of a square column-major map.
+template <class T>
+void scale_lower(mut_map<T> c, T beta) {
+  for (index j = 0; j < c.cols(); ++j) {
+    auto col = c.col(j).tail(c.rows() - j);
+    if (beta == T(0))
+      col.setZero();
+    else if (beta != T(1))
+      col *= beta;
+  }
+}
+
+/// Lower triangle of C = alpha op(A) op(A)^T + beta C, blocked: the strictly
+/// lower blocks are GEMMs (Eigen threads them), the diagonal blocks Eigen's
+/// triangular rank update. The upper triangle is not touched.
+template <class T>
+void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
+  const index n = c.rows();
+  const index k = op_a == op::n ? a.cols() : a.rows();
+  constexpr index bs = 192;
+  for (index i0 = 0; i0 < n; i0 += bs) {
+    const index ib = std::min(bs, n - i0);
+    // rows i0..i0+ib of op(A)
+    const auto a_rows = op_a == op::n ? a.block(i0, 0, ib, k) : a.block(0, i0, k, ib);
+    if (i0 > 0) {
+      const auto a_prev = op_a == op::n ? a.block(0, 0, i0, k) : a.block(0, 0, k, i0);
+      gemm(alpha, op_a, a_rows, op_a == op::n ? op::t : op::n, a_prev, beta,
+           c.block(i0, 0, ib, i0));
+    }
+    const auto pa = as_operand(a_rows, op_a);
+    auto diag = c.block(i0, i0, ib, ib);
+    // A strided diagonal block goes through a temporary copied back whole,
+    // so it is read in full to leave its upper triangle as it was.
+    with_output(diag, true, [&](mut_map<T> m, bool transposed) {
+      // Lower of diag is upper of diag^T: same symmetric values.
+      if (!transposed) {
+        scale_lower(m, beta);
+        if (k > 0 && alpha != T(0)) {
+          if (pa.trans)
+            m.template selfadjointView<Eigen::Lower>().rankUpdate(pa.map().transpose(), alpha);
+          else
+            m.template selfadjointView<Eigen::Lower>().rankUpdate(pa.map(), alpha);
+        }
+      } else {
+        for (index j = 0; j < ib; ++j) {
+          auto col = m.col(j).head(j + 1);
+          if (beta == T(0))
+            col.setZero();
+          else if (beta != T(1))
+            col *= beta;
+        }
+        if (k > 0 && alpha != T(0)) {
+          if (pa.trans)
+            m.template selfadjointView<Eigen::Upper>().rankUpdate(pa.map().transpose(), alpha);
+          else
+            m.template selfadjointView<Eigen::Upper>().rankUpdate(pa.map(), alpha);
+        }
+      }
+    });
+  }
+}
+
+template <class T>
+void syrk(uplo tri, T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
+  // The upper triangle of C is the lower triangle of C^T, and op(A) op(A)^T
+  // is symmetric, so both cases are one computation.
+  syrk_lower(alpha, op_a, a, beta, tri == uplo::lower ? c : c.transpose());
+}
+
+template <class T>
+void symmetrize(uplo from, matrix_view<T> c) {
+  const index n = c.rows();
+  for (index j = 0; j < n; ++j)
+    for (index i = j + 1; i < n; ++i) {
+      if (from == uplo::lower)
+        c(j, i) = c(i, j);
+      else
+        c(i, j) = c(j, i);
+    }
+}
+
+/// Copies a view into a column-major Eigen matrix.
+template <class T>
+cmatrix<T> to_eigen(matrix_view<const T> v) {
+  cmatrix<T> m(v.rows(), v.cols());
+  for (index j = 0; j < v.cols(); ++j)
+    for (index i = 0; i < v.rows(); ++i) m(i, j) = v(i, j);
+  return m;
+}
+template <class T, class M>
+void from_eigen(const M& m, matrix_view<T> v) {
+  for (index j = 0; j < v.cols(); ++j)
+    for (index i = 0; i < v.rows(); ++i) v(i, j) = m(i, j);
+}
+
+template <class T>
+void qr(matrix_view<const T> a, matrix_view<T> q, matrix_view<T> r) {
+  const index m = a.rows(), n = a.cols();
+  Eigen::HouseholderQR<cmatrix<T>> f(to_eigen(a));
+  cmatrix<T> qm = f.householderQ() * cmatrix<T>::Identity(m, n);
+  cmatrix<T> rm = f.matrixQR().topRows(n).template triangularView<Eigen::Upper>();
+  for (index j = 0; j < n; ++j)
+    if (rm(j, j) < T(0)) {
+      rm.row(j) *= T(-1);
+      qm.col(j) *= T(-1);
+    }
+  from_eigen<T>(qm, q);
+  from_eigen<T>(rm, r);
+}
+
+template <class T>
+void svd(matrix_view<const T> a, matrix_view<T> u, vector_view<T> s, matrix_view<T> v) {
+  Eigen::BDCSVD<cmatrix<T>> f(to_eigen(a), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  if (f.info() != Eigen::Success)
+    raise<numerical_error>("polar::svd", "the SVD of the ", a.rows(), "x", a.cols(),
+                           " matrix did not converge");
+  from_eigen<T>(f.matrixU(), u);
+  from_eigen<T>(f.matrixV(), v);
+  for (index i = 0; i < s.size(); ++i) s[i] = f.singularValues()(i);
+}
+
+template <class T>
+void solve(matrix_view<const T> a, matrix_view<T> b) {
+  const index n = a.rows();
+  Eigen::PartialPivLU<cmatrix<T>> f(to_eigen(a));
+  const auto& lu = f.matrixLU();
+  T scale = T(0);
+  for (index i = 0; i < n; ++i) scale = std::max(scale, std::abs(lu(i, i)));
+  for (index i = 0; i < n; ++i) {
+    const T p = lu(i, i);
+    if (!(std::abs(p) > scale * T(n) * std::numeric_limits<T>::epsilon()) || !std::isfinite(p))
+      raise<numerical_error>("polar::solve", "A (", n, "x", n,
+                             ") is singular to working precision: pivot ", i, " is ", p,
+                             " against a largest pivot of ", scale);
+  }
+  cmatrix<T> x = f.solve(to_eigen(matrix_view<const T>(b)));
+  from_eigen<T>(x, b);
+}
+
+}  // namespace polar::detail::eigen_kernels

@@ -1,0 +1,294 @@
+// polar/backend/detail/host_loops.hpp: elementwise operations, reductions
+// and random fills over host views, threaded with OpenMP. Not for users: the
+// Eigen backend calls these after its argument checks.
+//
+// Each loop takes the fastest path the layouts allow: one flat loop when
+// every operand is contiguous in the same order (vectorizable), otherwise a
+// loop nest whose inner index follows the output's unit stride. Work under
+// parallel_threshold elements stays on one thread.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "polar/backend/concept.hpp"
+#include "polar/core/random.hpp"
+
+#if !defined(POLAR_OMP)
+#if defined(_OPENMP)
+#define POLAR_PRAGMA(x) _Pragma(#x)
+#define POLAR_OMP(x) POLAR_PRAGMA(omp x)
+#else
+#define POLAR_OMP(x)
+#endif
+#endif
+
+namespace polar::detail::host {
+
+/// Below this many elements a loop runs on one thread.
+inline constexpr index parallel_threshold = index(1) << 15;
+
+/// The accumulator of reductions: double for float and the 16-bit types.
+template <class T>
+using acc_t = std::conditional_t<std::is_same_v<T, long double>, long double, double>;
+
+template <class T>
+acc_t<T> widen(T x) noexcept {
+  if constexpr (std::is_floating_point_v<T>)
+    return static_cast<acc_t<T>>(x);
+  else
+    return static_cast<acc_t<T>>(static_cast<float>(x));
+}
+
+/// Element k of a contiguous view is data()[k] in out's order.
+template <class T, class U>
+bool flat_compatible(const matrix_view<T>& out, const matrix_view<U>& in) noexcept {
+  if (!in.is_contiguous()) return false;
+  if (out.rows() <= 1 || out.cols() <= 1) return true;
+  return out.row_stride() == in.row_stride() && out.col_stride() == in.col_stride();
+}
+
+/// out(i, j) = f(in(i, j)...).
+template <class F, class T, class... In>
+void map(F f, matrix_view<T> out, matrix_view<const In>... in) {
+  const index r = out.rows(), c = out.cols(), n = r * c;
+  if (n == 0) return;
+  if (out.is_contiguous() && (flat_compatible(out, in) && ...)) {
+    T* o = out.data();
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index k = 0; k < n; ++k) o[k] = f(in.data()[k]...);
+  } else if (out.rows_contiguous()) {
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index i = 0; i < r; ++i)
+      for (index j = 0; j < c; ++j) out(i, j) = f(in(i, j)...);
+  } else {
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index j = 0; j < c; ++j)
+      for (index i = 0; i < r; ++i) out(i, j) = f(in(i, j)...);
+  }
+}
+
+template <class T>
+void fill(matrix_view<T> x, T value) {
+  const index r = x.rows(), c = x.cols(), n = r * c;
+  if (n == 0) return;
+  if (x.is_contiguous()) {
+    T* o = x.data();
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index k = 0; k < n; ++k) o[k] = value;
+  } else if (x.rows_contiguous()) {
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index i = 0; i < r; ++i)
+      for (index j = 0; j < c; ++j) x(i, j) = value;
+  } else {
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index j = 0; j < c; ++j)
+      for (index i = 0; i < r; ++i) x(i, j) = value;
+  }
+}
+
+/// Sum over elements of g(x(i, j), y(i, j)) in the accumulator type.
+template <class T, class G>
+acc_t<T> sum_of(matrix_view<const T> x, matrix_view<const T> y, G g) {
+  const index r = x.rows(), c = x.cols(), n = r * c;
+  acc_t<T> s = 0;
+  if (n == 0) return s;
+  if (x.is_contiguous() && flat_compatible(x, y)) {
+    const T* a = x.data();
+    const T* b = y.data();
+    POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
+    for (index k = 0; k < n; ++k) s += g(a[k], b[k]);
+  } else if (x.rows_contiguous()) {
+    POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
+    for (index i = 0; i < r; ++i)
+      for (index j = 0; j < c; ++j) s += g(x(i, j), y(i, j));
+  } else {
+    POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
+    for (index j = 0; j < c; ++j)
+      for (index i = 0; i < r; ++i) s += g(x(i, j), y(i, j));
+  }
+  return s;
+}
+
+template <class T>
+T dot(matrix_view<const T> x, matrix_view<const T> y) {
+  return T(sum_of(x, y, [](T a, T b) { return widen(a) * widen(b); }));
+}
+
+template <class T>
+T sum(matrix_view<const T> x) {
+  return T(sum_of(x, x, [](T a, T) { return widen(a); }));
+}
+
+/// Largest |x|, NaN when x holds a NaN.
+template <class T>
+T max_abs(matrix_view<const T> x) {
+  const index r = x.rows(), c = x.cols(), n = r * c;
+  acc_t<T> m = 0;
+  int nan = 0;
+  if (n == 0) return T(0);
+  auto visit = [&](T v, acc_t<T>& mm, int& nn) {
+    const acc_t<T> a = std::abs(widen(v));
+    if (a != a) nn = 1;
+    if (a > mm) mm = a;
+  };
+  if (x.rows_contiguous()) {
+    POLAR_OMP(parallel for schedule(static) reduction(max : m) reduction(| : nan) if (n >= parallel_threshold))
+    for (index i = 0; i < r; ++i)
+      for (index j = 0; j < c; ++j) visit(x(i, j), m, nan);
+  } else {
+    POLAR_OMP(parallel for schedule(static) reduction(max : m) reduction(| : nan) if (n >= parallel_threshold))
+    for (index j = 0; j < c; ++j)
+      for (index i = 0; i < r; ++i) visit(x(i, j), m, nan);
+  }
+  return nan ? std::numeric_limits<T>::quiet_NaN() : T(m);
+}
+
+template <class T>
+bool all_finite(matrix_view<const T> x) {
+  const auto bad = sum_of(x, x, [](T a, T) -> acc_t<T> { return std::isfinite(widen(a)) ? 0 : 1; });
+  return bad == 0;
+}
+
+/// Frobenius norm. One pass of squares in the accumulator; a scaled second
+/// pass only when that overflows or underflows.
+template <class T>
+T norm(matrix_view<const T> x) {
+  using A = acc_t<T>;
+  const A s = sum_of(x, x, [](T a, T) { return widen(a) * widen(a); });
+  const A tiny = std::numeric_limits<A>::min() / std::numeric_limits<A>::epsilon();
+  if (std::isfinite(s) && (s > tiny || s == A(0))) return T(std::sqrt(s));
+  const A m = widen(max_abs(x));
+  if (!(m > A(0)) || !std::isfinite(m)) return T(m);
+  const A inv = A(1) / m;
+  const A t = sum_of(x, x, [inv](T a, T) {
+    const A v = widen(a) * inv;
+    return v * v;
+  });
+  return T(m * std::sqrt(t));
+}
+
+/// out(i) = h(sum_j g(x(i, j))) for each row i.
+template <class T, class G, class H>
+void reduce_rows(matrix_view<const T> x, vector_view<T> out, G g, H h) {
+  using A = acc_t<T>;
+  const index r = x.rows(), c = x.cols();
+  if (x.rows_contiguous() || c <= 1) {
+    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
+    for (index i = 0; i < r; ++i) {
+      A s = 0;
+      for (index j = 0; j < c; ++j) s += g(x(i, j));
+      out[i] = T(h(s, x.row(i)));
+    }
+  } else {
+    // Columns are contiguous: sweep them, keeping one accumulator per row of
+    // a block of rows.
+    constexpr index block = 512;
+    const index nb = (r + block - 1) / block;
+    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
+    for (index b = 0; b < nb; ++b) {
+      const index i0 = b * block, i1 = std::min(r, i0 + block);
+      A acc[block] = {};
+      for (index j = 0; j < c; ++j)
+        for (index i = i0; i < i1; ++i) acc[i - i0] += g(x(i, j));
+      for (index i = i0; i < i1; ++i) out[i] = T(h(acc[i - i0], x.row(i)));
+    }
+  }
+}
+
+template <class T>
+void row_sums(matrix_view<const T> x, vector_view<T> out) {
+  reduce_rows(x, out, [](T v) { return widen(v); }, [](acc_t<T> s, vector_view<const T>) { return s; });
+}
+
+template <class T>
+void row_norms(matrix_view<const T> x, vector_view<T> out) {
+  using A = acc_t<T>;
+  reduce_rows(
+      x, out, [](T v) { return widen(v) * widen(v); },
+      [](A s, vector_view<const T> row) -> A {
+        const A tiny = std::numeric_limits<A>::min() / std::numeric_limits<A>::epsilon();
+        if (std::isfinite(s) && (s > tiny || s == A(0))) return std::sqrt(s);
+        // Rescue a row whose squares overflow or underflow: scale by its max.
+        A m = 0;
+        for (index j = 0; j < row.size(); ++j) m = std::max(m, A(std::abs(widen(row[j]))));
+        if (!(m > A(0)) || !std::isfinite(m)) return s != s ? s : m;
+        A t = 0;
+        for (index j = 0; j < row.size(); ++j) {
+          const A v = widen(row[j]) / m;
+          t += v * v;
+        }
+        return m * std::sqrt(t);
+      });
+}
+
+template <class T>
+void scale_rows(vector_view<const T> s, matrix_view<T> x) {
+  const index r = x.rows(), c = x.cols();
+  if (x.rows_contiguous()) {
+    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
+    for (index i = 0; i < r; ++i) {
+      const T f = s[i];
+      for (index j = 0; j < c; ++j) x(i, j) = T(x(i, j) * f);
+    }
+  } else {
+    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
+    for (index j = 0; j < c; ++j)
+      for (index i = 0; i < r; ++i) x(i, j) = T(x(i, j) * s[i]);
+  }
+}
+
+/// Writes scale z(first + k) to out(k, value) for k in [0, count), block by
+/// block of the stream (each Philox block is computed once).
+template <class T, class Out>
+void generate_range(const philox_stream& st, distribution d, T scale, std::uint64_t first,
+                    std::uint64_t count, Out out) {
+  if (count == 0) return;
+  const std::uint64_t per = philox_stream::per_block<T>(d);
+  const std::uint64_t b0 = first / per, b1 = (first + count - 1) / per;
+  T tmp[128];
+  for (std::uint64_t b = b0; b <= b1; ++b) {
+    st.fill_block<T>(d, b, tmp);
+    const std::uint64_t lo = std::max(first, b * per), hi = std::min(first + count, (b + 1) * per);
+    for (std::uint64_t e = lo; e < hi; ++e) out(e - first, T(scale * tmp[e - b * per]));
+  }
+}
+
+template <class T>
+void fill_random(matrix_view<T> x, const rng_key& key, distribution d, T scale,
+                 std::uint64_t offset) {
+  const philox_stream st(key);
+  const index r = x.rows(), c = x.cols(), n = r * c;
+  if (n == 0) return;
+  if (x.rows_contiguous() && (r <= 1 || x.row_stride() == c)) {
+    // One run of n elements: split it into chunks of whole blocks.
+    T* p = x.data();
+    const std::uint64_t per = philox_stream::per_block<T>(d);
+    const std::uint64_t chunk = per * 256;
+    const std::uint64_t first = offset;
+    const std::uint64_t start_block = first / per;
+    const std::uint64_t end = first + std::uint64_t(n);
+    const index nchunks = index((end - start_block * per + chunk - 1) / chunk);
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index q = 0; q < nchunks; ++q) {
+      const std::uint64_t lo = std::max(first, start_block * per + std::uint64_t(q) * chunk);
+      const std::uint64_t hi = std::min(end, start_block * per + std::uint64_t(q + 1) * chunk);
+      if (lo < hi)
+        generate_range<T>(st, d, scale, lo, hi - lo,
+                          [p, lo, first](std::uint64_t k, T v) { p[lo - first + k] = v; });
+    }
+  } else {
+    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
+    for (index i = 0; i < r; ++i) {
+      const auto row = x.row(i);
+      generate_range<T>(st, d, scale, offset + std::uint64_t(i) * std::uint64_t(c),
+                        std::uint64_t(c), [row](std::uint64_t k, T v) { row[index(k)] = v; });
+    }
+  }
+}
+
+}  // namespace polar::detail::host
