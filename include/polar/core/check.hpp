@@ -8,7 +8,6 @@
 // stride must exceed the largest offset reachable with the smaller ones.
 #pragma once
 
-#include <algorithm>
 #include <functional>
 #include <string>
 #include <utility>
@@ -50,7 +49,8 @@ bool strides_disjoint(const index (&extent)[N], const index (&stride)[N]) {
     if (extent[d] == 0) return true;  // no elements at all
     if (extent[d] > 1) dims[n++] = {stride[d], extent[d]};
   }
-  std::sort(dims, dims + n);
+  for (std::size_t a = 1; a < n; ++a)  // insertion sort: N is 2 or 3
+    for (std::size_t b = a; b > 0 && dims[b] < dims[b - 1]; --b) std::swap(dims[b], dims[b - 1]);
   index reach = 0;  // largest offset reachable with the dimensions so far
   for (std::size_t d = 0; d < n; ++d) {
     if (dims[d].first <= reach) return false;

@@ -71,6 +71,22 @@ auto make_view(Tensor& t) {
   return tensor_traits<std::remove_cv_t<Tensor>>::view(t);
 }
 
+template <class T>
+struct shaped_pointer;
+
+/// A shaped_pointer passed by value (polar::with_shape(p, r, c)) is a view of
+/// memory the caller owns, so a temporary is fine.
+template <class T>
+auto make_view(const shaped_pointer<T>& p) {
+  return tensor_traits<shaped_pointer<T>>::view(p);
+}
+
+/// A view is a tensor of itself.
+template <class T>
+matrix_view<T> make_view(const matrix_view<T>& v) noexcept {
+  return v;
+}
+
 /// Views are tensors of themselves.
 template <class T>
 struct tensor_traits<matrix_view<T>> {

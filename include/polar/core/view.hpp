@@ -13,6 +13,7 @@
 // that before an operation writes.
 #pragma once
 
+#include <ostream>
 #include <type_traits>
 
 #include "polar/core/config.hpp"
@@ -29,6 +30,9 @@ enum class memory_space : unsigned char {
 inline const char* to_string(memory_space s) noexcept {
   return s == memory_space::host ? "host" : "device";
 }
+
+/// Writes the name of a memory space.
+inline std::ostream& operator<<(std::ostream& out, memory_space s) { return out << to_string(s); }
 
 template <class T>
 class vector_view;

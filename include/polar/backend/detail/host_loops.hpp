@@ -161,8 +161,8 @@ T norm(matrix_view<const T> x) {
   using A = acc_t<T>;
   const A s = sum_of(x, x, [](T a, T) { return widen(a) * widen(a); });
   const A tiny = std::numeric_limits<A>::min() / std::numeric_limits<A>::epsilon();
-  if (std::isfinite(s) && (s > tiny || s == A(0))) return T(std::sqrt(s));
-  const A m = widen(max_abs(x));
+  if (std::isfinite(s) && s > tiny) return T(std::sqrt(s));
+  const A m = widen(max_abs(x));  // zero, tiny, huge or non-finite: look closer
   if (!(m > A(0)) || !std::isfinite(m)) return T(m);
   const A inv = A(1) / m;
   const A t = sum_of(x, x, [inv](T a, T) {
@@ -212,7 +212,7 @@ void row_norms(matrix_view<const T> x, vector_view<T> out) {
       x, out, [](T v) { return widen(v) * widen(v); },
       [](A s, vector_view<const T> row) -> A {
         const A tiny = std::numeric_limits<A>::min() / std::numeric_limits<A>::epsilon();
-        if (std::isfinite(s) && (s > tiny || s == A(0))) return std::sqrt(s);
+        if (std::isfinite(s) && s > tiny) return std::sqrt(s);
         // Rescue a row whose squares overflow or underflow: scale by its max.
         A m = 0;
         for (index j = 0; j < row.size(); ++j) m = std::max(m, A(std::abs(widen(row[j]))));

@@ -1,0 +1,107 @@
+// bench/bench_backend.cpp: the backend's product rates, the yardstick of
+// every later performance figure (each is reported as a ratio to the GEMM
+// rate measured in the same run).
+//
+//   build/release/bench/bench_backend --benchmark_counters_tabular=true
+//
+// Counters: GFLOP/s (2 n^3 for the square GEMM, 2 n^2 k for the full
+// A A^T, n^2 k for one triangle of it) and, for syrk, ratio_to_gemm: its
+// time over the time of a GEMM computing the full A A^T, both measured in the
+// same benchmark (one triangle holds half the flops, so 0.5 is ideal).
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <polar/polar.hpp>
+
+namespace {
+
+template <class T>
+struct operands {
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> a, b, c;
+  operands(polar::index m, polar::index k, polar::index n) : a(m, k), b(k, n), c(m, n) {
+    polar::backend::eigen be;
+    be.fill_random(polar::make_view(a), polar::rng_key{1}, polar::distribution::normal);
+    be.fill_random(polar::make_view(b), polar::rng_key{2}, polar::distribution::normal);
+    c.setZero();
+  }
+};
+
+// C (n x n) = A A^T with A n x k, as a full GEMM.
+template <class T>
+void bm_gemm_aat(benchmark::State& state) {
+  const polar::index n = state.range(0), k = state.range(1);
+  operands<T> o(n, k, n);
+  polar::backend::eigen be;
+  const auto a = polar::make_view(static_cast<const decltype(o.a)&>(o.a));
+  for (auto _ : state) {
+    be.gemm(T(1), polar::op::n, a, polar::op::t, a, T(0), polar::make_view(o.c));
+    benchmark::DoNotOptimize(o.c.data());
+  }
+  const double flops = 2.0 * double(n) * double(n) * double(k);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["n"] = double(n);
+  state.counters["k"] = double(k);
+}
+
+// C = A B with A m x k and B k x n: the general product rate.
+template <class T>
+void bm_gemm(benchmark::State& state) {
+  const polar::index n = state.range(0);
+  operands<T> o(n, n, n);
+  polar::backend::eigen be;
+  for (auto _ : state) {
+    be.gemm(T(1), polar::op::n, polar::make_view(o.a), polar::op::n, polar::make_view(o.b), T(0),
+            polar::make_view(o.c));
+    benchmark::DoNotOptimize(o.c.data());
+  }
+  const double flops = 2.0 * double(n) * double(n) * double(n);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// Lower triangle of C = A A^T: n^2 k useful flops (half of the GEMM's).
+template <class T>
+void bm_syrk(benchmark::State& state) {
+  const polar::index n = state.range(0), k = state.range(1);
+  operands<T> o(n, k, n);
+  polar::backend::eigen be;
+  for (auto _ : state) {
+    be.syrk(polar::uplo::lower, T(1), polar::op::n, polar::make_view(o.a), T(0), polar::make_view(o.c));
+    benchmark::DoNotOptimize(o.c.data());
+  }
+  const double flops = double(n) * double(n) * double(k);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  // The same product as a full GEMM, timed here so the ratio comes from one run.
+  auto t0 = std::chrono::steady_clock::now();
+  int reps = 0;
+  do {
+    be.gemm(T(1), polar::op::n, polar::make_view(o.a), polar::op::t, polar::make_view(o.a), T(0),
+            polar::make_view(o.c));
+    ++reps;
+  } while (std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(200));
+  const double gemm_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  auto t1 = std::chrono::steady_clock::now();
+  int sreps = 0;
+  do {
+    be.syrk(polar::uplo::lower, T(1), polar::op::n, polar::make_view(o.a), T(0), polar::make_view(o.c));
+    ++sreps;
+  } while (std::chrono::steady_clock::now() - t1 < std::chrono::milliseconds(200));
+  const double syrk_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() / sreps;
+  state.counters["ratio_to_gemm"] = syrk_s / gemm_s;
+}
+
+void shapes(benchmark::internal::Benchmark* b) {
+  for (int n : {256, 512, 1024, 2048}) b->Args({n, n});
+  b->Args({1024, 4096});  // the Muon shape: X X^T for a 1024 x 4096 X
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK_TEMPLATE(bm_gemm, float)->Arg(256)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_gemm, double)->Arg(256)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_gemm_aat, float)->Apply(shapes);
+BENCHMARK_TEMPLATE(bm_syrk, float)->Apply(shapes);
+BENCHMARK_TEMPLATE(bm_gemm_aat, double)->Apply(shapes);
+BENCHMARK_TEMPLATE(bm_syrk, double)->Apply(shapes);
+
+BENCHMARK_MAIN();

@@ -1,0 +1,522 @@
+// tests/conformance/backend_conformance.ipp: the battery's test cases.
+// Included inside a namespace that defines `conformance_types`; see
+// backend_conformance.hpp. No include guard on purpose.
+
+using polar_test::dmatrix;
+using polar_test::dvector;
+using polar_test::host_matrix;
+using polar_test::layout_kind;
+using polar::index;
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(copy_and_fill_follow_every_layout, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const auto h = polar_test::random_matrix(7, 5, 1);
+  for (auto ls : polar_test::all_layouts())
+    for (auto ld : polar_test::all_layouts()) {
+      BOOST_TEST_CONTEXT("src " << name(ls) << ", dst " << name(ld)) {
+        dmatrix<B, T> src(b, h, ls), dst(b, 7, 5, ld);
+        b.copy(src.cview(), dst.view);
+        BOOST_TEST(polar_test::distance(dst.get(b), src.get(b)) == 0.0);
+        BOOST_TEST(dst.untouched_outside(b));
+        b.fill(dst.view, T(2.5));
+        BOOST_TEST(polar_test::distance(dst.get(b), host_matrix(7, 5, 2.5)) == 0.0);
+        BOOST_TEST(dst.untouched_outside(b));
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_matches_reference, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const index m = 9, k = 6, n = 7;
+  for (polar::op oa : {polar::op::n, polar::op::t})
+    for (polar::op ob : {polar::op::n, polar::op::t}) {
+      const bool ta = oa == polar::op::t, tb = ob == polar::op::t;
+      const auto ha = polar_test::random_matrix(ta ? k : m, ta ? m : k, 2);
+      const auto hb = polar_test::random_matrix(tb ? n : k, tb ? k : n, 3);
+      const auto hc = polar_test::random_matrix(m, n, 4);
+      const auto ab = polar_test::product(ha, ta, hb, tb);
+      for (auto la : polar_test::all_layouts())
+        for (auto lb : polar_test::all_layouts())
+          for (auto lc : polar_test::all_layouts())
+            for (double beta : {0.0, -0.5}) {
+              BOOST_TEST_CONTEXT("op " << ta << tb << " layouts " << name(la) << ", " << name(lb)
+                                       << ", " << name(lc) << " beta " << beta) {
+                dmatrix<B, T> a(b, ha, la), bb(b, hb, lb), c(b, hc, lc);
+                if (beta == 0.0) b.fill(c.view, std::numeric_limits<T>::quiet_NaN());
+                b.gemm(T(1.5), oa, a.cview(), ob, bb.cview(), T(beta), c.view);
+                host_matrix ref(m, n);
+                for (index i = 0; i < m; ++i)
+                  for (index j = 0; j < n; ++j) ref(i, j) = 1.5 * ab(i, j) + beta * hc(i, j);
+                BOOST_TEST(polar_test::distance(c.get(b), ref) <=
+                           polar_test::tolerance<T>() * (1.5 * ab.norm() + hc.norm()));
+                BOOST_TEST(c.untouched_outside(b));
+              }
+            }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(gemm_large_and_degenerate_shapes, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  // Large enough for the backend's blocked and threaded paths.
+  const auto ha = polar_test::random_matrix(150, 300, 5), hb = polar_test::random_matrix(300, 170, 6);
+  dmatrix<B, T> a(b, ha, layout_kind::row_major), bb(b, hb, layout_kind::col_major);
+  dmatrix<B, T> c(b, 150, 170, layout_kind::row_padded);
+  b.gemm(T(1), polar::op::n, a.cview(), polar::op::n, bb.cview(), T(0), c.view);
+  const auto ref = polar_test::product(ha, false, hb, false);
+  BOOST_TEST(polar_test::distance(c.get(b), ref) <= polar_test::tolerance<T>() * 10 * ref.norm());
+  // k = 0: C = beta C.
+  dmatrix<B, T> a0(b, 4, 0), b0(b, 0, 3), c0(b, host_matrix(4, 3, 2.0));
+  b.gemm(T(1), polar::op::n, a0.cview(), polar::op::n, b0.cview(), T(3), c0.view);
+  BOOST_TEST(polar_test::distance(c0.get(b), host_matrix(4, 3, 6.0)) == 0.0);
+  // Empty output: nothing to do, nothing thrown.
+  dmatrix<B, T> ae(b, 0, 5), be(b, 5, 3), ce(b, 0, 3);
+  BOOST_CHECK_NO_THROW(b.gemm(T(1), polar::op::n, ae.cview(), polar::op::n, be.cview(), T(0), ce.view));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(syrk_computes_one_triangle_only, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  for (index n : {5, 260})  // 260 crosses the Eigen backend's block size
+    for (polar::op oa : {polar::op::n, polar::op::t})
+      for (polar::uplo tri : {polar::uplo::lower, polar::uplo::upper})
+        for (auto la : polar_test::all_layouts())
+          for (auto lc : polar_test::all_layouts()) {
+            if (n > 5 && (la != lc || la == layout_kind::col_padded)) continue;  // big: fewer combos
+            const bool ta = oa == polar::op::t;
+            const index k = 11;
+            const auto ha = polar_test::random_matrix(ta ? k : n, ta ? n : k, 7);
+            const auto hc = polar_test::random_matrix(n, n, 8);
+            const auto aat = polar_test::product(ha, ta, ha, !ta);
+            for (double beta : {0.0, 2.0}) {
+              BOOST_TEST_CONTEXT("n " << n << " op " << ta << " lower " << (tri == polar::uplo::lower)
+                                      << " layouts " << name(la) << ", " << name(lc) << " beta " << beta) {
+                dmatrix<B, T> a(b, ha, la), c(b, hc, lc);
+                b.syrk(tri, T(0.5), oa, a.cview(), T(beta), c.view);
+                const auto got = c.get(b);
+                double err = 0, untouched = 0;
+                for (index i = 0; i < n; ++i)
+                  for (index j = 0; j < n; ++j) {
+                    const bool in = tri == polar::uplo::lower ? i >= j : i <= j;
+                    if (in)
+                      err = std::max(err, std::abs(got(i, j) - (0.5 * aat(i, j) + beta * hc(i, j))));
+                    else
+                      untouched = std::max(untouched, std::abs(got(i, j) - double(T(hc(i, j)))));
+                  }
+                BOOST_TEST(err <= polar_test::tolerance<T>() * 10 * (1 + beta));
+                BOOST_TEST(untouched == 0.0);
+                BOOST_TEST(c.untouched_outside(b));
+                b.symmetrize(tri, c.view);
+                const auto sym = c.get(b);
+                double asym = 0;
+                for (index i = 0; i < n; ++i)
+                  for (index j = 0; j < n; ++j) asym = std::max(asym, std::abs(sym(i, j) - sym(j, i)));
+                BOOST_TEST(asym == 0.0);
+              }
+            }
+          }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(batched_products_equal_one_by_one, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const index count = 6, m = 8, k = 5, n = 4;
+  for (auto la : polar_test::all_layouts()) {
+    BOOST_TEST_CONTEXT("layout " << name(la)) {
+      // One tall matrix holds the stack: matrix q is rows q*m .. q*m+m-1.
+      const auto ha = polar_test::random_matrix(count * m, k, 9);
+      const auto hb = polar_test::random_matrix(count * k, n, 10);
+      dmatrix<B, T> a(b, ha, la), bb(b, hb, la), c(b, count * m, n, la), s(b, count * m, m, la);
+      auto stack = [](auto v, index rows) {
+        return polar::batch_view<typename decltype(v)::element_type>(v.block(0, 0, rows, v.cols()),
+                                                                     v.rows() / rows,
+                                                                     rows * v.row_stride());
+      };
+      b.gemm_batched(T(1), polar::op::n, stack(a.cview(), m), polar::op::n, stack(bb.cview(), k),
+                     T(0), stack(c.view, m));
+      b.syrk_batched(polar::uplo::lower, T(1), polar::op::n, stack(a.cview(), m), T(0),
+                     stack(s.view, m));
+      const auto gc = c.get(b), gs = s.get(b);
+      double err = 0, serr = 0;
+      for (index q = 0; q < count; ++q) {
+        host_matrix aq(m, k), bq(k, n);
+        for (index i = 0; i < m; ++i)
+          for (index j = 0; j < k; ++j) aq(i, j) = ha(q * m + i, j);
+        for (index i = 0; i < k; ++i)
+          for (index j = 0; j < n; ++j) bq(i, j) = hb(q * k + i, j);
+        const auto cq = polar_test::product(aq, false, bq, false);
+        const auto sq = polar_test::product(aq, false, aq, true);
+        for (index i = 0; i < m; ++i) {
+          for (index j = 0; j < n; ++j) err = std::max(err, std::abs(gc(q * m + i, j) - cq(i, j)));
+          for (index j = 0; j <= i; ++j) serr = std::max(serr, std::abs(gs(q * m + i, j) - sq(i, j)));
+        }
+      }
+      BOOST_TEST(err <= polar_test::tolerance<T>() * 10);
+      BOOST_TEST(serr <= polar_test::tolerance<T>() * 10);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(level1_operations_match_reference, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const auto hx = polar_test::random_matrix(13, 9, 11), hy = polar_test::random_matrix(13, 9, 12);
+  double dot = 0, sum = 0, sq = 0, mx = 0;
+  for (std::size_t i = 0; i < hx.v.size(); ++i) {
+    dot += hx.v[i] * hy.v[i];
+    sum += hx.v[i];
+    sq += hx.v[i] * hx.v[i];
+    mx = std::max(mx, std::abs(hx.v[i]));
+  }
+  const double tol = polar_test::tolerance<T>() * 10;
+  for (auto lx : polar_test::all_layouts())
+    for (auto ly : polar_test::all_layouts()) {
+      BOOST_TEST_CONTEXT("layouts " << name(lx) << ", " << name(ly)) {
+        dmatrix<B, T> x(b, hx, lx), y(b, hy, ly);
+        BOOST_TEST(std::abs(double(b.dot(x.cview(), y.cview())) - dot) <= tol * 10);
+        BOOST_TEST(std::abs(double(b.dot(x.view, y.view)) - dot) <= tol * 10);  // non-const views too
+        BOOST_TEST(std::abs(double(b.sum(x.cview())) - sum) <= tol * 10);
+        BOOST_TEST(std::abs(double(b.norm(x.cview())) - std::sqrt(sq)) <= tol * std::sqrt(sq));
+        BOOST_TEST(double(b.max_abs(x.cview())) == double(T(mx)));
+        BOOST_TEST(b.all_finite(x.cview()));
+        b.axpby(T(2), x.cview(), T(-3), y.view);
+        host_matrix ref(13, 9);
+        for (std::size_t i = 0; i < ref.v.size(); ++i) ref.v[i] = 2 * hx.v[i] - 3 * hy.v[i];
+        BOOST_TEST(polar_test::distance(y.get(b), ref) <= tol * ref.norm());
+        // beta = 0 does not read y: NaN there does not propagate.
+        b.fill(y.view, std::numeric_limits<T>::quiet_NaN());
+        b.axpby(T(2), x.cview(), T(0), y.view);
+        for (std::size_t i = 0; i < ref.v.size(); ++i) ref.v[i] = 2 * hx.v[i];
+        BOOST_TEST(polar_test::distance(y.get(b), ref) <= tol * ref.norm());
+        b.scale(T(0.5), y.view);
+        BOOST_TEST(polar_test::distance(y.get(b), hx) <= tol * hx.norm());
+        BOOST_TEST(x.untouched_outside(b));
+        BOOST_TEST(y.untouched_outside(b));
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(reductions_handle_extremes, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  // Squares of these overflow T; the norm must not.
+  const double big = std::is_same_v<T, float> ? 1e30 : 1e200;
+  host_matrix h(3, 4, big);
+  dmatrix<B, T> x(b, h, layout_kind::col_padded);
+  BOOST_TEST(std::abs(double(b.norm(x.cview())) / (big * std::sqrt(12.0)) - 1) <= 1e-6);
+  dvector<B, T> rn(b, 3);
+  b.row_norms(x.cview(), rn.view);
+  for (double v : rn.get(b)) BOOST_TEST(std::abs(v / (big * 2) - 1) <= 1e-6);
+  // Tiny values whose squares underflow.
+  const double tiny = std::is_same_v<T, float> ? 1e-30 : 1e-200;
+  dmatrix<B, T> t(b, host_matrix(3, 4, tiny), layout_kind::row_major);
+  BOOST_TEST(std::abs(double(b.norm(t.cview())) / (tiny * std::sqrt(12.0)) - 1) <= 1e-6);
+  // NaN and infinity are seen.
+  h(1, 2) = std::numeric_limits<double>::quiet_NaN();
+  x.set(b, h);
+  BOOST_TEST(!b.all_finite(x.cview()));
+  BOOST_TEST(std::isnan(double(b.max_abs(x.cview()))));
+  BOOST_TEST(std::isnan(double(b.norm(x.cview()))));
+  h(1, 2) = std::numeric_limits<double>::infinity();
+  x.set(b, h);
+  BOOST_TEST(!b.all_finite(x.cview()));
+  BOOST_TEST(std::isinf(double(b.max_abs(x.cview()))));
+  // Empty views reduce to zero.
+  dmatrix<B, T> e(b, 0, 4);
+  BOOST_TEST(double(b.norm(e.cview())) == 0.0);
+  BOOST_TEST(double(b.sum(e.cview())) == 0.0);
+  BOOST_TEST(b.all_finite(e.cview()));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(row_and_column_reductions_and_scalings, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  for (index rows : {6, 700}) {  // 700 crosses the column sweep's row block
+    const index cols = 9;
+    const auto h = polar_test::random_matrix(rows, cols, 13);
+    std::vector<double> rn(std::size_t(rows), 0), rs(std::size_t(rows), 0), cn(std::size_t(cols), 0),
+        cs(std::size_t(cols), 0);
+    for (index i = 0; i < rows; ++i)
+      for (index j = 0; j < cols; ++j) {
+        rn[std::size_t(i)] += h(i, j) * h(i, j);
+        cn[std::size_t(j)] += h(i, j) * h(i, j);
+        rs[std::size_t(i)] += h(i, j);
+        cs[std::size_t(j)] += h(i, j);
+      }
+    for (auto& v : rn) v = std::sqrt(v);
+    for (auto& v : cn) v = std::sqrt(v);
+    const double tol = polar_test::tolerance<T>() * 10;
+    for (auto l : polar_test::all_layouts())
+      for (index stride : {1, 3}) {
+        BOOST_TEST_CONTEXT("rows " << rows << " layout " << name(l) << " out stride " << stride) {
+          dmatrix<B, T> x(b, h, l);
+          dvector<B, T> vr(b, rows, stride), vc(b, cols, stride);
+          b.row_norms(x.cview(), vr.view);
+          BOOST_TEST(polar_test::max_abs_diff<T>(vr.get(b), rn) <= tol * 10);
+          b.row_sums(x.cview(), vr.view);
+          BOOST_TEST(polar_test::max_abs_diff<T>(vr.get(b), rs) <= tol * 10);
+          b.col_norms(x.cview(), vc.view);
+          BOOST_TEST(polar_test::max_abs_diff<T>(vc.get(b), cn) <= tol * 100);
+          b.col_sums(x.cview(), vc.view);
+          BOOST_TEST(polar_test::max_abs_diff<T>(vc.get(b), cs) <= tol * 100);
+          // Scale rows by 1 / norm, then columns by 2: rows come out with norm 2... per column scale.
+          std::vector<double> inv(rn.size());
+          for (std::size_t i = 0; i < rn.size(); ++i) inv[i] = 1 / rn[i];
+          vr.set(b, inv);
+          b.scale_rows(polar::vector_view<const T>(vr.view), x.view);
+          std::vector<double> two(std::size_t(cols), 2.0);
+          vc.set(b, two);
+          b.scale_cols(polar::vector_view<const T>(vc.view), x.view);
+          b.row_norms(x.cview(), vr.view);
+          for (double v : vr.get(b)) BOOST_TEST(std::abs(v - 2.0) <= tol * 10);
+          BOOST_TEST(x.untouched_outside(b));
+        }
+      }
+  }
+}
+
+namespace conformance_functors {
+struct square {
+  template <class T>
+  POLAR_HOST_DEVICE T operator()(T a) const { return a * a; }
+};
+struct fma3 {
+  template <class T>
+  POLAR_HOST_DEVICE T operator()(T a, T b, T c) const { return a * b + c; }
+};
+struct diff {
+  template <class T>
+  POLAR_HOST_DEVICE T operator()(T a, T b) const { return a - b; }
+};
+}  // namespace conformance_functors
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(map_applies_functors_of_one_to_three_inputs, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const auto ha = polar_test::random_matrix(10, 7, 14), hb = polar_test::random_matrix(10, 7, 15),
+             hc = polar_test::random_matrix(10, 7, 16);
+  const double tol = polar_test::tolerance<T>() * 10;
+  for (auto lo : polar_test::all_layouts())
+    for (auto li : polar_test::all_layouts()) {
+      BOOST_TEST_CONTEXT("out " << name(lo) << ", inputs " << name(li)) {
+        dmatrix<B, T> a(b, ha, li), bb(b, hb, li), c(b, hc, lo), out(b, 10, 7, lo);
+        b.map(conformance_functors::square{}, out.view, a.cview());
+        b.map(conformance_functors::diff{}, out.view, out.cview(), a.view);  // in place
+        host_matrix ref(10, 7);
+        for (std::size_t i = 0; i < ref.v.size(); ++i) ref.v[i] = ha.v[i] * ha.v[i] - ha.v[i];
+        BOOST_TEST(polar_test::distance(out.get(b), ref) <= tol * ref.norm());
+        b.map(conformance_functors::fma3{}, c.view, a.cview(), bb.cview(), c.cview());
+        for (std::size_t i = 0; i < ref.v.size(); ++i) ref.v[i] = ha.v[i] * hb.v[i] + hc.v[i];
+        BOOST_TEST(polar_test::distance(c.get(b), ref) <= tol * ref.norm());
+        BOOST_TEST(out.untouched_outside(b));
+        BOOST_TEST(c.untouched_outside(b));
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(fill_random_is_the_keyed_stream_in_any_layout, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const polar::rng_key key{0x0123456789abcdefull, 3, 17, 2};
+  const polar::philox_stream st(key);
+  for (auto d : {polar::distribution::normal, polar::distribution::rademacher,
+                 polar::distribution::uniform})
+    for (std::uint64_t offset : {0ull, 5ull, 1000003ull})
+      for (auto l : polar_test::all_layouts()) {
+        BOOST_TEST_CONTEXT(polar::to_string(d) << " offset " << offset << " layout " << name(l)) {
+          const index r = 37, c = 29;  // not multiples of any block size
+          dmatrix<B, T> x(b, r, c, l);
+          b.fill_random(x.view, key, d, T(1), offset);
+          std::vector<T> got(std::size_t(r * c));
+          b.copy_to_host(x.cview(), polar::matrix_view<T>(got.data(), r, c, c, 1));
+          std::size_t mismatches = 0;
+          for (index i = 0; i < r * c; ++i) {
+            const T want = st.template operator()<T>(d, offset + std::uint64_t(i));
+            if (std::memcmp(&want, &got[std::size_t(i)], sizeof(T)) != 0) ++mismatches;
+          }
+          BOOST_TEST(mismatches == 0u);
+          BOOST_TEST(x.untouched_outside(b));
+          // A scale multiplies each value once.
+          b.fill_random(x.view, key, d, T(0.25), offset);
+          b.copy_to_host(x.cview(), polar::matrix_view<T>(got.data(), r, c, c, 1));
+          mismatches = 0;
+          for (index i = 0; i < r * c; ++i) {
+            const T want = T(T(0.25) * st.template operator()<T>(d, offset + std::uint64_t(i)));
+            if (std::memcmp(&want, &got[std::size_t(i)], sizeof(T)) != 0) ++mismatches;
+          }
+          BOOST_TEST(mismatches == 0u);
+        }
+      }
+  // A large fill goes through the threaded chunked path; it must agree too.
+  dmatrix<B, T> big(b, 300, 301, layout_kind::row_major);
+  b.fill_random(big.view, key, polar::distribution::normal, T(1), 77);
+  const auto raw = big.raw(b);
+  std::size_t bad = 0;
+  for (index i = 0; i < 300 * 301; ++i)
+    if (!(raw[std::size_t(dmatrix<B, T>::guard + i)] == st.template normal<T>(77 + std::uint64_t(i)))) ++bad;
+  BOOST_TEST(bad == 0u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(qr_gives_orthonormal_q_and_positive_diagonal, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  for (auto shape : {std::pair<index, index>{12, 5}, {40, 40}, {300, 20}})
+    for (auto l : polar_test::all_layouts()) {
+      const auto [m, n] = shape;
+      BOOST_TEST_CONTEXT(m << "x" << n << " " << name(l)) {
+        const auto ha = polar_test::random_matrix(m, n, 17);
+        dmatrix<B, T> a(b, ha, l), q(b, m, n, l), r(b, n, n, l);
+        b.qr(a.cview(), q.view, r.view);
+        const auto hq = q.get(b), hr = r.get(b);
+        const double tol = polar_test::tolerance<T>() * 100;
+        BOOST_TEST(polar_test::distance(polar_test::product(hq, false, hr, false), ha) <= tol * ha.norm());
+        auto qtq = polar_test::product(hq, true, hq, false);
+        for (index i = 0; i < n; ++i) qtq(i, i) -= 1;
+        BOOST_TEST(qtq.norm() <= tol);
+        for (index i = 0; i < n; ++i) {
+          BOOST_TEST(hr(i, i) >= 0.0);
+          for (index j = 0; j < i; ++j) BOOST_TEST(hr(i, j) == 0.0);
+        }
+        BOOST_TEST(q.untouched_outside(b));
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(svd_reconstructs_with_descending_values, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  for (auto shape : {std::pair<index, index>{12, 5}, {5, 12}, {30, 30}})
+    for (auto l : {layout_kind::row_major, layout_kind::col_padded, layout_kind::strided}) {
+      const auto [m, n] = shape;
+      const index k = std::min(m, n);
+      BOOST_TEST_CONTEXT(m << "x" << n << " " << name(l)) {
+        const auto ha = polar_test::random_matrix(m, n, 18);
+        dmatrix<B, T> a(b, ha, l), u(b, m, k, l), v(b, n, k, l);
+        dvector<B, T> s(b, k);
+        b.svd(a.cview(), u.view, s.view, v.view);
+        const auto hu = u.get(b), hv = v.get(b);
+        const auto hs = s.get(b);
+        host_matrix us = hu;
+        for (index i = 0; i < m; ++i)
+          for (index j = 0; j < k; ++j) us(i, j) *= hs[std::size_t(j)];
+        const double tol = polar_test::tolerance<T>() * 100;
+        BOOST_TEST(polar_test::distance(polar_test::product(us, false, hv, true), ha) <= tol * ha.norm());
+        for (index j = 0; j + 1 < k; ++j) BOOST_TEST(hs[std::size_t(j)] >= hs[std::size_t(j + 1)]);
+        BOOST_TEST(hs[std::size_t(k - 1)] >= 0.0);
+        auto utu = polar_test::product(hu, true, hu, false), vtv = polar_test::product(hv, true, hv, false);
+        for (index i = 0; i < k; ++i) utu(i, i) -= 1, vtv(i, i) -= 1;
+        BOOST_TEST(utu.norm() <= tol);
+        BOOST_TEST(vtv.norm() <= tol);
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(solve_and_singular_systems, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  auto ha = polar_test::random_matrix(16, 16, 19);
+  for (index i = 0; i < 16; ++i) ha(i, i) += 4;  // well conditioned
+  const auto hx = polar_test::random_matrix(16, 3, 20);
+  const auto hb = polar_test::product(ha, false, hx, false);
+  for (auto l : polar_test::all_layouts()) {
+    BOOST_TEST_CONTEXT(name(l)) {
+      dmatrix<B, T> a(b, ha, l), rhs(b, hb, l);
+      b.solve(a.cview(), rhs.view);
+      BOOST_TEST(polar_test::distance(rhs.get(b), hx) <= polar_test::tolerance<T>() * 100 * hx.norm());
+    }
+  }
+  host_matrix sing(4, 4, 1.0);  // rank one
+  dmatrix<B, T> s(b, sing), rhs(b, host_matrix(4, 1, 1.0));
+  polar_test::check_throws<polar::numerical_error>([&] { b.solve(s.cview(), rhs.view); },
+                                                   {"polar::solve", "4x4", "singular"});
+  BOOST_TEST(polar_test::distance(rhs.get(b), host_matrix(4, 1, 1.0)) == 0.0);  // unchanged
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(bad_arguments_raise_typed_errors, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  dmatrix<B, T> a(b, 3, 4), bb(b, 5, 2), c(b, 3, 2), sq(b, 4, 4);
+  b.fill(c.view, T(7));
+  // Inner dimensions differ.
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.gemm(T(1), polar::op::n, a.cview(), polar::op::n, bb.cview(), T(0), c.view); },
+      {"polar::gemm", "3x4", "5x2", "inner dimensions 4 and 5"});
+  BOOST_TEST(polar_test::distance(c.get(b), host_matrix(3, 2, 7.0)) == 0.0);  // untouched
+  // Output of the wrong shape.
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.gemm(T(1), polar::op::n, a.cview(), polar::op::n, sq.cview(), T(0), c.view); },
+      {"polar::gemm", "C is 3x2", "3x4"});
+  // Overlapping output strides.
+  polar::matrix_view<T> overlapping(c.view.data(), 3, 2, 1, 1, B::space);
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.fill(overlapping, T(0)); }, {"polar::fill", "overlap", "strides 1,1"});
+  // A null pointer with a non-zero shape.
+  polar::matrix_view<T> null_view(nullptr, 3, 2, 2, 1, B::space);
+  polar_test::check_throws<polar::value_error>(
+      [&] { b.scale(T(2), null_view); }, {"polar::scale", "null pointer", "3x2"});
+  polar_test::check_throws<polar::value_error>(
+      [&] { (void)b.norm(polar::matrix_view<const T>(nullptr, 1, 1, 1, 1, B::space)); },
+      {"polar::norm", "null pointer"});
+  // Negative extents and strides.
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.fill(polar::matrix_view<T>(c.view.data(), -1, 2, 2, 1, B::space), T(0)); },
+      {"negative extent"});
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.fill(polar::matrix_view<T>(c.view.data() + 4, 3, 2, -2, 1, B::space), T(0)); },
+      {"negative stride"});
+  // Memory in the wrong space.
+  const auto other = B::space == polar::memory_space::host ? polar::memory_space::device
+                                                           : polar::memory_space::host;
+  polar::matrix_view<T> elsewhere(c.view.data(), 3, 2, c.view.row_stride(), c.view.col_stride(), other);
+  polar_test::check_throws<polar::memory_space_error>(
+      [&] { b.scale(T(2), elsewhere); }, {"polar::scale", "x is in", polar::to_string(other)});
+  // Output sharing memory with an input.
+  polar_test::check_throws<polar::value_error>(
+      [&] {
+        b.gemm(T(1), polar::op::n, polar::matrix_view<const T>(sq.view.block(0, 0, 4, 2)), polar::op::n,
+               polar::matrix_view<const T>(c.view.block(0, 0, 2, 2)), T(0), sq.view.block(0, 1, 4, 2));
+      },
+      {"polar::gemm", "shares memory"});
+  polar_test::check_throws<polar::value_error>(
+      [&] { b.axpby(T(1), polar::matrix_view<const T>(sq.view.block(0, 0, 2, 2)), T(1), sq.view.block(1, 1, 2, 2)); },
+      {"polar::axpby", "shares memory"});
+  // syrk: C must match op(A) op(A)^T.
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.syrk(polar::uplo::lower, T(1), polar::op::t, a.cview(), T(0), c.view); },
+      {"polar::syrk", "C is 3x2", "4x4"});
+  // Reductions into vectors of the wrong length.
+  dvector<B, T> v(b, 5);
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.row_norms(a.cview(), v.view); }, {"polar::row_norms", "5 elements", "3"});
+  // Factorization shapes.
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.qr(a.cview(), a.view, sq.view); }, {"polar::qr", "3x4", "rows >= cols"});
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.solve(a.cview(), c.view); }, {"polar::solve", "square"});
+  // Random streams: sample beyond 16 bits.
+  polar_test::check_throws<polar::value_error>(
+      [&] { b.fill_random(c.view, polar::rng_key{1, 0, 0, 70000}, polar::distribution::normal); },
+      {"polar::fill_random", "70000"});
+  // Batches: counts differ.
+  polar::batch_view<const T> s2(a.cview(), 2, 0), s3(bb.cview(), 3, 0);
+  polar::batch_view<T> c2(c.view, 2, 100);
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.gemm_batched(T(1), polar::op::n, s2, polar::op::n, s3, T(0), c2); },
+      {"polar::gemm_batched", "2 matrices", "3"});
+}
