@@ -7,6 +7,7 @@
 // is the transpose of a column-major matrix, so it maps too with its `op`
 // flipped; anything else is first copied into a column-major temporary. This
 // keeps four product instantiations per scalar type instead of twenty-seven.
+// The symmetric rank-k update is built from the same GEMM (see syrk_lower).
 #pragma once
 
 #include <Eigen/Core>
@@ -16,6 +17,10 @@
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/error.hpp"
@@ -137,73 +142,63 @@ void gemm(T alpha, op op_a, matrix_view<const T> a, op op_b, matrix_view<const T
   });
 }
 
-/// Scales the lower triangle (diagonal included) of a square column-major map.
+/// Lower triangle of C = alpha op(A) op(A)^T + beta C, by recursive halving:
+/// with op(A) = [A1; A2], the off-diagonal block C21 = A2 A1^T is one large
+/// GEMM (Eigen threads it) and C11, C22 recurse. Below `base` rows the block
+/// is a full GEMM into scratch of which the lower triangle is kept (Eigen's
+/// GEMM kernel beats its triangular one, and the waste is base^2 k per leaf).
+/// The upper triangle of C is not touched.
 template <class T>
-void scale_lower(mut_map<T> c, T beta) {
-  for (index j = 0; j < c.cols(); ++j) {
-    auto col = c.col(j).tail(c.rows() - j);
-    if (beta == T(0))
-      col.setZero();
-    else if (beta != T(1))
-      col *= beta;
-  }
-}
-
-/// Lower triangle of C = alpha op(A) op(A)^T + beta C, blocked: the strictly
-/// lower blocks are GEMMs (Eigen threads them), the diagonal blocks Eigen's
-/// triangular rank update. The upper triangle is not touched.
-template <class T>
-void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
+void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c,
+                cmatrix<T>& scratch) {
+  constexpr index base = 128;
   const index n = c.rows();
   const index k = op_a == op::n ? a.cols() : a.rows();
-  constexpr index bs = 192;
-  for (index i0 = 0; i0 < n; i0 += bs) {
-    const index ib = std::min(bs, n - i0);
-    // rows i0..i0+ib of op(A)
-    const auto a_rows = op_a == op::n ? a.block(i0, 0, ib, k) : a.block(0, i0, k, ib);
-    if (i0 > 0) {
-      const auto a_prev = op_a == op::n ? a.block(0, 0, i0, k) : a.block(0, 0, k, i0);
-      gemm(alpha, op_a, a_rows, op_a == op::n ? op::t : op::n, a_prev, beta,
-           c.block(i0, 0, ib, i0));
-    }
-    const auto pa = as_operand(a_rows, op_a);
-    auto diag = c.block(i0, i0, ib, ib);
-    // A strided diagonal block goes through a temporary copied back whole,
-    // so it is read in full to leave its upper triangle as it was.
-    with_output(diag, true, [&](mut_map<T> m, bool transposed) {
-      // Lower of diag is upper of diag^T: same symmetric values.
-      if (!transposed) {
-        scale_lower(m, beta);
-        if (k > 0 && alpha != T(0)) {
-          if (pa.trans)
-            m.template selfadjointView<Eigen::Lower>().rankUpdate(pa.map().transpose(), alpha);
-          else
-            m.template selfadjointView<Eigen::Lower>().rankUpdate(pa.map(), alpha);
-        }
-      } else {
-        for (index j = 0; j < ib; ++j) {
-          auto col = m.col(j).head(j + 1);
-          if (beta == T(0))
-            col.setZero();
-          else if (beta != T(1))
-            col *= beta;
-        }
-        if (k > 0 && alpha != T(0)) {
-          if (pa.trans)
-            m.template selfadjointView<Eigen::Upper>().rankUpdate(pa.map().transpose(), alpha);
-          else
-            m.template selfadjointView<Eigen::Upper>().rankUpdate(pa.map(), alpha);
-        }
-      }
-    });
+  const op op_bt = op_a == op::n ? op::t : op::n;
+  auto rows_of = [&](index r0, index nr) { return op_a == op::n ? a.block(r0, 0, nr, k) : a.block(0, r0, k, nr); };
+  if (n <= base) {
+    scratch.resize(n, n);
+    gemm(alpha, op_a, a, op_bt, a, T(0), matrix_view<T>(scratch.data(), n, n, 1, n));
+    for (index j = 0; j < n; ++j)
+      for (index i = j; i < n; ++i)
+        c(i, j) = beta == T(0) ? scratch(i, j) : T(scratch(i, j) + beta * c(i, j));
+    return;
   }
+  const index h = ((n / 2 + 15) / 16) * 16;
+  auto off_diagonal = [&] {
+    gemm(alpha, op_a, rows_of(h, n - h), op_bt, rows_of(0, h), beta, c.block(h, 0, n - h, h));
+  };
+  auto diagonal = [&](cmatrix<T>& s) {
+    syrk_lower(alpha, op_a, rows_of(0, h), beta, c.block(0, 0, h, h), s);
+    syrk_lower(alpha, op_a, rows_of(h, n - h), beta, c.block(h, h, n - h, n - h), s);
+  };
+#if defined(_OPENMP)
+  // Mid-sized products are too small for Eigen's GEMM to use every thread
+  // well; the off-diagonal block and the diagonal halves write disjoint parts
+  // of C, so they run side by side instead (Eigen then runs single-threaded
+  // inside each).
+  if (n * n * k <= (index(1) << 30) && !omp_in_parallel() && omp_get_max_threads() > 1) {
+    cmatrix<T> scratch2;
+    POLAR_OMP(parallel sections num_threads(2))
+    {
+      POLAR_OMP(section)
+      off_diagonal();
+      POLAR_OMP(section)
+      diagonal(scratch2);
+    }
+    return;
+  }
+#endif
+  off_diagonal();
+  diagonal(scratch);
 }
 
 template <class T>
 void syrk(uplo tri, T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
   // The upper triangle of C is the lower triangle of C^T, and op(A) op(A)^T
   // is symmetric, so both cases are one computation.
-  syrk_lower(alpha, op_a, a, beta, tri == uplo::lower ? c : c.transpose());
+  cmatrix<T> scratch;
+  syrk_lower(alpha, op_a, a, beta, tri == uplo::lower ? c : c.transpose(), scratch);
 }
 
 template <class T>
