@@ -247,8 +247,6 @@ class eigen {
   template <class T>
   void qr(in_matrix<T> a, matrix_view<T> q, matrix_view<T> r) {
     detail::check_qr("polar::qr", space, a, q, r);
-    check_no_alias("polar::qr", "Q", q, "A", a);
-    check_no_alias("polar::qr", "R", r, "A", a);
     detail::eigen_kernels::qr(a, q, r);
   }
   /// Thin SVD, singular values descending.

@@ -53,6 +53,15 @@
 #define POLAR_HAS_OPENMP 0
 #endif
 
+/// Expands to `#pragma omp x` when OpenMP is enabled, to nothing otherwise
+/// (so builds without -fopenmp see no unknown pragmas).
+#if defined(_OPENMP)
+#define POLAR_PRAGMA(x) _Pragma(#x)
+#define POLAR_OMP(x) POLAR_PRAGMA(omp x)
+#else
+#define POLAR_OMP(x)
+#endif
+
 #ifndef POLAR_DEBUG_CHECKS
 #if defined(NDEBUG)
 /// Extra checks that cost time (points on their manifold, finite state);

@@ -179,6 +179,8 @@ void check_qr(const char* opname, memory_space space, const matrix_view<const T>
   check_shape(opname, "Q", q, a.rows(), a.cols());
   check_shape(opname, "R", r, a.cols(), a.cols());
   check_no_alias(opname, "Q", q, "R", r);
+  check_no_alias(opname, "Q", q, "A", a);
+  check_no_alias(opname, "R", r, "A", a);
 }
 
 template <class T>

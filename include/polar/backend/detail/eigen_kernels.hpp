@@ -16,6 +16,7 @@
 #include <Eigen/SVD>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -23,14 +24,9 @@
 #endif
 
 #include "polar/backend/concept.hpp"
+#include "polar/core/config.hpp"
 #include "polar/core/error.hpp"
 
-#if defined(_OPENMP)
-#define POLAR_PRAGMA(x) _Pragma(#x)
-#define POLAR_OMP(x) POLAR_PRAGMA(omp x)
-#else
-#define POLAR_OMP(x)
-#endif
 
 namespace polar::detail::eigen_kernels {
 

@@ -18,14 +18,6 @@
 #include "polar/backend/concept.hpp"
 #include "polar/core/random.hpp"
 
-#if !defined(POLAR_OMP)
-#if defined(_OPENMP)
-#define POLAR_PRAGMA(x) _Pragma(#x)
-#define POLAR_OMP(x) POLAR_PRAGMA(omp x)
-#else
-#define POLAR_OMP(x)
-#endif
-#endif
 
 namespace polar::detail::host {
 
