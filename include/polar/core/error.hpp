@@ -76,6 +76,13 @@ class numerical_error : public error {
   using error::error;
 };
 
+/// A failure reported by the device runtime or a vendor library (the CUDA
+/// runtime, cuBLAS, cuSOLVER): out of device memory, a launch failure.
+class device_error : public error {
+ public:
+  using error::error;
+};
+
 namespace detail {
 
 /// Streams every argument into one string; used to build error messages.

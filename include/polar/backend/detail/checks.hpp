@@ -10,6 +10,15 @@
 
 namespace polar::detail {
 
+/// True when element k of the contiguous `in` is data()[k] in the order of
+/// the contiguous `out`: one flat loop then serves both.
+template <class T, class U>
+POLAR_HOST_DEVICE bool flat_compatible(const matrix_view<T>& out, const matrix_view<U>& in) noexcept {
+  if (!in.is_contiguous()) return false;
+  if (out.rows() <= 1 || out.cols() <= 1) return true;
+  return out.row_stride() == in.row_stride() && out.col_stride() == in.col_stride();
+}
+
 inline index op_rows(op o, index rows, index cols) { return o == op::n ? rows : cols; }
 inline index op_cols(op o, index rows, index cols) { return o == op::n ? cols : rows; }
 inline const char* op_name(op o) { return o == op::n ? "" : "^T"; }

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "polar/backend/concept.hpp"
+#include "polar/backend/detail/checks.hpp"
 #include "polar/core/random.hpp"
 
 
@@ -36,20 +37,12 @@ acc_t<T> widen(T x) noexcept {
     return static_cast<acc_t<T>>(static_cast<float>(x));
 }
 
-/// Element k of a contiguous view is data()[k] in out's order.
-template <class T, class U>
-bool flat_compatible(const matrix_view<T>& out, const matrix_view<U>& in) noexcept {
-  if (!in.is_contiguous()) return false;
-  if (out.rows() <= 1 || out.cols() <= 1) return true;
-  return out.row_stride() == in.row_stride() && out.col_stride() == in.col_stride();
-}
-
 /// out(i, j) = f(in(i, j)...).
 template <class F, class T, class... In>
 void map(F f, matrix_view<T> out, matrix_view<const In>... in) {
   const index r = out.rows(), c = out.cols(), n = r * c;
   if (n == 0) return;
-  if (out.is_contiguous() && (flat_compatible(out, in) && ...)) {
+  if (out.is_contiguous() && (detail::flat_compatible(out, in) && ...)) {
     T* o = out.data();
     POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
     for (index k = 0; k < n; ++k) o[k] = f(in.data()[k]...);
@@ -89,7 +82,7 @@ acc_t<T> sum_of(matrix_view<const T> x, matrix_view<const T> y, G g) {
   const index r = x.rows(), c = x.cols(), n = r * c;
   acc_t<T> s = 0;
   if (n == 0) return s;
-  if (x.is_contiguous() && flat_compatible(x, y)) {
+  if (x.is_contiguous() && detail::flat_compatible(x, y)) {
     const T* a = x.data();
     const T* b = y.data();
     POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))

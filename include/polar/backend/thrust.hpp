@@ -1,0 +1,469 @@
+// polar/backend/thrust.hpp: the Thrust backend, one class template over
+// Thrust's systems.
+//
+//   polar::backend::thrust<polar::system::cuda>  device memory; Thrust and CUB
+//       on the GPU, cuBLAS and cuSOLVER for products and factorizations
+//       (compiled by nvcc only);
+//   polar::backend::thrust<polar::system::omp>   host memory; Thrust's OpenMP
+//       system for elementwise work and reductions, Eigen for products and
+//       factorizations (needs -fopenmp);
+//   polar::backend::thrust<polar::system::cpp>   host memory; Thrust's serial
+//       system, Eigen for products.
+//
+// The elementwise operations, reductions and random fills are written once
+// over a Thrust execution policy (backend/detail/thrust_algorithms.hpp), so
+// the host systems run the very code the GPU runs, and every Thrust code path
+// is tested on machines without a GPU. Random fills are bit-identical to the
+// Eigen backend's for the same key on every system.
+//
+// Link the CMake target polar::thrust, which finds CCCL and sets
+// THRUST_DEVICE_SYSTEM from the cache option POLAR_THRUST_DEVICE_SYSTEM
+// (CUDA, OMP or CPP); polar::backend::thrust_device is the backend of that
+// system.
+#pragma once
+
+#include <thrust/system/cpp/execution_policy.h>
+#include <thrust/system/cpp/vector.h>
+#if defined(_OPENMP)
+#include <thrust/system/omp/execution_policy.h>
+#include <thrust/system/omp/vector.h>
+#endif
+#include <thrust/device_vector.h>
+#include <thrust/host_vector.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "polar/backend/concept.hpp"
+#include "polar/backend/detail/checks.hpp"
+#include "polar/backend/detail/eigen_kernels.hpp"
+#include "polar/backend/detail/host_buffer.hpp"
+#include "polar/backend/detail/thrust_algorithms.hpp"
+#include "polar/core/tensor_traits.hpp"
+
+#if POLAR_CUDA_COMPILER
+#include "polar/backend/detail/cuda_kernels.hpp"
+#endif
+
+namespace polar {
+
+/// Thrust systems a polar::backend::thrust can run on.
+namespace system {
+/// Thrust's serial host system.
+struct cpp {};
+/// Thrust's OpenMP host system (the translation unit needs -fopenmp).
+struct omp {};
+/// Thrust's CUDA system (the translation unit must be compiled by nvcc).
+struct cuda {};
+}  // namespace system
+
+namespace detail {
+
+/// Products, factorizations and transfers of the Thrust host systems: Eigen
+/// over the same host memory. The CUDA system's counterpart is
+/// detail::cuda::kernels (cuBLAS, cuSOLVER, CUB).
+struct thrust_host_kernels {
+  template <class R, class T>
+  static void copy_from_host(R& r, matrix_view<const T> src, matrix_view<T> dst) {
+    check_inplace_or_disjoint("polar::copy_from_host", "dst", dst, "src", src);
+    thrust_alg::map(r.policy(), thrust_alg::identity_fn{}, dst, src);
+  }
+  template <class R, class T>
+  static void copy_to_host(R& r, matrix_view<const T> src, matrix_view<T> dst) {
+    check_inplace_or_disjoint("polar::copy_to_host", "dst", dst, "src", src);
+    thrust_alg::map(r.policy(), thrust_alg::identity_fn{}, dst, src);
+  }
+  template <class R, class T>
+  static void gemm(R&, T alpha, op op_a, matrix_view<const T> a, op op_b, matrix_view<const T> b,
+                   T beta, matrix_view<T> c) {
+    eigen_kernels::gemm(alpha, op_a, a, op_b, b, beta, c);
+  }
+  template <class R, class T>
+  static void syrk(R&, uplo tri, T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
+    eigen_kernels::syrk(tri, alpha, op_a, a, beta, c);
+  }
+  template <class R, class T>
+  static void gemm_batched(R&, T alpha, op op_a, batch_view<const T> a, op op_b,
+                           batch_view<const T> b, T beta, batch_view<T> c) {
+    for (index i = 0; i < c.count(); ++i) eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
+  }
+  template <class R, class T>
+  static void qr(R&, matrix_view<const T> a, matrix_view<T> q, matrix_view<T> r) {
+    eigen_kernels::qr(a, q, r);
+  }
+  template <class R, class T>
+  static void svd(R&, matrix_view<const T> a, matrix_view<T> u, vector_view<T> s, matrix_view<T> v) {
+    eigen_kernels::svd(a, u, s, v);
+  }
+  template <class R, class T>
+  static void solve(R&, matrix_view<const T> a, matrix_view<T> b) {
+    eigen_kernels::solve(a, b);
+  }
+  template <class R, class T>
+  static void reduce_rows(R& r, matrix_view<const T> x, vector_view<T> out, bool norm) {
+    thrust_alg::reduce_rows(r.policy(), x, out, norm);
+  }
+};
+
+template <class System>
+struct thrust_system;
+
+template <>
+struct thrust_system<system::cpp> {
+  static constexpr memory_space space = memory_space::host;
+  static const char* name() { return "thrust<cpp>"; }
+  template <class T>
+  using buffer = host_buffer<T>;
+  using kernels = thrust_host_kernels;
+  struct resources {
+    auto policy() const { return ::thrust::cpp::par; }
+    void synchronize() {}
+  };
+};
+
+#if defined(_OPENMP)
+template <>
+struct thrust_system<system::omp> {
+  static constexpr memory_space space = memory_space::host;
+  static const char* name() { return "thrust<omp>"; }
+  template <class T>
+  using buffer = host_buffer<T>;
+  using kernels = thrust_host_kernels;
+  struct resources {
+    auto policy() const { return ::thrust::omp::par; }
+    void synchronize() {}
+  };
+};
+#endif
+
+#if POLAR_CUDA_COMPILER
+template <>
+struct thrust_system<system::cuda> {
+  static constexpr memory_space space = memory_space::device;
+  static const char* name() { return "thrust<cuda>"; }
+  template <class T>
+  using buffer = cuda::device_buffer<T>;
+  using resources = cuda::context;
+  using kernels = cuda::kernels;
+};
+#endif
+
+template <class System, class = void>
+struct thrust_system_available : std::false_type {};
+template <class System>
+struct thrust_system_available<System, std::void_t<decltype(thrust_system<System>::space)>>
+    : std::true_type {};
+
+}  // namespace detail
+
+namespace backend {
+
+/// The Thrust backend on `System` (polar::system::cpp, omp or cuda).
+///
+/// On the host systems the object is stateless. On CUDA it owns a stream, a
+/// cuBLAS and a cuSOLVER handle and a scratch arena that grows to the largest
+/// request and is then reused, so repeated steps allocate nothing; it is
+/// movable, not copyable, and not for concurrent use from several threads.
+template <class System>
+class thrust : private detail::thrust_system<System>::resources {
+  static_assert(detail::thrust_system_available<System>::value,
+                "polar::backend::thrust<System>: this system is not available in this translation "
+                "unit: system::omp needs OpenMP (-fopenmp), system::cuda needs nvcc");
+  using sys = detail::thrust_system<System>;
+  using res = typename sys::resources;
+  using kernels = typename sys::kernels;
+
+ public:
+  /// Where operands live: host for cpp and omp, device for cuda.
+  static constexpr memory_space space = sys::space;
+  /// Owning allocation in `space`.
+  template <class T>
+  using buffer = typename sys::template buffer<T>;
+
+  /// "thrust<cpp>", "thrust<omp>" or "thrust<cuda>".
+  static const char* name() { return sys::name(); }
+
+  thrust() = default;
+
+  // ---- memory ----------------------------------------------------------
+
+  template <class T>
+  buffer<T> allocate(index n) {
+    return buffer<T>(n);
+  }
+  /// dst (backend memory) = src (host memory).
+  template <class T>
+  void copy_from_host(in_matrix<T> src, matrix_view<T> dst) {
+    constexpr const char* op = "polar::copy_from_host";
+    check_input(op, "src", src);
+    check_output(op, "dst", dst);
+    check_space(op, "src", src, memory_space::host);
+    check_space(op, "dst", dst, space);
+    check_same_shape(op, "dst", dst, "src", src);
+    kernels::copy_from_host(context(), src, dst);
+  }
+  /// dst (host memory) = src (backend memory).
+  template <class T>
+  void copy_to_host(in_matrix<T> src, matrix_view<T> dst) {
+    constexpr const char* op = "polar::copy_to_host";
+    check_input(op, "src", src);
+    check_output(op, "dst", dst);
+    check_space(op, "src", src, space);
+    check_space(op, "dst", dst, memory_space::host);
+    check_same_shape(op, "dst", dst, "src", src);
+    kernels::copy_to_host(context(), src, dst);
+  }
+  /// dst = src.
+  template <class T>
+  void copy(in_matrix<T> src, matrix_view<T> dst) {
+    detail::check_unary("polar::copy", space, "src", src, "dst", dst);
+    detail::thrust_alg::map(policy(), detail::thrust_alg::identity_fn{}, dst, src);
+  }
+  /// x(i, j) = value.
+  template <class T>
+  void fill(matrix_view<T> x, T value) {
+    check_output("polar::fill", "x", x);
+    check_space("polar::fill", "x", x, space);
+    detail::thrust_alg::map(policy(), detail::thrust_alg::constant_fn<T>{value}, x,
+                            matrix_view<const T>(x));
+  }
+  /// Waits for queued device work (a no-op on the host systems).
+  void synchronize() { res::synchronize(); }
+
+  // ---- level 3 -----------------------------------------------------------
+
+  template <class T>
+  void gemm(T alpha, op op_a, in_matrix<T> a, op op_b, in_matrix<T> b, T beta, matrix_view<T> c) {
+    detail::check_gemm("polar::gemm", space, op_a, a, op_b, b, c);
+    kernels::gemm(context(), alpha, op_a, a, op_b, b, beta, c);
+  }
+  template <class T>
+  void syrk(uplo tri, T alpha, op op_a, in_matrix<T> a, T beta, matrix_view<T> c) {
+    detail::check_syrk("polar::syrk", space, op_a, a, c);
+    kernels::syrk(context(), tri, alpha, op_a, a, beta, c);
+  }
+  template <class T>
+  void symmetrize(uplo from, matrix_view<T> c) {
+    check_output("polar::symmetrize", "C", c);
+    check_space("polar::symmetrize", "C", c, space);
+    detail::check_square("polar::symmetrize", "C", c);
+    if (c.empty()) return;
+    ::thrust::for_each_n(policy(), ::thrust::counting_iterator<index>(0), c.size(),
+                         mirror<T>{c, from == uplo::lower});
+  }
+  template <class T>
+  void gemm_batched(T alpha, op op_a, in_batch<T> a, op op_b, in_batch<T> b, T beta,
+                    batch_view<T> c) {
+    detail::check_gemm_batched("polar::gemm_batched", space, op_a, a, op_b, b, c);
+    kernels::gemm_batched(context(), alpha, op_a, a, op_b, b, beta, c);
+  }
+  template <class T>
+  void syrk_batched(uplo tri, T alpha, op op_a, in_batch<T> a, T beta, batch_view<T> c) {
+    detail::check_syrk_batched("polar::syrk_batched", space, op_a, a, c);
+    for (index i = 0; i < c.count(); ++i) kernels::syrk(context(), tri, alpha, op_a, a[i], beta, c[i]);
+  }
+
+  // ---- level 1 and 2 -----------------------------------------------------
+
+  template <class T>
+  void scale(T alpha, matrix_view<T> x) {
+    check_output("polar::scale", "x", x);
+    check_space("polar::scale", "x", x, space);
+    if (alpha == T(0))
+      detail::thrust_alg::map(policy(), detail::thrust_alg::constant_fn<T>{T(0)}, x, matrix_view<const T>(x));
+    else
+      detail::thrust_alg::map(policy(), detail::thrust_alg::scale_fn<T>{alpha}, x, matrix_view<const T>(x));
+  }
+  template <class T>
+  void axpby(T alpha, in_matrix<T> x, T beta, matrix_view<T> y) {
+    detail::check_unary("polar::axpby", space, "x", x, "y", y);
+    if (beta == T(0))
+      detail::thrust_alg::map(policy(), detail::thrust_alg::scale_fn<T>{alpha}, y, x);
+    else
+      detail::thrust_alg::map(policy(), detail::thrust_alg::axpby_fn<T>{alpha, beta}, y, x,
+                              matrix_view<const T>(y));
+  }
+  template <class U, class V, class T = std::remove_const_t<U>>
+  T dot(matrix_view<U> x, matrix_view<V> y) {
+    static_assert(std::is_same_v<T, std::remove_const_t<V>>, "polar::dot: x and y differ in scalar type");
+    detail::check_reduce<T>("polar::dot", space, x);
+    detail::check_reduce<T>("polar::dot", space, y);
+    check_same_shape("polar::dot", "x", x, "y", y);
+    return T(detail::thrust_alg::sum_of(policy(), matrix_view<const T>(x), matrix_view<const T>(y),
+                                        detail::thrust_alg::product_term{}));
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  T norm(matrix_view<U> x) {
+    detail::check_reduce<T>("polar::norm", space, x);
+    return detail::thrust_alg::norm(policy(), matrix_view<const T>(x));
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  T max_abs(matrix_view<U> x) {
+    detail::check_reduce<T>("polar::max_abs", space, x);
+    return detail::thrust_alg::max_abs(policy(), matrix_view<const T>(x));
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  T sum(matrix_view<U> x) {
+    detail::check_reduce<T>("polar::sum", space, x);
+    const matrix_view<const T> cx = x;
+    return T(detail::thrust_alg::sum_of(policy(), cx, cx, detail::thrust_alg::value_term{}));
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  bool all_finite(matrix_view<U> x) {
+    detail::check_reduce<T>("polar::all_finite", space, x);
+    const matrix_view<const T> cx = x;
+    return detail::thrust_alg::sum_of(policy(), cx, cx, detail::thrust_alg::nonfinite_term{}) == 0.0;
+  }
+  template <class T>
+  void row_norms(in_matrix<T> x, vector_view<T> out) {
+    detail::check_reduce_lines("polar::row_norms", space, x, out, true);
+    lines(x, out, true);
+  }
+  template <class T>
+  void col_norms(in_matrix<T> x, vector_view<T> out) {
+    detail::check_reduce_lines("polar::col_norms", space, x, out, false);
+    lines(x.transpose(), out, true);
+  }
+  template <class T>
+  void row_sums(in_matrix<T> x, vector_view<T> out) {
+    detail::check_reduce_lines("polar::row_sums", space, x, out, true);
+    lines(x, out, false);
+  }
+  template <class T>
+  void col_sums(in_matrix<T> x, vector_view<T> out) {
+    detail::check_reduce_lines("polar::col_sums", space, x, out, false);
+    lines(x.transpose(), out, false);
+  }
+  template <class T>
+  void scale_rows(in_vector<T> s, matrix_view<T> x) {
+    detail::check_scale_lines("polar::scale_rows", space, s, x, true);
+    detail::thrust_alg::scale_rows(policy(), s, x);
+  }
+  template <class T>
+  void scale_cols(in_vector<T> s, matrix_view<T> x) {
+    detail::check_scale_lines("polar::scale_cols", space, s, x, false);
+    detail::thrust_alg::scale_rows(policy(), s, x.transpose());
+  }
+  template <class F, class T, class... In>
+  void map(F f, matrix_view<T> out, matrix_view<In>... in) {
+    static_assert(sizeof...(In) >= 1 && sizeof...(In) <= 3, "polar::map takes one to three input views");
+    check_output("polar::map", "out", out);
+    check_space("polar::map", "out", out, space);
+    (check_map_input(out, as_const(in)), ...);
+    detail::thrust_alg::map(policy(), f, out, as_const(in)...);
+  }
+
+  // ---- random ------------------------------------------------------------
+
+  template <class T>
+  void fill_random(matrix_view<T> x, const rng_key& key, distribution d, T scale = T(1),
+                   std::uint64_t offset = 0) {
+    detail::check_fill_random("polar::fill_random", space, x, key, offset);
+    detail::thrust_alg::fill_random(policy(), x, key, d, scale, offset);
+  }
+
+  // ---- factorizations ----------------------------------------------------
+
+  template <class T>
+  void qr(in_matrix<T> a, matrix_view<T> q, matrix_view<T> r) {
+    detail::check_qr("polar::qr", space, a, q, r);
+    kernels::qr(context(), a, q, r);
+  }
+  template <class T>
+  void svd(in_matrix<T> a, matrix_view<T> u, vector_view<T> s, matrix_view<T> v) {
+    detail::check_svd("polar::svd", space, a, u, s, v);
+    kernels::svd(context(), a, u, s, v);
+  }
+  template <class T>
+  void solve(in_matrix<T> a, matrix_view<T> b) {
+    detail::check_solve("polar::solve", space, a, b);
+    kernels::solve(context(), a, b);
+  }
+
+ private:
+  auto policy() const { return res::policy(); }
+  res& context() { return *this; }
+
+  template <class T>
+  struct mirror {
+    matrix_view<T> c;
+    bool from_lower;
+    POLAR_HOST_DEVICE void operator()(index k) const {
+      const index i = k / c.cols(), j = k - i * c.cols();
+      if (i < j) {
+        if (from_lower)
+          c(i, j) = c(j, i);
+        else
+          c(j, i) = c(i, j);
+      }
+    }
+  };
+
+  template <class T>
+  void lines(matrix_view<const T> x, vector_view<T> out, bool norm) {
+    kernels::reduce_rows(context(), x, out, norm);
+  }
+
+  template <class T, class U>
+  void check_map_input(const matrix_view<T>& out, const matrix_view<const U>& in) {
+    check_input("polar::map", "input", in);
+    check_space("polar::map", "input", in, space);
+    check_same_shape("polar::map", "out", out, "input", in);
+    detail::check_inplace_or_disjoint("polar::map", "out", out, "input", in);
+  }
+};
+
+/// The Thrust backend of THRUST_DEVICE_SYSTEM (set by the polar::thrust
+/// CMake target from POLAR_THRUST_DEVICE_SYSTEM).
+#if THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_CUDA && POLAR_CUDA_COMPILER
+using thrust_device = thrust<system::cuda>;
+#elif THRUST_DEVICE_SYSTEM == THRUST_DEVICE_SYSTEM_OMP && defined(_OPENMP)
+using thrust_device = thrust<system::omp>;
+#else
+using thrust_device = thrust<system::cpp>;
+#endif
+
+}  // namespace backend
+
+// ---- views of Thrust vectors ---------------------------------------------
+
+namespace detail {
+template <class Vector>
+constexpr memory_space thrust_vector_space() {
+  using tag = typename ::thrust::iterator_system<typename Vector::iterator>::type;
+  return std::is_convertible_v<tag, ::thrust::host_system_tag> ||
+                 std::is_same_v<tag, ::thrust::system::cpp::tag>
+#if defined(_OPENMP)
+                 || std::is_same_v<tag, ::thrust::system::omp::tag>
+#endif
+             ? memory_space::host
+             : memory_space::device;
+}
+}  // namespace detail
+
+/// A rows x cols view of a Thrust vector (thrust::device_vector,
+/// thrust::host_vector, or a system's vector), in the vector's memory space.
+/// Throws shape_error when the vector holds fewer than the view needs.
+template <class Vector, class = typename Vector::iterator,
+          class = decltype(::thrust::raw_pointer_cast(std::declval<Vector&>().data()))>
+auto make_view(Vector& v, index rows, index cols, layout order = layout::row_major, index ld = -1) {
+  using ptr = decltype(::thrust::raw_pointer_cast(v.data()));
+  constexpr memory_space s = detail::thrust_vector_space<std::remove_const_t<Vector>>();
+  const auto view = order == layout::row_major
+                        ? row_major_view<std::remove_pointer_t<ptr>>(::thrust::raw_pointer_cast(v.data()), rows, cols, ld, s)
+                        : col_major_view<std::remove_pointer_t<ptr>>(::thrust::raw_pointer_cast(v.data()), rows, cols, ld, s);
+  if (view.span() > index(v.size()))
+    detail::raise<shape_error>("polar::make_view", "a ", rows, "x", cols, " view needs ", view.span(),
+                               " elements but the vector holds ", v.size());
+  return view;
+}
+
+/// A view of a raw device pointer wrapped as thrust::device_ptr.
+template <class T>
+matrix_view<T> make_view(::thrust::device_ptr<T> p, index rows, index cols,
+                         layout order = layout::row_major, index ld = -1) {
+  return order == layout::row_major ? row_major_view(p.get(), rows, cols, ld, memory_space::device)
+                                    : col_major_view(p.get(), rows, cols, ld, memory_space::device);
+}
+
+}  // namespace polar
