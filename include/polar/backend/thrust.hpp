@@ -172,6 +172,9 @@ class thrust : private detail::thrust_system<System>::resources {
   using sys = detail::thrust_system<System>;
   using res = typename sys::resources;
   using kernels = typename sys::kernels;
+  // Reductions: chunked with several accumulators on the host systems (so
+  // they vectorize), one element per index on the GPU (so reads coalesce).
+  static constexpr bool chunked = sys::space == memory_space::host;
 
  public:
   /// Where operands live: host for cpp and omp, device for cuda.
@@ -249,7 +252,7 @@ class thrust : private detail::thrust_system<System>::resources {
     detail::check_square("polar::symmetrize", "C", c);
     if (c.empty()) return;
     ::thrust::for_each_n(policy(), ::thrust::counting_iterator<index>(0), c.size(),
-                         mirror<T>{c, from == uplo::lower});
+                         detail::thrust_alg::mirror<T>{c, from == uplo::lower});
   }
   template <class T>
   void gemm_batched(T alpha, op op_a, in_batch<T> a, op op_b, in_batch<T> b, T beta,
@@ -289,13 +292,13 @@ class thrust : private detail::thrust_system<System>::resources {
     detail::check_reduce<T>("polar::dot", space, x);
     detail::check_reduce<T>("polar::dot", space, y);
     check_same_shape("polar::dot", "x", x, "y", y);
-    return T(detail::thrust_alg::sum_of(policy(), matrix_view<const T>(x), matrix_view<const T>(y),
+    return T(detail::thrust_alg::sum_of<chunked>(policy(), matrix_view<const T>(x), matrix_view<const T>(y),
                                         detail::thrust_alg::product_term{}));
   }
   template <class U, class T = std::remove_const_t<U>>
   T norm(matrix_view<U> x) {
     detail::check_reduce<T>("polar::norm", space, x);
-    return detail::thrust_alg::norm(policy(), matrix_view<const T>(x));
+    return detail::thrust_alg::norm<chunked>(policy(), matrix_view<const T>(x));
   }
   template <class U, class T = std::remove_const_t<U>>
   T max_abs(matrix_view<U> x) {
@@ -306,13 +309,13 @@ class thrust : private detail::thrust_system<System>::resources {
   T sum(matrix_view<U> x) {
     detail::check_reduce<T>("polar::sum", space, x);
     const matrix_view<const T> cx = x;
-    return T(detail::thrust_alg::sum_of(policy(), cx, cx, detail::thrust_alg::value_term{}));
+    return T(detail::thrust_alg::sum_of<chunked>(policy(), cx, cx, detail::thrust_alg::value_term{}));
   }
   template <class U, class T = std::remove_const_t<U>>
   bool all_finite(matrix_view<U> x) {
     detail::check_reduce<T>("polar::all_finite", space, x);
     const matrix_view<const T> cx = x;
-    return detail::thrust_alg::sum_of(policy(), cx, cx, detail::thrust_alg::nonfinite_term{}) == 0.0;
+    return detail::thrust_alg::sum_of<chunked>(policy(), cx, cx, detail::thrust_alg::nonfinite_term{}) == 0.0;
   }
   template <class T>
   void row_norms(in_matrix<T> x, vector_view<T> out) {
@@ -383,21 +386,6 @@ class thrust : private detail::thrust_system<System>::resources {
  private:
   auto policy() const { return res::policy(); }
   res& context() { return *this; }
-
-  template <class T>
-  struct mirror {
-    matrix_view<T> c;
-    bool from_lower;
-    POLAR_HOST_DEVICE void operator()(index k) const {
-      const index i = k / c.cols(), j = k - i * c.cols();
-      if (i < j) {
-        if (from_lower)
-          c(i, j) = c(j, i);
-        else
-          c(j, i) = c(i, j);
-      }
-    }
-  };
 
   template <class T>
   void lines(matrix_view<const T> x, vector_view<T> out, bool norm) {

@@ -58,58 +58,70 @@ element_order order_of(const matrix_view<T>& out) {
   return {out.rows(), out.cols(), !out.rows_contiguous() && out.cols_contiguous()};
 }
 
+// Elementwise functors: the flat forms read data()[k] and have no branch
+// and no division, so the host compilers vectorize the loop Thrust's OMP and
+// CPP systems run.
 template <class F, class T, class A>
-struct map1 {
+struct map1_flat {
+  F f;
+  T* out;
+  const A* a;
+  POLAR_HOST_DEVICE void operator()(index k) const { out[k] = f(a[k]); }
+};
+template <class F, class T, class A, class B>
+struct map2_flat {
+  F f;
+  T* out;
+  const A* a;
+  const B* b;
+  POLAR_HOST_DEVICE void operator()(index k) const { out[k] = f(a[k], b[k]); }
+};
+template <class F, class T, class A, class B, class C>
+struct map3_flat {
+  F f;
+  T* out;
+  const A* a;
+  const B* b;
+  const C* c;
+  POLAR_HOST_DEVICE void operator()(index k) const { out[k] = f(a[k], b[k], c[k]); }
+};
+template <class F, class T, class A>
+struct map1_strided {
   F f;
   matrix_view<T> out;
   matrix_view<const A> a;
   element_order ord;
-  bool flat;
   POLAR_HOST_DEVICE void operator()(index k) const {
-    if (flat) {
-      out.data()[k] = f(a.data()[k]);
-    } else {
-      index i, j;
-      ord(k, i, j);
-      out(i, j) = f(a(i, j));
-    }
+    index i, j;
+    ord(k, i, j);
+    out(i, j) = f(a(i, j));
   }
 };
 template <class F, class T, class A, class B>
-struct map2 {
+struct map2_strided {
   F f;
   matrix_view<T> out;
   matrix_view<const A> a;
   matrix_view<const B> b;
   element_order ord;
-  bool flat;
   POLAR_HOST_DEVICE void operator()(index k) const {
-    if (flat) {
-      out.data()[k] = f(a.data()[k], b.data()[k]);
-    } else {
-      index i, j;
-      ord(k, i, j);
-      out(i, j) = f(a(i, j), b(i, j));
-    }
+    index i, j;
+    ord(k, i, j);
+    out(i, j) = f(a(i, j), b(i, j));
   }
 };
 template <class F, class T, class A, class B, class C>
-struct map3 {
+struct map3_strided {
   F f;
   matrix_view<T> out;
   matrix_view<const A> a;
   matrix_view<const B> b;
   matrix_view<const C> c;
   element_order ord;
-  bool flat;
   POLAR_HOST_DEVICE void operator()(index k) const {
-    if (flat) {
-      out.data()[k] = f(a.data()[k], b.data()[k], c.data()[k]);
-    } else {
-      index i, j;
-      ord(k, i, j);
-      out(i, j) = f(a(i, j), b(i, j), c(i, j));
-    }
+    index i, j;
+    ord(k, i, j);
+    out(i, j) = f(a(i, j), b(i, j), c(i, j));
   }
 };
 
@@ -118,14 +130,23 @@ void map(const Policy& policy, F f, matrix_view<T> out, matrix_view<const In>...
   const index n = out.size();
   if (n == 0) return;
   const bool flat = out.is_contiguous() && (flat_compatible(out, in) && ...);
-  const auto ord = order_of(out);
   ::thrust::counting_iterator<index> first(0);
-  if constexpr (sizeof...(In) == 1)
-    ::thrust::for_each_n(policy, first, n, map1<F, T, In...>{f, out, in..., ord, flat});
-  else if constexpr (sizeof...(In) == 2)
-    ::thrust::for_each_n(policy, first, n, map2<F, T, In...>{f, out, in..., ord, flat});
-  else
-    ::thrust::for_each_n(policy, first, n, map3<F, T, In...>{f, out, in..., ord, flat});
+  if (flat) {
+    if constexpr (sizeof...(In) == 1)
+      ::thrust::for_each_n(policy, first, n, map1_flat<F, T, In...>{f, out.data(), in.data()...});
+    else if constexpr (sizeof...(In) == 2)
+      ::thrust::for_each_n(policy, first, n, map2_flat<F, T, In...>{f, out.data(), in.data()...});
+    else
+      ::thrust::for_each_n(policy, first, n, map3_flat<F, T, In...>{f, out.data(), in.data()...});
+  } else {
+    const auto ord = order_of(out);
+    if constexpr (sizeof...(In) == 1)
+      ::thrust::for_each_n(policy, first, n, map1_strided<F, T, In...>{f, out, in..., ord});
+    else if constexpr (sizeof...(In) == 2)
+      ::thrust::for_each_n(policy, first, n, map2_strided<F, T, In...>{f, out, in..., ord});
+    else
+      ::thrust::for_each_n(policy, first, n, map3_strided<F, T, In...>{f, out, in..., ord});
+  }
 }
 
 template <class T>
@@ -153,7 +174,8 @@ struct identity_fn {
   }
 };
 
-/// Sum over k of g(x(i, j), y(i, j)).
+/// Sum over k of g(x(i, j), y(i, j)), one element per index: the form for
+/// the GPU, where neighbouring threads read neighbouring elements.
 template <class G, class A, class B>
 struct pair_term {
   G g;
@@ -169,15 +191,58 @@ struct pair_term {
   }
 };
 
-template <class Policy, class G, class A, class B>
+/// Elements per chunk of the host systems' reductions.
+inline constexpr index reduce_chunk = 8192;
+
+/// The host form: one index per chunk of reduce_chunk elements, summed with
+/// eight independent accumulators so the compiler can vectorize (a single
+/// accumulator fixes the order of additions and forbids it).
+template <class G, class A, class B>
+struct pair_chunk {
+  G g;
+  matrix_view<const A> x;
+  matrix_view<const B> y;
+  element_order ord;
+  bool flat;
+  index n;
+  POLAR_HOST_DEVICE double operator()(index q) const {
+    const index lo = q * reduce_chunk, hi = lo + reduce_chunk < n ? lo + reduce_chunk : n;
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    index k = lo;
+    if (flat) {
+      const A* a = x.data();
+      const B* b = y.data();
+      for (; k + 8 <= hi; k += 8)
+        for (int u = 0; u < 8; ++u) acc[u] += g(a[k + u], b[k + u]);
+      for (; k < hi; ++k) acc[0] += g(a[k], b[k]);
+    } else {
+      for (; k < hi; ++k) {
+        index i, j;
+        ord(k, i, j);
+        acc[0] += g(x(i, j), y(i, j));
+      }
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  }
+};
+
+/// Sum of g over the elements; Chunked for the host systems.
+template <bool Chunked, class Policy, class G, class A, class B>
 double sum_of(const Policy& policy, matrix_view<const A> x, matrix_view<const B> y, G g) {
   const index n = x.size();
   if (n == 0) return 0.0;
   const bool flat = x.is_contiguous() && flat_compatible(x, y);
   ::thrust::counting_iterator<index> first(0);
-  return ::thrust::transform_reduce(policy, first, first + n,
-                                    pair_term<G, A, B>{g, x, y, order_of(x), flat}, 0.0,
-                                    ::thrust::plus<double>());
+  if constexpr (Chunked) {
+    const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
+    return ::thrust::transform_reduce(policy, first, first + chunks,
+                                      pair_chunk<G, A, B>{g, x, y, order_of(x), flat, n}, 0.0,
+                                      ::thrust::plus<double>());
+  } else {
+    return ::thrust::transform_reduce(policy, first, first + n,
+                                      pair_term<G, A, B>{g, x, y, order_of(x), flat}, 0.0,
+                                      ::thrust::plus<double>());
+  }
 }
 
 struct product_term {
@@ -234,14 +299,14 @@ T max_abs(const Policy& policy, matrix_view<const T> x) {
   return T(m);
 }
 
-template <class Policy, class T>
+template <bool Chunked, class Policy, class T>
 T norm(const Policy& policy, matrix_view<const T> x) {
-  const double s = sum_of(policy, x, x, product_term{});
+  const double s = sum_of<Chunked>(policy, x, x, product_term{});
   const double tiny = std::numeric_limits<double>::min() / std::numeric_limits<double>::epsilon();
   if (finite(s) && s > tiny) return T(std::sqrt(s));
   const double m = widen(max_abs(policy, x));  // zero, tiny, huge or non-finite: look closer
   if (!(m > 0.0) || !finite(m)) return T(m);
-  return T(m * std::sqrt(sum_of(policy, x, x, scaled_square_term{1.0 / m})));
+  return T(m * std::sqrt(sum_of<Chunked>(policy, x, x, scaled_square_term{1.0 / m})));
 }
 
 /// Norm of one line, rescued by scaling when its squares overflow or
@@ -307,6 +372,22 @@ void scale_rows(const Policy& policy, vector_view<const T> s, matrix_view<T> x) 
   ::thrust::for_each_n(policy, ::thrust::counting_iterator<index>(0), x.size(),
                        scale_lines<T>{s, x, order_of(x)});
 }
+
+/// Copies one triangle of the square c onto the other, element k.
+template <class T>
+struct mirror {
+  matrix_view<T> c;
+  bool from_lower;
+  POLAR_HOST_DEVICE void operator()(index k) const {
+    const index i = k / c.cols(), j = k - i * c.cols();
+    if (i < j) {
+      if (from_lower)
+        c(i, j) = c(j, i);
+      else
+        c(j, i) = c(i, j);
+    }
+  }
+};
 
 /// Writes Philox block `first_block + q` into the elements of x it covers.
 template <class T>
