@@ -309,12 +309,43 @@ T norm(const Policy& policy, matrix_view<const T> x) {
   return T(m * std::sqrt(sum_of<Chunked>(policy, x, x, scaled_square_term{1.0 / m})));
 }
 
+/// Sum of g(v[k]) over a line; eight accumulators when the line is
+/// contiguous, so the loop vectorizes.
+template <class T, class G>
+POLAR_HOST_DEVICE double line_sum(vector_view<const T> v, G g) {
+  const index n = v.size();
+  if (v.stride() != 1 || n < 16) {
+    double s = 0;
+    for (index k = 0; k < n; ++k) s += g(v[k]);
+    return s;
+  }
+  const T* p = v.data();
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  index k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += g(p[k + u]);
+  for (; k < n; ++k) acc[0] += g(p[k]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+struct square_of {
+  template <class A>
+  POLAR_HOST_DEVICE double operator()(A a) const {
+    return widen(a) * widen(a);
+  }
+};
+struct value_of {
+  template <class A>
+  POLAR_HOST_DEVICE double operator()(A a) const {
+    return widen(a);
+  }
+};
+
 /// Norm of one line, rescued by scaling when its squares overflow or
 /// underflow.
 template <class T>
 POLAR_HOST_DEVICE double line_norm(vector_view<const T> v) {
-  double s = 0;
-  for (index k = 0; k < v.size(); ++k) s += widen(v[k]) * widen(v[k]);
+  const double s = line_sum(v, square_of{});
   const double tiny = 2.2250738585072014e-308 / 2.220446049250313e-16;
   if (finite(s) && s > tiny) return ::sqrt(s);
   double m = 0;
@@ -338,9 +369,7 @@ struct line_reduce {
     if (norm) {
       out[i] = T(line_norm<T>(row));
     } else {
-      double s = 0;
-      for (index k = 0; k < row.size(); ++k) s += widen(row[k]);
-      out[i] = T(s);
+      out[i] = T(line_sum(row, value_of{}));
     }
   }
 };
