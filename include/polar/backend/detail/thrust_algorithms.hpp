@@ -212,8 +212,17 @@ struct pair_chunk {
     if (flat) {
       const A* a = x.data();
       const B* b = y.data();
-      for (; k + 8 <= hi; k += 8)
-        for (int u = 0; u < 8; ++u) acc[u] += g(a[k + u], b[k + u]);
+      if (static_cast<const void*>(a) == static_cast<const void*>(b)) {
+        // One operand (norm, sum): load each element once.
+        for (; k + 8 <= hi; k += 8)
+          for (int u = 0; u < 8; ++u) {
+            const A v = a[k + u];
+            acc[u] += g(v, v);
+          }
+      } else {
+        for (; k + 8 <= hi; k += 8)
+          for (int u = 0; u < 8; ++u) acc[u] += g(a[k + u], b[k + u]);
+      }
       for (; k < hi; ++k) acc[0] += g(a[k], b[k]);
     } else {
       for (; k < hi; ++k) {
