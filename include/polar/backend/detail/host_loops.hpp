@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "polar/backend/concept.hpp"
+#include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/checks.hpp"
 #include "polar/core/random.hpp"
 
@@ -27,15 +28,9 @@ inline constexpr index parallel_threshold = index(1) << 15;
 
 /// The accumulator of reductions: double for float and the 16-bit types.
 template <class T>
-using acc_t = std::conditional_t<std::is_same_v<T, long double>, long double, double>;
+using acc_t = double;
 
-template <class T>
-acc_t<T> widen(T x) noexcept {
-  if constexpr (std::is_floating_point_v<T>)
-    return static_cast<acc_t<T>>(x);
-  else
-    return static_cast<acc_t<T>>(static_cast<float>(x));
-}
+using detail::widen;
 
 /// out(i, j) = f(in(i, j)...).
 template <class F, class T, class... In>
@@ -83,10 +78,16 @@ acc_t<T> sum_of(matrix_view<const T> x, matrix_view<const T> y, G g) {
   acc_t<T> s = 0;
   if (n == 0) return s;
   if (x.is_contiguous() && detail::flat_compatible(x, y)) {
+    // Chunks of contiguous_sum: vectorized within, threaded across.
+    constexpr index chunk = 8192;
+    const index chunks = (n + chunk - 1) / chunk;
     const T* a = x.data();
     const T* b = y.data();
     POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
-    for (index k = 0; k < n; ++k) s += g(a[k], b[k]);
+    for (index q = 0; q < chunks; ++q) {
+      const index lo = q * chunk;
+      s += contiguous_sum(a + lo, b + lo, std::min(chunk, n - lo), g);
+    }
   } else if (x.rows_contiguous()) {
     POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
     for (index i = 0; i < r; ++i)
@@ -166,7 +167,12 @@ void reduce_rows(matrix_view<const T> x, vector_view<T> out, G g, H h) {
     POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
     for (index i = 0; i < r; ++i) {
       A s = 0;
-      for (index j = 0; j < c; ++j) s += g(x(i, j));
+      if (x.col_stride() == 1 || c <= 1) {
+        const T* p = &x(i, 0);
+        s = c > 0 ? contiguous_sum(p, p, c, [&g](T a, T) { return g(a); }) : A(0);
+      } else {
+        for (index j = 0; j < c; ++j) s += g(x(i, j));
+      }
       out[i] = T(h(s, x.row(i)));
     }
   } else {

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/checks.hpp"
 #include "polar/core/random.hpp"
 #include "polar/core/view.hpp"
@@ -30,11 +31,7 @@ namespace polar::detail::thrust_alg {
 template <class T>
 using acc_t = double;
 
-template <class T>
-POLAR_HOST_DEVICE double widen(T x) noexcept {
-  return static_cast<double>(static_cast<float>(x));
-}
-POLAR_HOST_DEVICE double widen(double x) noexcept { return x; }
+using detail::widen;
 
 POLAR_HOST_DEVICE bool finite(double x) noexcept { return x - x == 0.0; }
 
@@ -207,31 +204,14 @@ struct pair_chunk {
   index n;
   POLAR_HOST_DEVICE double operator()(index q) const {
     const index lo = q * reduce_chunk, hi = lo + reduce_chunk < n ? lo + reduce_chunk : n;
-    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    index k = lo;
-    if (flat) {
-      const A* a = x.data();
-      const B* b = y.data();
-      if (static_cast<const void*>(a) == static_cast<const void*>(b)) {
-        // One operand (norm, sum): load each element once.
-        for (; k + 8 <= hi; k += 8)
-          for (int u = 0; u < 8; ++u) {
-            const A v = a[k + u];
-            acc[u] += g(v, v);
-          }
-      } else {
-        for (; k + 8 <= hi; k += 8)
-          for (int u = 0; u < 8; ++u) acc[u] += g(a[k + u], b[k + u]);
-      }
-      for (; k < hi; ++k) acc[0] += g(a[k], b[k]);
-    } else {
-      for (; k < hi; ++k) {
-        index i, j;
-        ord(k, i, j);
-        acc[0] += g(x(i, j), y(i, j));
-      }
+    if (flat) return contiguous_sum(x.data() + lo, y.data() + lo, hi - lo, g);
+    double s = 0;
+    for (index k = lo; k < hi; ++k) {
+      index i, j;
+      ord(k, i, j);
+      s += g(x(i, j), y(i, j));
     }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return s;
   }
 };
 
@@ -318,6 +298,16 @@ T norm(const Policy& policy, matrix_view<const T> x) {
   return T(m * std::sqrt(sum_of<Chunked>(policy, x, x, scaled_square_term{1.0 / m})));
 }
 
+/// g applied to the first of two arguments.
+template <class G>
+struct first_of {
+  G g;
+  template <class A>
+  POLAR_HOST_DEVICE double operator()(A a, A) const {
+    return g(a);
+  }
+};
+
 /// Sum of g(v[k]) over a line; eight accumulators when the line is
 /// contiguous, so the loop vectorizes.
 template <class T, class G>
@@ -328,13 +318,7 @@ POLAR_HOST_DEVICE double line_sum(vector_view<const T> v, G g) {
     for (index k = 0; k < n; ++k) s += g(v[k]);
     return s;
   }
-  const T* p = v.data();
-  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  index k = 0;
-  for (; k + 8 <= n; k += 8)
-    for (int u = 0; u < 8; ++u) acc[u] += g(p[k + u]);
-  for (; k < n; ++k) acc[0] += g(p[k]);
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  return contiguous_sum(v.data(), v.data(), n, first_of<G>{g});
 }
 
 struct square_of {
