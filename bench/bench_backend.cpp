@@ -12,6 +12,9 @@
 
 #include <chrono>
 #include <polar/polar.hpp>
+#if defined(POLAR_BENCH_THRUST)
+#include <polar/backend/thrust.hpp>
+#endif
 
 namespace {
 
@@ -27,11 +30,11 @@ struct operands {
 };
 
 // C (n x n) = A A^T with A n x k, as a full GEMM.
-template <class T>
+template <class B, class T>
 void bm_gemm_aat(benchmark::State& state) {
   const polar::index n = state.range(0), k = state.range(1);
   operands<T> o(n, k, n);
-  polar::backend::eigen be;
+  B be;
   const auto a = polar::make_view(static_cast<const decltype(o.a)&>(o.a));
   for (auto _ : state) {
     be.gemm(T(1), polar::op::n, a, polar::op::t, a, T(0), polar::make_view(o.c));
@@ -44,11 +47,11 @@ void bm_gemm_aat(benchmark::State& state) {
 }
 
 // C = A B with A m x k and B k x n: the general product rate.
-template <class T>
+template <class B, class T>
 void bm_gemm(benchmark::State& state) {
   const polar::index n = state.range(0);
   operands<T> o(n, n, n);
-  polar::backend::eigen be;
+  B be;
   for (auto _ : state) {
     be.gemm(T(1), polar::op::n, polar::make_view(o.a), polar::op::n, polar::make_view(o.b), T(0),
             polar::make_view(o.c));
@@ -59,11 +62,11 @@ void bm_gemm(benchmark::State& state) {
 }
 
 // Lower triangle of C = A A^T: n^2 k useful flops (half of the GEMM's).
-template <class T>
+template <class B, class T>
 void bm_syrk(benchmark::State& state) {
   const polar::index n = state.range(0), k = state.range(1);
   operands<T> o(n, k, n);
-  polar::backend::eigen be;
+  B be;
   for (auto _ : state) {
     be.syrk(polar::uplo::lower, T(1), polar::op::n, polar::make_view(o.a), T(0), polar::make_view(o.c));
     benchmark::DoNotOptimize(o.c.data());
@@ -97,11 +100,23 @@ void shapes(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
-BENCHMARK_TEMPLATE(bm_gemm, float)->Arg(256)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_TEMPLATE(bm_gemm, double)->Arg(256)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_TEMPLATE(bm_gemm_aat, float)->Apply(shapes);
-BENCHMARK_TEMPLATE(bm_syrk, float)->Apply(shapes);
-BENCHMARK_TEMPLATE(bm_gemm_aat, double)->Apply(shapes);
-BENCHMARK_TEMPLATE(bm_syrk, double)->Apply(shapes);
+using eigen = polar::backend::eigen;
+BENCHMARK_TEMPLATE(bm_gemm, eigen, float)->Arg(256)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_gemm, eigen, double)->Arg(256)->Arg(512)->Arg(1024)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_gemm_aat, eigen, float)->Apply(shapes);
+BENCHMARK_TEMPLATE(bm_syrk, eigen, float)->Apply(shapes);
+BENCHMARK_TEMPLATE(bm_gemm_aat, eigen, double)->Apply(shapes);
+BENCHMARK_TEMPLATE(bm_syrk, eigen, double)->Apply(shapes);
+
+#if defined(POLAR_BENCH_THRUST)
+// The Thrust host systems run their products through the same Eigen kernels;
+// these confirm the wrapping costs nothing.
+using thrust_omp = polar::backend::thrust<polar::system::omp>;
+using thrust_cpp = polar::backend::thrust<polar::system::cpp>;
+BENCHMARK_TEMPLATE(bm_gemm, thrust_omp, float)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_syrk, thrust_omp, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_gemm, thrust_cpp, float)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_syrk, thrust_cpp, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+#endif
 
 BENCHMARK_MAIN();
