@@ -88,6 +88,8 @@ void bm_syrk(benchmark::State& state) {
 void report(benchmark::State& state, double bytes) {
   state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["copy_GB/s"] = memcpy_bandwidth();
+  state.counters["ratio_to_copy"] =
+      benchmark::Counter(bytes / (memcpy_bandwidth() * 1e9), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void bm_axpby(benchmark::State& state) {
