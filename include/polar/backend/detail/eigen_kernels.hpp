@@ -138,63 +138,82 @@ void gemm(T alpha, op op_a, matrix_view<const T> a, op op_b, matrix_view<const T
   });
 }
 
+/// Lower triangle of a diagonal block by Eigen's triangular rank update
+/// (half the flops of a GEMM, one thread). The upper triangle is left as it
+/// was.
+template <class T>
+void syrk_leaf(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
+  const index k = op_a == op::n ? a.cols() : a.rows();
+  const auto pa = as_operand(a, op_a);
+  // A strided block goes through a temporary copied back whole, so it is
+  // read in full to leave its upper triangle as it was.
+  with_output(c, true, [&](mut_map<T> m, bool transposed) {
+    const index n = m.rows();
+    for (index j = 0; j < n; ++j) {
+      // Lower triangle of c: column j from the diagonal down; or, for the
+      // transposed map, column j from the top to the diagonal.
+      auto col = transposed ? m.col(j).head(j + 1) : m.col(j).tail(n - j);
+      if (beta == T(0))
+        col.setZero();
+      else if (beta != T(1))
+        col *= beta;
+    }
+    if (k == 0 || alpha == T(0)) return;
+    if (!transposed) {
+      if (pa.trans)
+        m.template selfadjointView<Eigen::Lower>().rankUpdate(pa.map().transpose(), alpha);
+      else
+        m.template selfadjointView<Eigen::Lower>().rankUpdate(pa.map(), alpha);
+    } else {
+      if (pa.trans)
+        m.template selfadjointView<Eigen::Upper>().rankUpdate(pa.map().transpose(), alpha);
+      else
+        m.template selfadjointView<Eigen::Upper>().rankUpdate(pa.map(), alpha);
+    }
+  });
+}
+
 /// Lower triangle of C = alpha op(A) op(A)^T + beta C, by recursive halving:
 /// with op(A) = [A1; A2], the off-diagonal block C21 = A2 A1^T is one large
-/// GEMM (Eigen threads it) and C11, C22 recurse. Below `base` rows the block
-/// is a full GEMM into scratch of which the lower triangle is kept (Eigen's
-/// GEMM kernel beats its triangular one, and the waste is base^2 k per leaf).
-/// The upper triangle of C is not touched.
+/// GEMM (Eigen threads it) and C11, C22 recurse. Diagonal blocks of at most
+/// `leaf` rows use Eigen's triangular kernel, the two of a split on separate
+/// threads (each kernel runs on one). The upper triangle of C is not touched.
 template <class T>
-void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c,
-                cmatrix<T>& scratch) {
-  constexpr index base = 128;
+void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
+  constexpr index leaf = 256;
   const index n = c.rows();
   const index k = op_a == op::n ? a.cols() : a.rows();
   const op op_bt = op_a == op::n ? op::t : op::n;
   auto rows_of = [&](index r0, index nr) { return op_a == op::n ? a.block(r0, 0, nr, k) : a.block(0, r0, k, nr); };
-  if (n <= base) {
-    scratch.resize(n, n);
-    gemm(alpha, op_a, a, op_bt, a, T(0), matrix_view<T>(scratch.data(), n, n, 1, n));
-    for (index j = 0; j < n; ++j)
-      for (index i = j; i < n; ++i)
-        c(i, j) = beta == T(0) ? scratch(i, j) : T(scratch(i, j) + beta * c(i, j));
+  if (n <= leaf) {
+    syrk_leaf(alpha, op_a, a, beta, c);
     return;
   }
   const index h = ((n / 2 + 15) / 16) * 16;
-  auto off_diagonal = [&] {
-    gemm(alpha, op_a, rows_of(h, n - h), op_bt, rows_of(0, h), beta, c.block(h, 0, n - h, h));
-  };
-  auto diagonal = [&](cmatrix<T>& s) {
-    syrk_lower(alpha, op_a, rows_of(0, h), beta, c.block(0, 0, h, h), s);
-    syrk_lower(alpha, op_a, rows_of(h, n - h), beta, c.block(h, h, n - h, n - h), s);
-  };
+  gemm(alpha, op_a, rows_of(h, n - h), op_bt, rows_of(0, h), beta, c.block(h, 0, n - h, h));
+  auto first = [&] { syrk_lower(alpha, op_a, rows_of(0, h), beta, c.block(0, 0, h, h)); };
+  auto second = [&] { syrk_lower(alpha, op_a, rows_of(h, n - h), beta, c.block(h, h, n - h, n - h)); };
 #if defined(_OPENMP)
-  // Mid-sized products are too small for Eigen's GEMM to use every thread
-  // well; the off-diagonal block and the diagonal halves write disjoint parts
-  // of C, so they run side by side instead (Eigen then runs single-threaded
-  // inside each).
-  if (n * n * k <= (index(1) << 30) && !omp_in_parallel() && omp_get_max_threads() > 1) {
-    cmatrix<T> scratch2;
+  if (h <= leaf && n - h <= leaf && !omp_in_parallel() && omp_get_max_threads() > 1) {
     POLAR_OMP(parallel sections num_threads(2))
     {
       POLAR_OMP(section)
-      off_diagonal();
+      first();
       POLAR_OMP(section)
-      diagonal(scratch2);
+      second();
     }
     return;
   }
 #endif
-  off_diagonal();
-  diagonal(scratch);
+  first();
+  second();
 }
 
 template <class T>
 void syrk(uplo tri, T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
   // The upper triangle of C is the lower triangle of C^T, and op(A) op(A)^T
   // is symmetric, so both cases are one computation.
-  cmatrix<T> scratch;
-  syrk_lower(alpha, op_a, a, beta, tri == uplo::lower ? c : c.transpose(), scratch);
+  syrk_lower(alpha, op_a, a, beta, tri == uplo::lower ? c : c.transpose());
 }
 
 /// Copies one triangle onto the other in 32 x 32 tiles, so both the reads
