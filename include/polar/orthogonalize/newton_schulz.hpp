@@ -52,7 +52,7 @@ struct ns_workspace {
 struct newton_schulz {
   ns_schedule schedule = schedules::jordan5;  ///< coefficients and input scaling
   int iterations = 0;                          ///< 0: the schedule's own count
-  index symmetric_threshold = 512;             ///< below this n, full GEMMs
+  index symmetric_threshold = 128;             ///< below this n, full GEMMs
 
   /// The number of steps this orthogonalizer runs.
   constexpr int steps() const noexcept { return iterations > 0 ? iterations : schedule.iterations; }

@@ -185,7 +185,13 @@ void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T>
   const index k = op_a == op::n ? a.cols() : a.rows();
   const op op_bt = op_a == op::n ? op::t : op::n;
   auto rows_of = [&](index r0, index nr) { return op_a == op::n ? a.block(r0, 0, nr, k) : a.block(0, r0, k, nr); };
-  if (n <= leaf) {
+  // A leaf runs on one thread; at the top level a small C is still split
+  // once so that both halves run side by side.
+  bool nested = true;
+#if defined(_OPENMP)
+  nested = omp_in_parallel() || omp_get_max_threads() == 1;
+#endif
+  if (n <= leaf && (nested || n <= 64)) {
     syrk_leaf(alpha, op_a, a, beta, c);
     return;
   }
