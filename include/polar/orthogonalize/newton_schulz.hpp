@@ -50,6 +50,10 @@ struct ns_workspace {
 /// user-supplied ns_schedule. `iterations` overrides the schedule's default
 /// (0 keeps it).
 struct newton_schulz {
+  /// The buffers one orthogonalization needs (the orthogonalizer concept).
+  template <class Backend, class T>
+  using workspace = ns_workspace<Backend, T>;
+
   ns_schedule schedule = schedules::jordan5;  ///< coefficients and input scaling
   int iterations = 0;                          ///< 0: the schedule's own count
   index symmetric_threshold = 128;             ///< below this n, full GEMMs
@@ -133,6 +137,15 @@ struct newton_schulz {
 /// iterations are measured against, and an orthogonalizer of its own for
 /// small matrices.
 struct svd_polar {
+  /// svd_polar allocates per call; it needs no workspace.
+  template <class Backend, class T>
+  struct workspace {};
+
+  template <class Backend, class T>
+  void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out, workspace<Backend, T>&) const {
+    (*this)(be, g, out);
+  }
+
   template <class Backend, class T>
   void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out) const {
     constexpr const char* opname = "polar::svd_polar";
