@@ -27,10 +27,6 @@
 
 namespace polar::detail::thrust_alg {
 
-/// Accumulator of reductions: double for float and the 16-bit types.
-template <class T>
-using acc_t = double;
-
 using detail::widen;
 
 POLAR_HOST_DEVICE bool finite(double x) noexcept { return x - x == 0.0; }
