@@ -155,9 +155,7 @@ class eigen {
   template <class U, class V, class T = std::remove_const_t<U>>
   T dot(matrix_view<U> x, matrix_view<V> y) {
     static_assert(std::is_same_v<T, std::remove_const_t<V>>, "polar::dot: x and y differ in scalar type");
-    detail::check_reduce<T>("polar::dot", space, x);
-    detail::check_reduce<T>("polar::dot", space, y);
-    check_same_shape("polar::dot", "x", x, "y", y);
+    detail::check_dot<T>(space, x, y);
     return detail::host::dot<T>(x, y);
   }
   /// Frobenius norm.
@@ -225,9 +223,7 @@ class eigen {
   void map(F f, matrix_view<T> out, matrix_view<In>... in) {
     static_assert(sizeof...(In) >= 1 && sizeof...(In) <= 3,
                   "polar::map takes one to three input views");
-    check_output("polar::map", "out", out);
-    check_space("polar::map", "out", out, space);
-    (check_map_input(out, as_const(in)), ...);
+    detail::check_map(space, out, as_const(in)...);
     detail::host::map(f, out, as_const(in)...);
   }
 
@@ -267,13 +263,6 @@ class eigen {
   void copy_impl(const char* opname, matrix_view<const T> src, matrix_view<T> dst) {
     detail::check_unary(opname, space, "src", src, "dst", dst);
     detail::host::map([](T v) { return v; }, dst, src);
-  }
-  template <class T, class U>
-  void check_map_input(const matrix_view<T>& out, const matrix_view<const U>& in) {
-    check_input("polar::map", "input", in);
-    check_space("polar::map", "input", in, space);
-    check_same_shape("polar::map", "out", out, "input", in);
-    detail::check_inplace_or_disjoint("polar::map", "out", out, "input", in);
   }
 };
 

@@ -289,9 +289,7 @@ class thrust : private detail::thrust_system<System>::resources {
   template <class U, class V, class T = std::remove_const_t<U>>
   T dot(matrix_view<U> x, matrix_view<V> y) {
     static_assert(std::is_same_v<T, std::remove_const_t<V>>, "polar::dot: x and y differ in scalar type");
-    detail::check_reduce<T>("polar::dot", space, x);
-    detail::check_reduce<T>("polar::dot", space, y);
-    check_same_shape("polar::dot", "x", x, "y", y);
+    detail::check_dot<T>(space, x, y);
     return T(detail::thrust_alg::sum_of<chunked>(policy(), matrix_view<const T>(x), matrix_view<const T>(y),
                                         detail::thrust_alg::product_term{}));
   }
@@ -350,9 +348,7 @@ class thrust : private detail::thrust_system<System>::resources {
   template <class F, class T, class... In>
   void map(F f, matrix_view<T> out, matrix_view<In>... in) {
     static_assert(sizeof...(In) >= 1 && sizeof...(In) <= 3, "polar::map takes one to three input views");
-    check_output("polar::map", "out", out);
-    check_space("polar::map", "out", out, space);
-    (check_map_input(out, as_const(in)), ...);
+    detail::check_map(space, out, as_const(in)...);
     detail::thrust_alg::map(policy(), f, out, as_const(in)...);
   }
 
@@ -392,13 +388,6 @@ class thrust : private detail::thrust_system<System>::resources {
     kernels::reduce_rows(context(), x, out, norm);
   }
 
-  template <class T, class U>
-  void check_map_input(const matrix_view<T>& out, const matrix_view<const U>& in) {
-    check_input("polar::map", "input", in);
-    check_space("polar::map", "input", in, space);
-    check_same_shape("polar::map", "out", out, "input", in);
-    detail::check_inplace_or_disjoint("polar::map", "out", out, "input", in);
-  }
 };
 
 /// The Thrust backend of THRUST_DEVICE_SYSTEM (set by the polar::thrust

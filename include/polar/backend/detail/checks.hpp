@@ -137,6 +137,30 @@ void check_reduce(const char* opname, memory_space space, const matrix_view<cons
   check_space(opname, "x", x, space);
 }
 
+/// dot: two inputs of one shape.
+template <class T>
+void check_dot(memory_space space, const matrix_view<const T>& x, const matrix_view<const T>& y) {
+  check_reduce<T>("polar::dot", space, x);
+  check_reduce<T>("polar::dot", space, y);
+  check_same_shape("polar::dot", "x", x, "y", y);
+}
+
+/// map: one output and inputs of its shape, each either the output itself
+/// or disjoint from it.
+template <class T, class... In>
+void check_map(memory_space space, const matrix_view<T>& out, const matrix_view<const In>&... in) {
+  constexpr const char* opname = "polar::map";
+  check_output(opname, "out", out);
+  check_space(opname, "out", out, space);
+  auto one = [&](const auto& v) {
+    check_input(opname, "input", v);
+    check_space(opname, "input", v, space);
+    check_same_shape(opname, "out", out, "input", v);
+    check_inplace_or_disjoint(opname, "out", out, "input", v);
+  };
+  (one(in), ...);
+}
+
 /// Row or column reductions: out has x.rows() (rows) or x.cols() elements.
 template <class T>
 void check_reduce_lines(const char* opname, memory_space space, const matrix_view<const T>& x,
