@@ -1,13 +1,17 @@
 // Tests of polar/orthogonalize: every schedule against the exact scalar map
 // it must apply to each singular value, the published singular-value bands,
 // orthogonal equivariance, transposition, zero input, the symmetric-product
-// path against the GEMM path, and the SVD polar factor. Run on the Eigen
+// path against the GEMM path, the SVD polar factor, the Gram form with its
+// restarts, and stacks against one matrix at a time. Run on the Eigen
 // backend and on Thrust's OMP system, in float and double.
 #include "polar/orthogonalize/newton_schulz.hpp"
+
+#include "polar/orthogonalize/gram_newton_schulz.hpp"
 
 #include <Eigen/Dense>
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -61,11 +65,11 @@ double scalar_map(const polar::ns_schedule& sch, int steps, double s, double fro
   return x;
 }
 
-template <class B, class T>
-rmat<T> run(const polar::newton_schulz& ns, const rmat<T>& g) {
+template <class B, class T, class Orth>
+rmat<T> run(const Orth& ns, const rmat<T>& g) {
   B be;
   rmat<T> out(g.rows(), g.cols());
-  polar::ns_workspace<B, T> ws;
+  typename Orth::template workspace<B, T> ws;
   ns(be, polar::make_view(g), polar::make_view(out), ws);
   return out;
 }
@@ -94,13 +98,28 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_schedule_applies_its_scalar_map, C, ns_types
           auto k = make_known(24, 80, s, 3);
           const dmat g = tall ? dmat(k.g.transpose()) : k.g;
           const polar::newton_schulz ns{*sch};
-          const dmat out = run<B, T>(ns, rmat<T>(g.template cast<T>())).template cast<double>();
+          const rmat<T> gt = g.template cast<T>();
+          const dmat out = run<B, T>(ns, gt).template cast<double>();
           const double fro = k.g.norm();
           Eigen::VectorXd p(24);
           for (int i = 0; i < 24; ++i) p(i) = scalar_map(*sch, ns.steps(), s[std::size_t(i)], fro);
           const dmat want = k.u * p.asDiagonal() * k.v.transpose();
           const dmat w = tall ? dmat(want.transpose()) : want;
           BOOST_TEST((out - w).norm() <= (std::is_same_v<T, float> ? 2e-4 : 1e-10) * std::sqrt(24.0));
+          // The Gram form computes the same polynomial. In float its
+          // rounding errors grow with the powers of A it takes, which its
+          // restart (before step 2, the default) contains: measured here up
+          // to 1.1e-3 with the restart (Polar Express 8, whose 8 steps take
+          // the highest powers) against 0.13 without one. The bound is 2.5x
+          // the standard form's; without restarts only double is checked.
+          for (auto restarts : {std::array<int, 4>{2, 0, 0, 0}, std::array<int, 4>{}}) {
+            if (std::is_same_v<T, float> && restarts[0] == 0) continue;
+            polar::gram_newton_schulz gns{*sch};
+            gns.restarts = restarts;
+            gns.fallback = false;  // 24 x 80 is too square for it to pay
+            const dmat gout = run<B, T>(gns, gt).template cast<double>();
+            BOOST_TEST((gout - w).norm() <= (std::is_same_v<T, float> ? 5e-4 : 1e-10) * std::sqrt(24.0));
+          }
         }
       }
 }
@@ -183,6 +202,100 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(converged_iterations_match_the_svd_polar_factor, C
   BOOST_TEST(std::abs(sv.minCoeff() - 1) <= 1e-5);
 }
 
+/// Each orthogonalizer on a stack equals it on each matrix alone; a zero
+/// matrix inside the stack stays zero and does not disturb its neighbours.
+/// `padded` spaces the matrices apart so the stack cannot be seen as one
+/// matrix, which takes the per-matrix path for the input and output.
+template <class B, class T, class Orth>
+void check_stack(const Orth& orth, polar::index rows, polar::index cols, bool padded, double tol) {
+  const polar::index count = 5, gap = padded ? 7 : 0, stride = rows * cols + gap;
+  std::vector<T> g(std::size_t(count * stride), T(0)), out(g.size(), T(-1));
+  B be;
+  const auto gv = polar::row_major_batch(g.data(), count, rows, cols);
+  const auto gb = polar::batch_view<T>(gv.matrix(0), count, stride);
+  for (polar::index k = 0; k < count; ++k)
+    if (k != 2) be.fill_random(gb[k], polar::rng_key{70, 0, std::uint32_t(k)}, polar::distribution::normal, T(1 + k));
+  const auto ob = polar::batch_view<T>(polar::row_major_view(out.data(), rows, cols), count, stride);
+  typename Orth::template workspace<B, T> ws;
+  orth(be, polar::as_const(gb), ob, ws);
+  for (polar::index k = 0; k < count; ++k) {
+    BOOST_TEST_CONTEXT("matrix " << k) {
+      rmat<T> one(rows, cols), alone(rows, cols);
+      for (polar::index i = 0; i < rows; ++i)
+        for (polar::index j = 0; j < cols; ++j) one(i, j) = gb[k](i, j);
+      orth(be, polar::make_view(static_cast<const rmat<T>&>(one)), polar::make_view(alone));
+      double diff = 0, ref = 0;
+      for (polar::index i = 0; i < rows; ++i)
+        for (polar::index j = 0; j < cols; ++j) {
+          diff = std::max(diff, std::abs(double(ob[k](i, j)) - double(alone(i, j))));
+          ref = std::max(ref, std::abs(double(alone(i, j))));
+        }
+      BOOST_TEST(diff <= tol * (ref > 0 ? ref : 1.0));
+      if (k == 2) BOOST_TEST(ref == 0.0);
+    }
+  }
+  if (padded)  // the gaps between the matrices are not written
+    for (polar::index k = 0; k + 1 < count; ++k)
+      for (polar::index i = 0; i < gap; ++i) BOOST_TEST(out[std::size_t((k + 1) * stride - gap + i)] == T(-1));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(stacks_equal_one_matrix_at_a_time, C, ns_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  // Different rounding orders (a batched product against a single one) are
+  // allowed to differ in the last bits only.
+  const double tol = std::is_same_v<T, float> ? 2e-5 : 1e-12;
+  polar::gram_newton_schulz gram{polar::schedules::polar_express5};
+  gram.fallback = false;
+  polar::newton_schulz sym{polar::schedules::jordan5};
+  sym.symmetric_threshold = 1;
+  for (bool padded : {false, true})
+    for (auto shape : {std::array<polar::index, 2>{12, 40}, std::array<polar::index, 2>{40, 12}}) {
+      BOOST_TEST_CONTEXT("padded " << padded << " shape " << shape[0] << "x" << shape[1]) {
+        check_stack<B, T>(polar::newton_schulz{}, shape[0], shape[1], padded, tol);
+        check_stack<B, T>(sym, shape[0], shape[1], padded, tol);
+        check_stack<B, T>(gram, shape[0], shape[1], padded, tol);
+        check_stack<B, T>(polar::svd_polar{}, shape[0], shape[1], padded, tol);
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(gram_form_runs_where_it_saves_flops) {
+  const polar::gram_newton_schulz g{};
+  const polar::newton_schulz s{};
+  // 1024 x 4096: 44 n^3 against the standard 65 n^3.
+  BOOST_TEST(g.uses_gram(1024, 4096));
+  BOOST_TEST(g.uses_gram(4096, 1024));
+  BOOST_TEST(g.gram_flops(1024, 4096) / (1024.0 * 1024 * 1024) == 44.0);
+  BOOST_TEST(s.flops(1024, 4096) / (1024.0 * 1024 * 1024) == 65.0);
+  BOOST_TEST(!g.uses_gram(1024, 1024));
+  BOOST_TEST(g.flops(1024, 1024) == s.flops(1024, 1024));
+  polar::gram_newton_schulz forced{};
+  forced.fallback = false;
+  BOOST_TEST(forced.uses_gram(1024, 1024));
+  BOOST_TEST(g.restarts_at(2));
+  BOOST_TEST(!g.restarts_at(0));
+  BOOST_TEST(!g.restarts_at(3));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(gram_form_zero_and_convergence, C, ns_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  polar::gram_newton_schulz gram{polar::schedules::polar_express8, 12, {2, 6, 9, 0}};
+  gram.fallback = false;
+  const rmat<T> z = rmat<T>::Zero(8, 40);
+  const auto zo = run<B, T>(gram, z);
+  BOOST_TEST(zo.allFinite());
+  BOOST_TEST(zo.norm() == T(0));
+  rmat<T> g(30, 120);
+  B be;
+  be.fill_random(polar::make_view(g), polar::rng_key{52}, polar::distribution::normal);
+  rmat<T> exact(30, 120);
+  polar::svd_polar{}(be, polar::make_view(g), polar::make_view(exact));
+  const auto out = run<B, T>(gram, g);
+  BOOST_TEST(double((out - exact).norm() / exact.norm()) <= (std::is_same_v<T, float> ? 1e-4 : 1e-9));
+}
+
 BOOST_AUTO_TEST_CASE(bad_arguments_raise_typed_errors) {
   polar::backend::eigen be;
   rmat<float> g(4, 6), out(4, 5);
@@ -198,6 +311,18 @@ BOOST_AUTO_TEST_CASE(bad_arguments_raise_typed_errors) {
   polar_test::check_throws<polar::value_error>(
       [&] { polar::newton_schulz{}(be, polar::make_view(g), polar::make_view(g)); },
       {"polar::newton_schulz", "shares memory"});
+  polar::gram_newton_schulz bad_restart{};
+  bad_restart.restarts[1] = -1;
+  polar_test::check_throws<polar::value_error>(
+      [&] { bad_restart(be, polar::make_view(g), polar::make_view(ok)); },
+      {"polar::gram_newton_schulz", "restart steps must be >= 0, got -1"});
+  std::vector<float> sg(3 * 4 * 6, 1.0f), so(2 * 4 * 6);
+  polar_test::check_throws<polar::shape_error>(
+      [&] {
+        polar::newton_schulz{}(be, polar::as_const(polar::row_major_batch(sg.data(), 3, 4, 6)),
+                               polar::row_major_batch(so.data(), 2, 4, 6));
+      },
+      {"polar::newton_schulz", "out is 2 x 4x6", "G is 3 x 4x6"});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -175,4 +175,34 @@ void check_no_alias(const char* op, const char* out_name, const matrix_view<A>& 
                                " (", describe(in), "); pass separate buffers");
 }
 
+namespace detail {
+/// The whole stack as one address range, for overlap checks.
+template <class T>
+matrix_view<T> batch_extent(const batch_view<T>& v) {
+  if (v.count() == 0 || v.matrix(0).empty()) return {};
+  const index span = (v.count() - 1) * v.batch_stride() + v.matrix(0).span();
+  return matrix_view<T>(v.data(), 1, span, span, 1, v.space());
+}
+}  // namespace detail
+
+/// Throws shape_error unless two stacks hold the same count of matrices of
+/// the same shape.
+template <class A, class B>
+void check_same_shape(const char* op, const char* name_a, const batch_view<A>& a,
+                      const char* name_b, const batch_view<B>& b) {
+  if (a.count() != b.count() || a.rows() != b.rows() || a.cols() != b.cols())
+    detail::raise<shape_error>(op, name_a, " is ", a.count(), " x ", a.rows(), "x", a.cols(), " but ",
+                               name_b, " is ", b.count(), " x ", b.rows(), "x", b.cols(),
+                               "; they must have the same shape");
+}
+
+/// Throws value_error when two stacks' address ranges intersect.
+template <class A, class B>
+void check_no_alias(const char* op, const char* out_name, const batch_view<A>& out,
+                    const char* in_name, const batch_view<B>& in) {
+  if (may_overlap(detail::batch_extent(out), detail::batch_extent(in)))
+    detail::raise<value_error>(op, out_name, " (", describe(out), ") shares memory with ", in_name,
+                               " (", describe(in), "); pass separate buffers");
+}
+
 }  // namespace polar

@@ -231,6 +231,25 @@ class batch_view {
   index batch_stride_ = 0;
 };
 
+/// A stack seen as one matrix of count * rows rows, matrix k occupying rows
+/// k * rows to (k + 1) * rows - 1; valid when stackable(b). Elementwise work
+/// and row reductions over a whole stack then take a single call.
+template <class T>
+POLAR_HOST_DEVICE constexpr bool stackable(const batch_view<T>& b) noexcept {
+  return b.count() <= 1 || b.rows() == 0 || b.batch_stride() == b.rows() * b.matrix(0).row_stride();
+}
+/// The stack as one (count * rows) x cols matrix; requires stackable(b).
+template <class T>
+POLAR_HOST_DEVICE constexpr matrix_view<T> stacked(const batch_view<T>& b) noexcept {
+  const auto m = b.matrix(0);
+  return matrix_view<T>(m.data(), b.count() * m.rows(), m.cols(), m.row_stride(), m.col_stride(),
+                        m.space());
+}
+/// A single matrix as a stack of one.
+template <class T>
+POLAR_HOST_DEVICE constexpr batch_view<T> as_batch(matrix_view<T> m) noexcept {
+  return batch_view<T>(m, 1, m.size());
+}
 /// A view of a row-major rows x cols matrix with leading dimension `ld`
 /// (by default `cols`, the contiguous case).
 template <class T>

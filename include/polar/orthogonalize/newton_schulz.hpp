@@ -17,10 +17,12 @@
 // A zero G gives a zero result, never NaN.
 #pragma once
 
+#include <limits>
 #include <utility>
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/orthogonalize/detail/stack_ops.hpp"
 #include "polar/orthogonalize/schedules.hpp"
 
 namespace polar {
@@ -30,17 +32,19 @@ namespace polar {
 /// after its first.
 template <class Backend, class T>
 struct ns_workspace {
-  typename Backend::template buffer<T> x, y, a, b;
+  typename Backend::template buffer<T> x, y, a, b, norms;
 
-  void reserve(Backend& be, index n, index m) {
-    if (x.size() < n * m) {
-      x = be.template allocate<T>(n * m);
-      y = be.template allocate<T>(n * m);
+  /// Room for `count` matrices of n x m (n <= m).
+  void reserve(Backend& be, index count, index n, index m) {
+    if (x.size() < count * n * m) {
+      x = be.template allocate<T>(count * n * m);
+      y = be.template allocate<T>(count * n * m);
     }
-    if (a.size() < n * n) {
-      a = be.template allocate<T>(n * n);
-      b = be.template allocate<T>(n * n);
+    if (a.size() < count * n * n) {
+      a = be.template allocate<T>(count * n * n);
+      b = be.template allocate<T>(count * n * n);
     }
+    if (norms.size() < count) norms = be.template allocate<T>(count);
   }
 };
 
@@ -48,7 +52,8 @@ struct ns_workspace {
 ///
 /// `polar::newton_schulz{polar::schedules::polar_express5}` or with a
 /// user-supplied ns_schedule. `iterations` overrides the schedule's default
-/// (0 keeps it).
+/// (0 keeps it). Takes one matrix or a stack of them (experts, heads); each
+/// matrix of a stack is normalized and orthogonalized on its own.
 struct newton_schulz {
   /// The buffers one orthogonalization needs (the orthogonalizer concept).
   template <class Backend, class T>
@@ -61,73 +66,70 @@ struct newton_schulz {
   /// The number of steps this orthogonalizer runs.
   constexpr int steps() const noexcept { return iterations > 0 ? iterations : schedule.iterations; }
 
+  /// Flops of one orthogonalization of a rows x cols matrix, as this policy
+  /// computes it (symmetric products counted at their own cost).
+  double flops(index rows, index cols) const noexcept {
+    const double n = double(rows < cols ? rows : cols), m = double(rows < cols ? cols : rows);
+    const bool sym = index(n) >= symmetric_threshold;
+    return steps() * ((sym ? 3.0 : 4.0) * n * n * m + (sym ? 1.0 : 2.0) * n * n * n);
+  }
+
   /// out = polar factor of g, approximately. out has g's shape and may not
   /// share memory with it.
   template <class Backend, class T>
   void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out, ns_workspace<Backend, T>& ws) const {
+    detail::check_orthogonalizer_args("polar::newton_schulz", g, out);
+    (*this)(be, as_batch(g), as_batch(out), ws);
+  }
+
+  /// out[k] = polar factor of g[k] for every matrix of the stack.
+  template <class Backend, class T>
+  void operator()(Backend& be, in_batch<T> g, batch_view<T> out, ns_workspace<Backend, T>& ws) const {
     static_assert(is_backend_v<Backend>, POLAR_BACKEND_CONCEPT_MESSAGE);
     constexpr const char* opname = "polar::newton_schulz";
-    check_input(opname, "G", g);
-    check_output(opname, "out", out);
-    check_same_shape(opname, "out", out, "G", g);
-    check_no_alias(opname, "out", out, "G", g);
-    if (schedule.count < 1 || schedule.count > int(ns_schedule::max_steps))
-      detail::raise<value_error>(opname, "schedule '", schedule.name, "' has ", schedule.count,
-                                 " steps; it needs 1 to ", int(ns_schedule::max_steps));
-    if (steps() < 1) detail::raise<value_error>(opname, "iterations must be positive, got ", steps());
-    if (g.empty()) return;
+    detail::check_orthogonalizer_args(opname, g, out);
+    detail::check_schedule(opname, schedule, steps());
+    if (g.size() == 0) return;
 
     // Work on the wide orientation.
     const bool tall = g.rows() > g.cols();
     const auto gw = tall ? g.transpose() : g;
     const auto ow = tall ? out.transpose() : out;
-    const index n = gw.rows(), m = gw.cols();
-    ws.reserve(be, n, m);
-    auto X = row_major_view(ws.x.data(), n, m, -1, Backend::space);
-    auto Y = row_major_view(ws.y.data(), n, m, -1, Backend::space);
-    auto A = row_major_view(ws.a.data(), n, n, -1, Backend::space);
-    auto B = row_major_view(ws.b.data(), n, n, -1, Backend::space);
-
-    const T norm = be.norm(gw);
-    if (!(norm > T(0))) {  // zero (or NaN, which the fill keeps visible)
-      be.fill(out, norm == T(0) ? T(0) : norm);
-      return;
-    }
-    be.axpby(T(1.0 / (schedule.norm_scale * double(norm) + schedule.eps)), gw, T(0), X);
+    const index count = g.count(), n = gw.rows(), m = gw.cols();
+    ws.reserve(be, count, n, m);
+    auto X = row_major_batch(ws.x.data(), count, n, m, Backend::space);
+    auto Y = row_major_batch(ws.y.data(), count, n, m, Backend::space);
+    const auto A = row_major_batch(ws.a.data(), count, n, n, Backend::space);
+    const auto B = row_major_batch(ws.b.data(), count, n, n, Backend::space);
+    detail::scale_input(be, schedule, gw, X, ws.norms.data());
 
     const bool symmetric = n >= symmetric_threshold;
     for (int k = 0; k < steps(); ++k) {
       const ns_step s = schedule.at(k);
-      // A = X X^T
-      if (symmetric) {
-        be.syrk(uplo::lower, T(1), op::n, as_const(X), T(0), A);
-        be.symmetrize(uplo::lower, A);
-      } else {
-        be.gemm(T(1), op::n, as_const(X), op::t, as_const(X), T(0), A);
-      }
+      detail::gram(be, T(1), as_const(X), A, symmetric);  // A = X X^T
       // B = b A + c A A  (A symmetric: A A = A A^T)
       if (s.c != 0.0) {
-        if (symmetric) {
-          be.syrk(uplo::lower, T(s.c), op::n, as_const(A), T(0), B);
-          be.symmetrize(uplo::lower, B);
-        } else {
-          be.gemm(T(s.c), op::n, as_const(A), op::t, as_const(A), T(0), B);
-        }
-        be.axpby(T(s.b), as_const(A), T(1), B);
+        detail::gram(be, T(s.c), as_const(A), B, symmetric);
+        be.axpby(T(s.b), as_const(stacked(A)), T(1), stacked(B));
       } else {
-        be.axpby(T(s.b), as_const(A), T(0), B);
+        be.axpby(T(s.b), as_const(stacked(A)), T(0), stacked(B));
       }
       // Y = a X + B X
-      be.axpby(T(s.a), as_const(X), T(0), Y);
-      be.gemm(T(1), op::n, as_const(B), op::n, as_const(X), T(1), Y);
+      be.axpby(T(s.a), as_const(stacked(X)), T(0), stacked(Y));
+      be.gemm_batched(T(1), op::n, as_const(B), op::n, as_const(X), T(1), Y);
       std::swap(X, Y);
     }
-    be.copy(as_const(X), ow);
+    detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
   }
 
-  /// Convenience form that allocates its own workspace.
+  /// Convenience forms that allocate their own workspace.
   template <class Backend, class T>
   void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out) const {
+    ns_workspace<Backend, T> ws;
+    (*this)(be, g, out, ws);
+  }
+  template <class Backend, class T>
+  void operator()(Backend& be, in_batch<T> g, batch_view<T> out) const {
     ns_workspace<Backend, T> ws;
     (*this)(be, g, out, ws);
   }
@@ -135,7 +137,10 @@ struct newton_schulz {
 
 /// The exact polar factor U V^T through the backend's SVD: the reference the
 /// iterations are measured against, and an orthogonalizer of its own for
-/// small matrices.
+/// small matrices. Singular values at or below max(rows, cols) * epsilon *
+/// the largest count as zero and their vectors are dropped, so a
+/// rank-deficient G maps to the partial isometry on its range (what the
+/// iterations converge to) and a zero G to zero.
 struct svd_polar {
   /// svd_polar allocates per call; it needs no workspace.
   template <class Backend, class T>
@@ -147,20 +152,39 @@ struct svd_polar {
   }
 
   template <class Backend, class T>
+  void operator()(Backend& be, in_batch<T> g, batch_view<T> out, workspace<Backend, T>&) const {
+    (*this)(be, g, out);
+  }
+
+  /// out = U V^T for the thin SVD g = U S V^T.
+  template <class Backend, class T>
   void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out) const {
+    detail::check_orthogonalizer_args("polar::svd_polar", g, out);
+    (*this)(be, as_batch(g), as_batch(out));
+  }
+
+  /// out[k] = U_k V_k^T for every matrix of the stack, one SVD each.
+  template <class Backend, class T>
+  void operator()(Backend& be, in_batch<T> g, batch_view<T> out) const {
     constexpr const char* opname = "polar::svd_polar";
-    check_input(opname, "G", g);
-    check_output(opname, "out", out);
-    check_same_shape(opname, "out", out, "G", g);
-    if (g.empty()) return;
+    detail::check_orthogonalizer_args(opname, g, out);
+    if (g.size() == 0) return;
     const index m = g.rows(), n = g.cols(), k = m < n ? m : n;
     auto ub = be.template allocate<T>(m * k);
     auto vb = be.template allocate<T>(n * k);
     auto sb = be.template allocate<T>(k);
     const auto U = row_major_view(ub.data(), m, k, -1, Backend::space);
     const auto V = row_major_view(vb.data(), n, k, -1, Backend::space);
-    be.svd(g, U, vector_view<T>(sb.data(), k, 1, Backend::space), V);
-    be.gemm(T(1), op::n, as_const(U), op::t, as_const(V), T(0), out);
+    const auto S = vector_view<T>(sb.data(), k, 1, Backend::space);
+    const auto Sm = row_major_view(sb.data(), k, 1, -1, Backend::space);
+    const T rel = T(double(m > n ? m : n) * double(std::numeric_limits<T>::epsilon()));
+    for (index i = 0; i < g.count(); ++i) {
+      be.svd(g[i], U, S, V);
+      const T largest = be.max_abs(as_const(Sm));
+      be.map(detail::rank_mask<T>{rel * largest}, Sm, as_const(Sm));
+      be.scale_cols(as_const(S), U);
+      be.gemm(T(1), op::n, as_const(U), op::t, as_const(V), T(0), out[i]);
+    }
   }
 };
 

@@ -80,14 +80,6 @@ void check_same_count(const char* opname, const char* na, const batch_view<A>& a
                        b.count());
 }
 
-/// The whole stack as one address range, for overlap checks.
-template <class T>
-matrix_view<T> batch_extent(const batch_view<T>& v) {
-  if (v.count() == 0 || v.matrix(0).empty()) return {};
-  const index span = (v.count() - 1) * v.batch_stride() + v.matrix(0).span();
-  return matrix_view<T>(v.data(), 1, span, span, 1, v.space());
-}
-
 template <class T>
 void check_gemm_batched(const char* opname, memory_space space, op op_a,
                         const batch_view<const T>& a, op op_b, const batch_view<const T>& b,

@@ -1,0 +1,115 @@
+// polar/orthogonalize/detail/stack_ops.hpp: the steps the orthogonalizers
+// share, written over stacks of matrices against the backend concept.
+//
+// A single matrix is a stack of one. Elementwise work over a stack is one
+// backend call when the stack is stackable (core/view.hpp) and one call per
+// matrix otherwise; the workspaces the orthogonalizers allocate are always
+// contiguous, so only the caller's input and output may take the slow form.
+#pragma once
+
+#include "polar/backend/concept.hpp"
+#include "polar/core/check.hpp"
+#include "polar/orthogonalize/schedules.hpp"
+
+namespace polar {
+namespace detail {
+
+/// f(views...) once over the stacked matrices when every stack allows it,
+/// else once per matrix.
+template <class F, class... V>
+void for_stack(F&& f, const batch_view<V>&... b) {
+  if ((stackable(b) && ...)) {
+    f(stacked(b)...);
+    return;
+  }
+  const index count = (b.count(), ...);
+  for (index k = 0; k < count; ++k) f(b[k]...);
+}
+
+/// The input scaling of a schedule: 1 / (norm_scale |G|_F + eps), 0 for a
+/// zero matrix (so a zero gradient gives a zero update) and NaN for a NaN
+/// norm (so bad input stays visible).
+template <class T>
+struct ns_input_scale {
+  double norm_scale, eps;
+  POLAR_HOST_DEVICE T operator()(T norm) const {
+    if (norm > T(0)) return T(1.0 / (norm_scale * double(norm) + eps));
+    return norm == T(0) ? T(0) : norm;
+  }
+};
+
+/// 1 where a singular value is above the threshold, else 0.
+template <class T>
+struct rank_mask {
+  T threshold;
+  POLAR_HOST_DEVICE T operator()(T s) const { return s > threshold ? T(1) : T(0); }
+};
+
+/// x + value.
+template <class T>
+struct add_constant {
+  T value;
+  POLAR_HOST_DEVICE T operator()(T x) const { return T(x + value); }
+};
+
+/// X = G / (norm_scale |G|_F + eps) for each matrix of the stack; X is
+/// contiguous (count x n x m), `norms` holds count elements.
+template <class Backend, class T>
+void scale_input(Backend& be, const ns_schedule& s, batch_view<const T> g, batch_view<T> x, T* norms) {
+  const index count = g.count();
+  if (count == 1) {  // one matrix: the backend's overflow-safe norm, one pass
+    const T f = ns_input_scale<T>{s.norm_scale, s.eps}(be.norm(g[0]));
+    be.axpby(f, g[0], T(0), x[0]);
+    return;
+  }
+  for_stack([&](auto in, auto out) { be.copy(in, out); }, g, x);
+  const auto flat = row_major_view(x.data(), count, x.rows() * x.cols(), -1, Backend::space);
+  const auto nv = vector_view<T>(norms, count, 1, Backend::space);
+  be.row_norms(as_const(flat), nv);
+  const auto nm = row_major_view(norms, count, 1, -1, Backend::space);
+  be.map(ns_input_scale<T>{s.norm_scale, s.eps}, nm, as_const(nm));
+  be.scale_rows(as_const(nv), flat);
+}
+
+/// C = alpha A A^T for each matrix (C square, contiguous), both triangles
+/// filled: a symmetric rank-k product and a mirror when `symmetric`, else a
+/// general product (faster for small matrices).
+template <class Backend, class T>
+void gram(Backend& be, T alpha, batch_view<const T> a, batch_view<T> c, bool symmetric) {
+  if (symmetric) {
+    be.syrk_batched(uplo::lower, alpha, op::n, a, T(0), c);
+    for (index k = 0; k < c.count(); ++k) be.symmetrize(uplo::lower, c[k]);
+  } else {
+    be.gemm_batched(alpha, op::n, a, op::t, a, T(0), c);
+  }
+}
+
+/// Adds `value` to the diagonal of each square matrix of the contiguous
+/// stack p.
+template <class Backend, class T>
+void add_to_diagonal(Backend& be, T value, batch_view<T> p) {
+  const index n = p.rows();
+  const auto diag = matrix_view<T>(p.data(), p.count(), n, p.batch_stride(), n + 1, Backend::space);
+  be.map(add_constant<T>{value}, diag, as_const(diag));
+}
+
+/// The one-time checks of an orthogonalizer's arguments (a matrix or a
+/// stack of them).
+template <template <class> class View, class T>
+void check_orthogonalizer_args(const char* opname, const View<const T>& g, const View<T>& out) {
+  check_input(opname, "G", g);
+  check_output(opname, "out", out);
+  check_same_shape(opname, "out", out, "G", g);
+  check_no_alias(opname, "out", out, "G", g);
+}
+
+/// The one-time checks of a schedule and an iteration count.
+inline void check_schedule(const char* opname, const ns_schedule& s, int steps) {
+  if (s.count < 1 || s.count > int(ns_schedule::max_steps))
+    raise<value_error>(opname, "schedule '", s.name, "' has ", s.count, " steps; it needs 1 to ",
+                       int(ns_schedule::max_steps));
+  if (steps < 1) raise<value_error>(opname, "iterations must be positive, got ", steps);
+}
+
+}  // namespace detail
+}  // namespace polar
