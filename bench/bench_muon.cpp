@@ -1,6 +1,6 @@
-// bench/bench_muon.cpp: Newton–Schulz orthogonalization against the GEMM
-// rate and against a direct transcription of the reference algorithm, all
-// measured in one run.
+// bench/bench_muon.cpp: Newton–Schulz orthogonalization (standard and Gram
+// form, one matrix and stacks) against the GEMM rate and against a direct
+// transcription of the reference algorithm, all measured in one run.
 //
 //   build/release/bench/bench_muon --benchmark_counters_tabular=true
 //
@@ -8,13 +8,19 @@
 //   GFLOP/s            dense-equivalent rate: steps (4 n^2 m + 2 n^3) / time
 //   gemm_GFLOP/s       this process's GEMM rate on an n x m by m x n product
 //   ratio_to_dense     time / (dense flop count / GEMM rate): the bar
-//                      is at most 0.85 for Jordan NS5 at 1024 x 4096 fp32
+//                      is at most 0.85 for Jordan NS5 at 1024 x 4096 fp32;
+//                      for a stack, the dense count of all its matrices over
+//                      the GEMM rate of one of them (bar 1.2 for 64 x
+//                      128 x 512)
 //   speedup_vs_direct  the direct transcription's time / this time (bar 1.3)
+//   speedup_vs_loop    for a stack: one matrix at a time / the stacked call
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <vector>
+#include <polar/orthogonalize/gram_newton_schulz.hpp>
 #include <polar/orthogonalize/newton_schulz.hpp>
 #include <polar/polar.hpp>
 
@@ -67,14 +73,14 @@ void direct_ns5(const rmat<T>& g, rmat<T>& out) {
   out = x;
 }
 
-template <class T>
+template <class T, class Orth = polar::newton_schulz>
 void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch) {
   const polar::index n = state.range(0), m = state.range(1);
   rmat<T> g(n, m), out(n, m);
   polar::backend::eigen be;
   be.fill_random(polar::make_view(g), polar::rng_key{2}, polar::distribution::normal);
-  const polar::newton_schulz ns{sch};
-  polar::ns_workspace<polar::backend::eigen, T> ws;
+  const Orth ns{sch};
+  typename Orth::template workspace<polar::backend::eigen, T> ws;
   const auto gv = polar::make_view(static_cast<const rmat<T>&>(g));
   for (auto _ : state) {
     ns(be, gv, polar::make_view(out), ws);
@@ -89,11 +95,42 @@ void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch) {
   // measured second), inverted.
   state.counters["ratio_to_dense"] =
       benchmark::Counter(dense / rate, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["flops_vs_dense"] = ns.flops(n, m) / dense;
   if (std::strcmp(sch.name, polar::schedules::jordan5.name) == 0) {
     const double direct = seconds([&] { direct_ns5(g, out); });
     state.counters["speedup_vs_direct"] =
         benchmark::Counter(direct, benchmark::Counter::kIsIterationInvariantRate);
   }
+}
+
+/// A stack of `count` matrices of n x m in one call, against the GEMM bound
+/// of the whole stack and against one call per matrix.
+template <class T, class Orth = polar::newton_schulz>
+void bm_stack(benchmark::State& state) {
+  const polar::index count = state.range(0), n = state.range(1), m = state.range(2);
+  std::vector<T> g(std::size_t(count * n * m)), out(g.size());
+  polar::backend::eigen be;
+  const auto gb = polar::row_major_batch(g.data(), count, n, m);
+  const auto ob = polar::row_major_batch(out.data(), count, n, m);
+  be.fill_random(polar::stacked(gb), polar::rng_key{3}, polar::distribution::normal);
+  const Orth ns{};
+  typename Orth::template workspace<polar::backend::eigen, T> ws;
+  for (auto _ : state) {
+    ns(be, polar::as_const(gb), ob, ws);
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double nn = double(n < m ? n : m), mm = double(n < m ? m : n), steps = ns.steps();
+  const double dense = double(count) * steps * (4 * nn * nn * mm + 2 * nn * nn * nn);
+  state.counters["GFLOP/s"] = benchmark::Counter(dense * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  const double rate = gemm_rate<T>(polar::index(nn), polar::index(mm));
+  state.counters["gemm_GFLOP/s"] = rate * 1e-9;
+  state.counters["ratio_to_dense"] =
+      benchmark::Counter(dense / rate, benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  typename Orth::template workspace<polar::backend::eigen, T> one;
+  const double loop = seconds([&] {
+    for (polar::index k = 0; k < count; ++k) ns(be, polar::as_const(gb[k]), ob[k], one);
+  });
+  state.counters["speedup_vs_loop"] = benchmark::Counter(loop, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 template <class T>
@@ -125,9 +162,14 @@ void bm_svd_polar(benchmark::State& state) {
 }
 
 void shapes(benchmark::internal::Benchmark* b) {
-  for (int n : {256, 512, 1024, 2048}) b->Args({n, n});
+  for (int n : {256, 512, 1024, 2048, 4096}) b->Args({n, n});
   for (int n : {256, 512, 1024}) b->Args({n, 4 * n});
   b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+void wide(benchmark::internal::Benchmark* b) {
+  for (int n : {256, 512, 1024}) b->Args({n, 4 * n});
+  b->Args({1024, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 }  // namespace
@@ -136,10 +178,21 @@ void jordan5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::sche
 void jordan5_double(benchmark::State& s) { bm_newton_schulz<double>(s, polar::schedules::jordan5); }
 void polar_express5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::polar_express5); }
 void polar_express8_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::polar_express8); }
+void gram_jordan5_float(benchmark::State& s) {
+  bm_newton_schulz<float, polar::gram_newton_schulz>(s, polar::schedules::jordan5);
+}
+void gram_jordan5_double(benchmark::State& s) {
+  bm_newton_schulz<double, polar::gram_newton_schulz>(s, polar::schedules::jordan5);
+}
 BENCHMARK(jordan5_float)->Apply(shapes);
+BENCHMARK(gram_jordan5_float)->Apply(wide);
+BENCHMARK(gram_jordan5_double)->Apply(wide);
 BENCHMARK(jordan5_double)->Apply(shapes);
 BENCHMARK(polar_express5_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(polar_express8_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_stack, float)->Args({64, 128, 512})->Args({16, 256, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_stack, double)->Args({64, 128, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_stack, float, polar::gram_newton_schulz)->Args({64, 128, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_direct, float)->Args({1024, 4096})->Args({512, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_svd_polar, float)->Args({256, 1024})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_svd_polar, double)->Args({256, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -110,11 +110,18 @@ class eigen {
     detail::check_gemm_batched("polar::gemm_batched", space, op_a, a, op_b, b, c);
     const index k = op_a == op::n ? a.cols() : a.rows();
     const index count = c.count();
-    const bool small = c.rows() * c.cols() * k < (index(1) << 21);
-    (void)small;
-    POLAR_OMP(parallel for schedule(dynamic) if (small && count > 1))
-    for (index i = 0; i < count; ++i)
-      detail::eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
+    // Small products run one per thread; large ones one after another, each
+    // threaded by Eigen. (An OpenMP region with an `if` clause that turns it
+    // off still counts as a region, and Eigen's threaded GEMM inside one runs
+    // about 20 times slower, so the two cases are separate loops.)
+    if (count > 1 && c.rows() * c.cols() * k < (index(1) << 25)) {
+      POLAR_OMP(parallel for schedule(dynamic))
+      for (index i = 0; i < count; ++i)
+        detail::eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
+    } else {
+      for (index i = 0; i < count; ++i)
+        detail::eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
+    }
   }
   /// syrk on each matrix of the stacks.
   template <class T>
@@ -123,10 +130,12 @@ class eigen {
     detail::check_syrk_batched("polar::syrk_batched", space, op_a, a, c);
     const index k = op_a == op::n ? a.cols() : a.rows();
     const index count = c.count();
-    const bool small = c.rows() * c.cols() * k < (index(1) << 22);
-    (void)small;
-    POLAR_OMP(parallel for schedule(dynamic) if (small && count > 1))
-    for (index i = 0; i < count; ++i) detail::eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
+    if (count > 1 && c.rows() * c.cols() * k < (index(1) << 25)) {  // as gemm_batched
+      POLAR_OMP(parallel for schedule(dynamic))
+      for (index i = 0; i < count; ++i) detail::eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
+    } else {
+      for (index i = 0; i < count; ++i) detail::eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
+    }
   }
 
   // ---- level 1 and 2 -----------------------------------------------------

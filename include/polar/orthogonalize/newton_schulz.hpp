@@ -6,9 +6,9 @@
 // beyond the first scaling. Each step is
 //
 //   A = X X^T                 syrk: n^2 m flops, one triangle
-//   B = b A + c A A           syrk on A (A is symmetric, so A A = A A^T):
+//   B = a I + b A + c A A     syrk on A (A is symmetric, so A A = A A^T):
 //                             n^3 flops
-//   X <- a X + B X            gemm: 2 n^2 m flops
+//   X <- B X                  gemm: 2 n^2 m flops
 //
 // so a step costs 3 n^2 m + n^3 flops instead of the 4 n^2 m + 2 n^3 of
 // three general products. Below n = symmetric_threshold the symmetric
@@ -107,16 +107,17 @@ struct newton_schulz {
     for (int k = 0; k < steps(); ++k) {
       const ns_step s = schedule.at(k);
       detail::gram(be, T(1), as_const(X), A, symmetric);  // A = X X^T
-      // B = b A + c A A  (A symmetric: A A = A A^T)
+      // B = a I + b A + c A A  (A symmetric: A A = A A^T)
       if (s.c != 0.0) {
         detail::gram(be, T(s.c), as_const(A), B, symmetric);
         be.axpby(T(s.b), as_const(stacked(A)), T(1), stacked(B));
       } else {
         be.axpby(T(s.b), as_const(stacked(A)), T(0), stacked(B));
       }
-      // Y = a X + B X
-      be.axpby(T(s.a), as_const(stacked(X)), T(0), stacked(Y));
-      be.gemm_batched(T(1), op::n, as_const(B), op::n, as_const(X), T(1), Y);
+      // Y = (a I + B) X: the a X term rides on the product instead of
+      // taking a pass over X of its own.
+      detail::add_to_diagonal(be, T(s.a), B);
+      be.gemm_batched(T(1), op::n, as_const(B), op::n, as_const(X), T(0), Y);
       std::swap(X, Y);
     }
     detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
