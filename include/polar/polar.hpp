@@ -1,8 +1,10 @@
 // polar/polar.hpp: everything polar offers, in one include.
 //
 // polar is a header-only C++17 library of geometry-aware optimizers. This
-// header includes the core (views, tensor traits, errors, the counter-based
-// generator), the backend concept and the Eigen backend. The Thrust backend
+// header includes the core (views, tensors, tensor traits, errors, the
+// counter-based generator), the backend concept, the Eigen backend, the
+// orthogonalizers, the directions (SGD, momentum, AdamW, Muon) and the
+// parameter set. The Thrust backend
 // is opt-in: include polar/backend/thrust.hpp and link polar::thrust.
 #pragma once
 
@@ -15,3 +17,10 @@
 #include "polar/core/view.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/backend/eigen.hpp"
+#include "polar/core/tensor.hpp"
+#include "polar/direction/adamw.hpp"
+#include "polar/direction/muon.hpp"
+#include "polar/direction/sgd.hpp"
+#include "polar/orthogonalize/gram_newton_schulz.hpp"
+#include "polar/orthogonalize/newton_schulz.hpp"
+#include "polar/parameter_set.hpp"

@@ -20,22 +20,29 @@
 // momentum buffer and the orthogonalizer's workspace, in the backend's
 // memory); step() checks everything before it writes, so a throwing step
 // leaves W and the state as they were.
+//
+// Shapes: a matrix; a stack of matrices (batch_view, or a 3-D tensor_view:
+// experts, heads), each orthogonalized and scaled on its own; a 4-D or 5-D
+// convolution kernel, flattened to (out, in * kh * kw) with the scale taken
+// from the flattened shape. 1-D tensors are rejected: they belong to AdamW.
+//
+// Precision: the second template argument picks the scalar type the
+// orthogonalizer iterates in (void: the parameter's own). With double
+// parameters and float iteration, the momentum stays in double and only the
+// orthogonalizer's input and output are float.
 #pragma once
 
 #include <cmath>
+#include <string>
 #include <type_traits>
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/core/tensor.hpp"
+#include "polar/direction/detail/common.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 namespace polar {
-
-/// How the momentum buffer accumulates gradients.
-enum class momentum_kind : unsigned char {
-  ema,         ///< buf <- mu buf + (1 - mu) g
-  heavy_ball,  ///< buf <- mu buf + g
-};
 
 /// How Muon scales the orthogonal update of a rows x cols matrix.
 enum class scale_rule : unsigned char {
@@ -56,26 +63,16 @@ inline double muon_scale(scale_rule rule, index rows, index cols) noexcept {
   }
 }
 
-namespace detail {
-/// Nesterov's look-ahead: lerp(g, buf, mu) for the EMA buffer, g + mu buf
-/// for the heavy-ball one.
-template <class T>
-struct nesterov_fn {
-  T mu;
-  bool heavy_ball;
-  POLAR_HOST_DEVICE T operator()(T g, T b) const {
-    return heavy_ball ? T(g + mu * b) : T((T(1) - mu) * g + mu * b);
-  }
-};
-}  // namespace detail
-
 /// Muon's hyperparameters and its step.
 ///
 /// @tparam Orthogonalizer a policy with
 ///   `template <class B, class T> using workspace = ...;` and
-///   `void operator()(B&, in_matrix<T> m, matrix_view<T> out, workspace<B, T>&) const`;
-///   polar::newton_schulz by default.
-template <class Orthogonalizer = newton_schulz>
+///   `void operator()(B&, in_batch<T> m, batch_view<T> out, workspace<B, T>&) const`
+///   (stacks; a matrix is a stack of one); polar::newton_schulz by default,
+///   polar::gram_newton_schulz and polar::svd_polar also fit.
+/// @tparam Compute the scalar type the orthogonalizer iterates in; void for
+///   the parameter's own.
+template <class Orthogonalizer = newton_schulz, class Compute = void>
 struct muon_direction {
   double lr = 0.02;                          ///< learning rate
   double momentum = 0.95;                    ///< mu, in [0, 1)
@@ -85,30 +82,48 @@ struct muon_direction {
   double weight_decay = 0.0;                 ///< decoupled: W <- W (1 - lr wd)
   Orthogonalizer orthogonalizer{};           ///< the polar-factor approximation
 
-  /// The per-matrix state: momentum buffer, orthogonalizer input and output,
-  /// and the orthogonalizer's workspace, all in the backend's memory.
+  /// The scalar type the orthogonalizer runs in for parameters of type T.
+  template <class T>
+  using compute_t = std::conditional_t<std::is_void_v<Compute>, T, Compute>;
+
+  /// The per-tensor state: momentum buffer (parameter precision), the
+  /// orthogonalizer's input and output and workspace (iteration precision),
+  /// all contiguous in the backend's memory.
   template <class Backend, class T>
   struct state {
-    typename Backend::template buffer<T> buf, m, u;
-    typename Orthogonalizer::template workspace<Backend, T> ws;
-    index rows = 0, cols = 0;
-    long steps = 0;  ///< steps taken
+    using C = compute_t<T>;
+    typename Backend::template buffer<T> buf;
+    typename Backend::template buffer<C> m, u;
+    typename Orthogonalizer::template workspace<Backend, C> ws;
+    index count = 0, rows = 0, cols = 0;  ///< the stack Muon sees
+    long steps = 0;                       ///< steps taken
   };
 
-  /// A fresh state for W: zero momentum.
+  /// A fresh state for the matrix W: zero momentum.
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend& be, matrix_view<U> w) const {
+    return init(be, as_batch(w));
+  }
+  /// A fresh state for a stack of matrices.
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, batch_view<U> w) const {
     constexpr const char* opname = "polar::muon::init";
     check_input(opname, "W", w);
     check_matrix_shape(opname, w.rows(), w.cols());
     state<Backend, T> s;
+    s.count = w.count();
     s.rows = w.rows();
     s.cols = w.cols();
     s.buf = be.template allocate<T>(w.size());
-    s.m = be.template allocate<T>(w.size());
-    s.u = be.template allocate<T>(w.size());
-    be.fill(view(s.buf, s.rows, s.cols, Backend::space), T(0));
+    s.m = be.template allocate<compute_t<T>>(w.size());
+    s.u = be.template allocate<compute_t<T>>(w.size());
+    be.fill(stacked(view(s.buf, s, Backend::space)), T(0));
     return s;
+  }
+  /// A fresh state for a tensor of rank 2 to 5 (see the header comment).
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, tensor_view<U> w) const {
+    return init(be, as_matrix_stack("polar::muon::init", w));
   }
 
   /// One step of W along the orthogonalized momentum of G.
@@ -120,30 +135,58 @@ struct muon_direction {
     check_output(opname, "W", w);
     check_input(opname, "G", g);
     check_same_shape(opname, "W", w, "G", g);
+    step(be, as_batch(w), as_batch(g), s);
+  }
+  /// One step of a tensor of rank 2 to 5.
+  template <class Backend, class T>
+  void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
+    constexpr const char* opname = "polar::muon::step";
+    detail::check_same_tensor_shape(opname, w, g);
+    step(be, as_matrix_stack(opname, w), as_matrix_stack(opname, g), s);
+  }
+  /// One step of each matrix of a stack, each orthogonalized and scaled on
+  /// its own.
+  template <class Backend, class T>
+  void step(Backend& be, batch_view<T> w, in_batch<T> g, state<Backend, T>& s) const {
+    using C = compute_t<T>;
+    constexpr const char* opname = "polar::muon::step";
+    check_output(opname, "W", w);
+    check_input(opname, "G", g);
+    check_same_shape(opname, "W", w, "G", g);
     check_no_alias(opname, "W", w, "G", g);
-    if (w.rows() != s.rows || w.cols() != s.cols)
-      detail::raise<shape_error>(opname, "W is ", w.rows(), "x", w.cols(), " but the state was made for ",
-                                 s.rows, "x", s.cols);
-    check_hyperparameters(opname);
-    if (!be.all_finite(g)) detail::raise<non_finite_error>(opname, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
+    if (w.count() != s.count || w.rows() != s.rows || w.cols() != s.cols)
+      detail::raise<shape_error>(opname, "W is ", shape_of(w.count(), w.rows(), w.cols()),
+                                 " but the state was made for ", shape_of(s.count, s.rows, s.cols));
+    check();
+    bool finite = true;
+    detail::for_stack([&](auto gv) { finite = finite && be.all_finite(gv); }, g);
+    if (!finite)
+      detail::raise<non_finite_error>(opname, "G (", shape_of(s.count, s.rows, s.cols), ") holds NaN or infinity");
 
-    const auto buf = view(s.buf, s.rows, s.cols, Backend::space);
-    const auto m = view(s.m, s.rows, s.cols, Backend::space);
-    const auto u = view(s.u, s.rows, s.cols, Backend::space);
+    const auto buf = view(s.buf, s, Backend::space);
+    const auto m = view(s.m, s, Backend::space);
+    const auto u = view(s.u, s, Backend::space);
     const T mu = T(momentum);
     // buf <- mu buf + c g
-    be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), g, mu, buf);
-    // M: the orthogonalizer's input
-    if (!nesterov)
-      be.copy(as_const(buf), m);
-    else if (kind == momentum_kind::ema)
-      be.map(detail::nesterov_fn<T>{mu, false}, m, g, as_const(buf));
-    else
-      be.map(detail::nesterov_fn<T>{mu, true}, m, g, as_const(buf));
+    const T c = kind == momentum_kind::ema ? T(1 - momentum) : T(1);
+    detail::for_stack([&](auto gv, auto bv) { be.axpby(c, gv, mu, bv); }, g, buf);
+    // M: the orthogonalizer's input, in the iteration precision
+    if (nesterov) {
+      const detail::nesterov_fn<C> f{C(momentum), kind == momentum_kind::heavy_ball};
+      detail::for_stack([&](auto mv, auto gv, auto bv) { be.map(f, mv, gv, bv); }, m, g, as_const(buf));
+    } else if constexpr (std::is_same_v<C, T>) {
+      be.copy(as_const(stacked(buf)), stacked(m));
+    } else {
+      be.map(detail::cast_fn<C>{}, stacked(m), as_const(stacked(buf)));
+    }
     orthogonalizer(be, as_const(m), u, s.ws);
     // W <- W (1 - lr wd) - lr scale U
-    const double sc = muon_scale(scale, s.rows, s.cols);
-    be.axpby(T(-lr * sc), as_const(u), T(1 - lr * weight_decay), w);
+    const double step = lr * muon_scale(scale, s.rows, s.cols), keep = 1 - lr * weight_decay;
+    if constexpr (std::is_same_v<C, T>)
+      detail::for_stack([&](auto wv, auto uv) { be.axpby(T(-step), uv, T(keep), wv); }, w, as_const(u));
+    else
+      detail::for_stack([&](auto wv, auto uv) { be.map(detail::decay_and_step<T>{T(keep), T(step)}, wv, as_const(wv), uv); },
+                        w, as_const(u));
     ++s.steps;
   }
 
@@ -155,18 +198,20 @@ struct muon_direction {
                                        "norms) to AdamW");
   }
 
- private:
-  template <class Buffer>
-  static auto view(Buffer& b, index rows, index cols, memory_space space) {
-    return row_major_view(b.data(), rows, cols, -1, space);
+  /// Throws value_error for hyperparameters out of range.
+  void check(const char* opname = "polar::muon") const {
+    detail::check_lr(opname, lr);
+    detail::check_unit_interval(opname, "momentum", momentum);
+    detail::check_weight_decay(opname, weight_decay);
   }
 
-  void check_hyperparameters(const char* opname) const {
-    if (!(lr >= 0) || !std::isfinite(lr)) detail::raise<value_error>(opname, "lr must be finite and >= 0, got ", lr);
-    if (!(momentum >= 0 && momentum < 1))
-      detail::raise<value_error>(opname, "momentum must be in [0, 1), got ", momentum);
-    if (!(weight_decay >= 0) || !std::isfinite(weight_decay))
-      detail::raise<value_error>(opname, "weight_decay must be finite and >= 0, got ", weight_decay);
+ private:
+  static std::string shape_of(index count, index rows, index cols) {
+    return count == 1 ? detail::concat(rows, "x", cols) : detail::concat(count, " x ", rows, "x", cols);
+  }
+  template <class Buffer, class State>
+  static auto view(Buffer& b, const State& s, memory_space space) {
+    return row_major_batch(b.data(), s.count, s.rows, s.cols, space);
   }
 };
 

@@ -1,0 +1,84 @@
+// polar/direction/detail/common.hpp: what the directions share: the
+// hyperparameter checks, the momentum arithmetic, and the per-tensor step
+// checks that run before anything is written.
+#pragma once
+
+#include <cmath>
+
+#include "polar/core/check.hpp"
+#include "polar/core/tensor.hpp"
+
+namespace polar {
+
+/// How the momentum buffer accumulates gradients.
+enum class momentum_kind : unsigned char {
+  ema,         ///< buf <- mu buf + (1 - mu) g
+  heavy_ball,  ///< buf <- mu buf + g
+};
+
+namespace detail {
+
+inline void check_lr(const char* op, double lr) {
+  if (!(lr >= 0) || !std::isfinite(lr)) raise<value_error>(op, "lr must be finite and >= 0, got ", lr);
+}
+inline void check_unit_interval(const char* op, const char* name, double v) {
+  if (!(v >= 0 && v < 1)) raise<value_error>(op, name, " must be in [0, 1), got ", v);
+}
+inline void check_weight_decay(const char* op, double wd) {
+  if (!(wd >= 0) || !std::isfinite(wd)) raise<value_error>(op, "weight_decay must be finite and >= 0, got ", wd);
+}
+inline void check_positive(const char* op, const char* name, double v) {
+  if (!(v > 0) || !std::isfinite(v)) raise<value_error>(op, name, " must be finite and > 0, got ", v);
+}
+
+/// Nesterov's look-ahead: lerp(g, buf, mu) for the EMA buffer, g + mu buf
+/// for the heavy-ball one.
+template <class T>
+struct nesterov_fn {
+  T mu;
+  bool heavy_ball;
+  template <class G, class B>
+  POLAR_HOST_DEVICE T operator()(G g, B b) const {
+    return heavy_ball ? T(T(g) + mu * T(b)) : T((T(1) - mu) * T(g) + mu * T(b));
+  }
+};
+
+/// Converts between scalar types (the iteration precision of Muon).
+template <class T>
+struct cast_fn {
+  template <class U>
+  POLAR_HOST_DEVICE T operator()(U x) const { return T(x); }
+};
+
+/// w * keep - step * u, with u of another scalar type.
+template <class T>
+struct decay_and_step {
+  T keep, step;
+  template <class W, class U>
+  POLAR_HOST_DEVICE T operator()(W w, U u) const { return T(keep * T(w) - step * T(u)); }
+};
+
+/// The checks every direction's step makes on W and G before writing.
+template <class Backend, class W, class G>
+void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const matrix_view<G>& g,
+                     index rows, index cols) {
+  check_output(op, "W", w);
+  check_input(op, "G", g);
+  check_same_shape(op, "W", w, "G", g);
+  check_no_alias(op, "W", w, "G", g);
+  if (w.rows() != rows || w.cols() != cols)
+    raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", rows, "x", cols);
+  if (!be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
+}
+
+/// A tensor as the flat row the elementwise directions work on; W and G of
+/// the same shape.
+template <class W, class G>
+void check_same_tensor_shape(const char* op, const tensor_view<W>& w, const tensor_view<G>& g) {
+  if (!same_shape(w, g))
+    raise<shape_error>(op, "W is ", w.shape_string(), " but G is ", g.shape_string(),
+                       "; they must have the same shape");
+}
+
+}  // namespace detail
+}  // namespace polar

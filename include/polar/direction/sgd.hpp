@@ -1,0 +1,131 @@
+// polar/direction/sgd.hpp: stochastic gradient descent, plain and with
+// momentum.
+//
+//   sgd:       W <- W (1 - lr wd) - lr G
+//   momentum:  buf <- mu buf + G          (heavy ball; EMA: mu buf + (1 - mu) G)
+//              u    = buf, or the Nesterov look-ahead G + mu buf
+//                     (EMA: lerp(G, buf, mu))
+//              W   <- W (1 - lr wd) - lr u
+//
+// Both work elementwise, so any tensor is fine: a matrix (any strides) or a
+// tensor_view of any rank. Like every direction, the hyperparameters are a
+// plain aggregate, init() makes the state in the backend's memory, and step()
+// checks everything before it writes.
+#pragma once
+
+#include "polar/backend/concept.hpp"
+#include "polar/direction/detail/common.hpp"
+
+namespace polar {
+
+/// Plain SGD with decoupled weight decay. It keeps no buffers.
+struct sgd_direction {
+  double lr = 0.01;           ///< learning rate
+  double weight_decay = 0.0;  ///< decoupled: W <- W (1 - lr wd)
+
+  template <class Backend, class T>
+  struct state {
+    index rows = 0, cols = 0;
+    long steps = 0;
+  };
+
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend&, matrix_view<U> w) const {
+    check_input("polar::sgd::init", "W", w);
+    return {w.rows(), w.cols(), 0};
+  }
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, tensor_view<U> w) const {
+    return init(be, w.flat());
+  }
+
+  template <class Backend, class T>
+  void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::sgd::step";
+    check(op);
+    detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    be.axpby(T(-lr), g, T(1 - lr * weight_decay), w);
+    ++s.steps;
+  }
+  template <class Backend, class T>
+  void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
+    detail::check_same_tensor_shape("polar::sgd::step", w, g);
+    step(be, w.flat(), g.flat(), s);
+  }
+
+  /// Throws value_error for hyperparameters out of range.
+  void check(const char* op = "polar::sgd") const {
+    detail::check_lr(op, lr);
+    detail::check_weight_decay(op, weight_decay);
+  }
+};
+
+namespace detail {
+/// keep w - lr u with u the Nesterov look-ahead of (g, buf).
+template <class T>
+struct nesterov_step {
+  T keep, lr;
+  nesterov_fn<T> look_ahead;
+  POLAR_HOST_DEVICE T operator()(T w, T g, T b) const { return T(keep * w - lr * look_ahead(g, b)); }
+};
+}  // namespace detail
+
+/// SGD with heavy-ball or EMA momentum, optionally Nesterov.
+struct momentum_direction {
+  double lr = 0.01;                               ///< learning rate
+  double momentum = 0.9;                          ///< mu, in [0, 1)
+  bool nesterov = false;                          ///< Nesterov look-ahead
+  momentum_kind kind = momentum_kind::heavy_ball; ///< how the buffer accumulates
+  double weight_decay = 0.0;                      ///< decoupled: W <- W (1 - lr wd)
+
+  template <class Backend, class T>
+  struct state {
+    typename Backend::template buffer<T> buf;  ///< momentum, rows x cols row-major
+    index rows = 0, cols = 0;
+    long steps = 0;
+  };
+
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, matrix_view<U> w) const {
+    check_input("polar::momentum::init", "W", w);
+    state<Backend, T> s;
+    s.rows = w.rows();
+    s.cols = w.cols();
+    s.buf = be.template allocate<T>(w.size());
+    be.fill(row_major_view(s.buf.data(), s.rows, s.cols, -1, Backend::space), T(0));
+    return s;
+  }
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, tensor_view<U> w) const {
+    return init(be, w.flat());
+  }
+
+  template <class Backend, class T>
+  void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::momentum::step";
+    check(op);
+    detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    const auto buf = row_major_view(s.buf.data(), s.rows, s.cols, -1, Backend::space);
+    const T mu = T(momentum), keep = T(1 - lr * weight_decay);
+    be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), g, mu, buf);
+    if (nesterov)
+      be.map(detail::nesterov_step<T>{keep, T(lr), {mu, kind == momentum_kind::heavy_ball}}, w, as_const(w), g,
+             as_const(buf));
+    else
+      be.axpby(T(-lr), as_const(buf), keep, w);
+    ++s.steps;
+  }
+  template <class Backend, class T>
+  void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
+    detail::check_same_tensor_shape("polar::momentum::step", w, g);
+    step(be, w.flat(), g.flat(), s);
+  }
+
+  void check(const char* op = "polar::momentum") const {
+    detail::check_lr(op, lr);
+    detail::check_unit_interval(op, "momentum", momentum);
+    detail::check_weight_decay(op, weight_decay);
+  }
+};
+
+}  // namespace polar
