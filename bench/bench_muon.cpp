@@ -178,6 +178,9 @@ void jordan5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::sche
 void jordan5_double(benchmark::State& s) { bm_newton_schulz<double>(s, polar::schedules::jordan5); }
 void polar_express5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::polar_express5); }
 void polar_express8_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::polar_express8); }
+void you5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::you5); }
+void cans5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::cans5); }
+void cubic_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::cubic); }
 void gram_jordan5_float(benchmark::State& s) {
   bm_newton_schulz<float, polar::gram_newton_schulz>(s, polar::schedules::jordan5);
 }
@@ -190,6 +193,9 @@ BENCHMARK(gram_jordan5_double)->Apply(wide);
 BENCHMARK(jordan5_double)->Apply(shapes);
 BENCHMARK(polar_express5_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(polar_express8_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(you5_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(cans5_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(cubic_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_stack, float)->Args({64, 128, 512})->Args({16, 256, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_stack, double)->Args({64, 128, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_stack, float, polar::gram_newton_schulz)->Args({64, 128, 512})->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -83,7 +83,7 @@ struct gram_newton_schulz {
         f += 2 * n * n * m + gram_nm;
         identity = true;
       }
-      f += sq;                                                    // A A
+      if (schedule.at(k).c != 0.0) f += sq;                       // A A
       if (k + 1 < steps() && !restarts_at(k + 1)) f += sq + prod;  // P P A
       if (!identity) f += prod;                                   // P R
       identity = false;

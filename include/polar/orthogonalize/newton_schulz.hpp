@@ -67,11 +67,15 @@ struct newton_schulz {
   constexpr int steps() const noexcept { return iterations > 0 ? iterations : schedule.iterations; }
 
   /// Flops of one orthogonalization of a rows x cols matrix, as this policy
-  /// computes it (symmetric products counted at their own cost).
+  /// computes it (symmetric products counted at their own cost; steps
+  /// without a quintic term skip A A).
   double flops(index rows, index cols) const noexcept {
     const double n = double(rows < cols ? rows : cols), m = double(rows < cols ? cols : rows);
     const bool sym = index(n) >= symmetric_threshold;
-    return steps() * ((sym ? 3.0 : 4.0) * n * n * m + (sym ? 1.0 : 2.0) * n * n * n);
+    double f = 0;
+    for (int k = 0; k < steps(); ++k)
+      f += (sym ? 3.0 : 4.0) * n * n * m + (schedule.at(k).c != 0.0 ? (sym ? 1.0 : 2.0) * n * n * n : 0.0);
+    return f;
   }
 
   /// out = polar factor of g, approximately. out has g's shape and may not

@@ -1,0 +1,97 @@
+// The algorithms on the Thrust backend's CUDA system against the same
+// algorithms on its CPP system: Newton–Schulz (standard, Gram form, a stack),
+// and a parameter set stepping a matrix with Muon and a vector with AdamW.
+// Built by the `cuda` preset; it needs a GPU to run, which CI does not have.
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <vector>
+
+#include "polar/backend/thrust.hpp"
+#include "polar/orthogonalize/gram_newton_schulz.hpp"
+#include "polar/parameter_set.hpp"
+
+namespace {
+using device_backend = polar::backend::thrust<polar::system::cuda>;
+using host_backend = polar::backend::thrust<polar::system::cpp>;
+
+template <class T>
+std::vector<T> random_host(polar::index n, std::uint64_t seed) {
+  std::vector<T> v(static_cast<std::size_t>(n));
+  host_backend().fill_random(polar::row_major_view(v.data(), 1, n), polar::rng_key{seed}, polar::distribution::normal);
+  return v;
+}
+
+template <class T>
+double max_rel_diff(const std::vector<T>& a, const std::vector<T>& b) {
+  double d = 0, r = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    d = std::max(d, std::abs(double(a[i]) - double(b[i])));
+    r = std::max(r, std::abs(double(b[i])));
+  }
+  return d / (r > 0 ? r : 1);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(thrust_cuda_algorithms)
+
+BOOST_AUTO_TEST_CASE(newton_schulz_forms_match_the_host) {
+  device_backend dev;
+  host_backend host;
+  const polar::index count = 3, n = 48, m = 200;
+  const auto g = random_host<float>(count * n * m, 1);
+  ::thrust::device_vector<float> dg(g.begin(), g.end()), dout(g.size());
+  std::vector<float> want(g.size()), got(g.size());
+  const auto hb = polar::row_major_batch(g.data(), count, n, m);
+  const auto wb = polar::row_major_batch(want.data(), count, n, m);
+  const auto db = polar::row_major_batch(::thrust::raw_pointer_cast(dg.data()), count, n, m, polar::memory_space::device);
+  const auto ob = polar::row_major_batch(::thrust::raw_pointer_cast(dout.data()), count, n, m, polar::memory_space::device);
+  polar::newton_schulz sym{polar::schedules::polar_express5};
+  sym.symmetric_threshold = 1;
+  polar::gram_newton_schulz gram{};
+  gram.fallback = false;
+  for (int form = 0; form < 3; ++form) {
+    BOOST_TEST_CONTEXT("form " << form) {
+      if (form == 0) {
+        polar::newton_schulz{}(host, polar::as_const(hb), wb);
+        polar::newton_schulz{}(dev, polar::as_const(db), ob);
+      } else if (form == 1) {
+        sym(host, polar::as_const(hb), wb);
+        sym(dev, polar::as_const(db), ob);
+      } else {
+        gram(host, polar::as_const(hb), wb);
+        gram(dev, polar::as_const(db), ob);
+      }
+      ::thrust::copy(dout.begin(), dout.end(), got.begin());
+      BOOST_TEST(max_rel_diff(got, want) <= 1e-4);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_parameter_set_steps_like_the_host) {
+  device_backend dev;
+  host_backend host;
+  const polar::index rows = 32, cols = 96;
+  auto w = random_host<double>(rows * cols, 2), b = random_host<double>(rows, 3);
+  const auto gw = random_host<double>(rows * cols, 4), gb = random_host<double>(rows, 5);
+  ::thrust::device_vector<double> dw(w.begin(), w.end()), db(b.begin(), b.end());
+  ::thrust::device_vector<double> dgw(gw.begin(), gw.end()), dgb(gb.begin(), gb.end());
+  const auto dev_ptr = [](auto& v) { return ::thrust::raw_pointer_cast(v.data()); };
+  polar::parameter_set<device_backend, double> dp(dev);
+  dp.add("w", polar::tensor_view<double>(dev_ptr(dw), {rows, cols}, polar::memory_space::device));
+  dp.add("b", polar::tensor_view<double>(dev_ptr(db), {rows}, polar::memory_space::device));
+  polar::parameter_set<host_backend, double> hp(host);
+  hp.add("w", polar::tensor_view<double>(w.data(), {rows, cols}));
+  hp.add("b", polar::tensor_view<double>(b.data(), {rows}));
+  for (int k = 0; k < 3; ++k) {
+    dp.step({polar::tensor_view<const double>(dev_ptr(dgw), {rows, cols}, polar::memory_space::device),
+             polar::tensor_view<const double>(dev_ptr(dgb), {rows}, polar::memory_space::device)});
+    hp.step({polar::tensor_view<const double>(gw.data(), {rows, cols}), polar::tensor_view<const double>(gb.data(), {rows})});
+  }
+  std::vector<double> got_w(w.size()), got_b(b.size());
+  ::thrust::copy(dw.begin(), dw.end(), got_w.begin());
+  ::thrust::copy(db.begin(), db.end(), got_b.begin());
+  BOOST_TEST(max_rel_diff(got_w, w) <= 1e-12);
+  BOOST_TEST(max_rel_diff(got_b, b) <= 1e-12);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
