@@ -16,7 +16,10 @@
 //   speedup_vs_loop    for a stack: one matrix at a time / the stacked call
 #include <benchmark/benchmark.h>
 
+#include <Eigen/Dense>
 #include <chrono>
+#include <cmath>
+#include <type_traits>
 #include <cstring>
 #include <map>
 #include <vector>
@@ -133,6 +136,43 @@ void bm_stack(benchmark::State& state) {
   state.counters["speedup_vs_loop"] = benchmark::Counter(loop, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+/// The accuracy of a schedule as counters: the singular values of its
+/// result on a 64 x 256 Gaussian matrix (lowest and highest) and the lowest
+/// on a 64 x 256 matrix with singular values log-spaced from 1 to 1e-4.
+/// The time is that of the small orthogonalization itself.
+template <class Orth>
+void bm_accuracy(benchmark::State& state, const polar::ns_schedule& sch) {
+  using T = float;
+  const polar::index n = 64, m = 256;
+  polar::backend::eigen be;
+  rmat<T> gauss(n, m), out(n, m);
+  be.fill_random(polar::make_view(gauss), polar::rng_key{4}, polar::distribution::normal);
+  rmat<double> a(n, n), b(m, n);
+  be.fill_random(polar::make_view(a), polar::rng_key{5}, polar::distribution::normal);
+  be.fill_random(polar::make_view(b), polar::rng_key{6}, polar::distribution::normal);
+  const rmat<double> u = Eigen::HouseholderQR<rmat<double>>(a).householderQ();
+  const rmat<double> v = Eigen::HouseholderQR<rmat<double>>(b).householderQ() * rmat<double>::Identity(m, n);
+  Eigen::VectorXd s(n);
+  for (polar::index i = 0; i < n; ++i) s(i) = std::pow(1e-4, double(i) / double(n - 1));
+  const rmat<T> ill = (u * s.asDiagonal() * v.transpose()).template cast<T>();
+  Orth orth{sch};
+  if constexpr (std::is_same_v<Orth, polar::gram_newton_schulz>) orth.fallback = false;
+  typename Orth::template workspace<polar::backend::eigen, T> ws;
+  const auto sv = [&](const rmat<T>& g) {
+    orth(be, polar::make_view(g), polar::make_view(out), ws);
+    return Eigen::JacobiSVD<rmat<double>>(out.template cast<double>()).singularValues();
+  };
+  const auto sg = sv(gauss), si = sv(ill);
+  for (auto _ : state) {
+    orth(be, polar::make_view(static_cast<const rmat<T>&>(gauss)), polar::make_view(out), ws);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["sv_lo"] = sg.minCoeff();
+  state.counters["sv_hi"] = sg.maxCoeff();
+  state.counters["sv_lo_cond1e4"] = si.minCoeff();
+  state.counters["sv_hi_cond1e4"] = si.maxCoeff();
+}
+
 template <class T>
 void bm_direct(benchmark::State& state) {
   const polar::index n = state.range(0), m = state.range(1);
@@ -187,6 +227,18 @@ void gram_jordan5_float(benchmark::State& s) {
 void gram_jordan5_double(benchmark::State& s) {
   bm_newton_schulz<double, polar::gram_newton_schulz>(s, polar::schedules::jordan5);
 }
+void accuracy(benchmark::State& s, const polar::ns_schedule* sch) { bm_accuracy<polar::newton_schulz>(s, *sch); }
+void accuracy_gram(benchmark::State& s, const polar::ns_schedule* sch) {
+  bm_accuracy<polar::gram_newton_schulz>(s, *sch);
+}
+BENCHMARK_CAPTURE(accuracy, jordan5, &polar::schedules::jordan5);
+BENCHMARK_CAPTURE(accuracy, you5, &polar::schedules::you5);
+BENCHMARK_CAPTURE(accuracy, polar_express5, &polar::schedules::polar_express5);
+BENCHMARK_CAPTURE(accuracy, polar_express8, &polar::schedules::polar_express8);
+BENCHMARK_CAPTURE(accuracy, cans5, &polar::schedules::cans5);
+BENCHMARK_CAPTURE(accuracy, cubic, &polar::schedules::cubic);
+BENCHMARK_CAPTURE(accuracy_gram, jordan5, &polar::schedules::jordan5);
+BENCHMARK_CAPTURE(accuracy_gram, polar_express8, &polar::schedules::polar_express8);
 BENCHMARK(jordan5_float)->Apply(shapes);
 BENCHMARK(gram_jordan5_float)->Apply(wide);
 BENCHMARK(gram_jordan5_double)->Apply(wide);

@@ -3,7 +3,7 @@
 // from the formulas, tensors of several ranks, hyperparameter and input
 // checks that leave everything unchanged, and the routing of a model's
 // tensors between Muon and AdamW. On the Eigen backend and Thrust's OMP
-// system.
+// and CPP systems.
 #include <Eigen/Dense>
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
@@ -22,7 +22,8 @@ namespace {
 
 template <class T>
 using rmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
+using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
+                                  polar::backend::thrust<polar::system::cpp>>;
 
 template <class T>
 polar::matrix_view<const T> cview(const rmat<T>& m) {

@@ -1,7 +1,8 @@
 // Tests of polar/direction/muon.hpp: the momentum and Nesterov arithmetic
 // (through an orthogonalizer that passes its input through), the scale
 // rules, weight decay, zero gradients, convergence on a quadratic with a
-// known answer, and bad input. On the Eigen backend and Thrust's OMP system.
+// known answer, and bad input. On the Eigen backend and Thrust's OMP and CPP
+// systems.
 #include "polar/direction/muon.hpp"
 
 #include "polar/core/tensor.hpp"
@@ -31,7 +32,8 @@ struct pass_through {
   }
 };
 
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
+using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
+                                  polar::backend::thrust<polar::system::cpp>>;
 
 }  // namespace
 

@@ -2,8 +2,8 @@
 // it must apply to each singular value, the published singular-value bands,
 // orthogonal equivariance, transposition, zero input, the symmetric-product
 // path against the GEMM path, the SVD polar factor, the Gram form with its
-// restarts, and stacks against one matrix at a time. Run on the Eigen
-// backend and on Thrust's OMP system, in float and double.
+// restarts, and stacks against one matrix at a time. On the Eigen backend and
+// Thrust's OMP system in float and double, and Thrust's CPP system in float.
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
@@ -28,7 +28,8 @@ struct cfg {
 };
 using ns_types = boost::mpl::list<cfg<polar::backend::eigen, float>, cfg<polar::backend::eigen, double>,
                                   cfg<polar::backend::thrust<polar::system::omp>, float>,
-                                  cfg<polar::backend::thrust<polar::system::omp>, double>>;
+                                  cfg<polar::backend::thrust<polar::system::omp>, double>,
+                                  cfg<polar::backend::thrust<polar::system::cpp>, float>>;
 
 template <class T>
 using rmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
