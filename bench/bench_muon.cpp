@@ -173,6 +173,34 @@ void bm_accuracy(benchmark::State& state, const polar::ns_schedule& sch) {
   state.counters["sv_hi_cond1e4"] = si.maxCoeff();
 }
 
+/// One part of a Newton–Schulz step alone, at n x m in float, to see where
+/// a step's time goes: 0 X X^T by syrk, 1 X X^T by GEMM, 2 A A by syrk,
+/// 3 A A by GEMM, 4 B X by GEMM, 5 symmetrize, 6 axpby on n x n.
+void bm_parts(benchmark::State& state) {
+  using T = float;
+  const polar::index part = state.range(0), n = state.range(1), m = state.range(2);
+  rmat<T> x(n, m), y(n, m), a(n, n), b(n, n);
+  polar::backend::eigen be;
+  be.fill_random(polar::make_view(x), polar::rng_key{8}, polar::distribution::normal, T(1e-3));
+  be.fill_random(polar::make_view(a), polar::rng_key{9}, polar::distribution::normal, T(1e-3));
+  const auto X = polar::make_view(static_cast<const rmat<T>&>(x));
+  const auto A = polar::make_view(static_cast<const rmat<T>&>(a));
+  const auto Am = polar::make_view(a), B = polar::make_view(b), Y = polar::make_view(y);
+  for (auto _ : state) {
+    switch (part) {
+      case 0: be.syrk(polar::uplo::lower, T(1), polar::op::n, X, T(0), Am); break;
+      case 1: be.gemm(T(1), polar::op::n, X, polar::op::t, X, T(0), Am); break;
+      case 2: be.syrk(polar::uplo::lower, T(1), polar::op::n, A, T(0), B); break;
+      case 3: be.gemm(T(1), polar::op::n, A, polar::op::t, A, T(0), B); break;
+      case 4: be.gemm(T(1), polar::op::n, A, polar::op::n, X, T(0), Y); break;
+      case 5: be.symmetrize(polar::uplo::lower, Am); break;
+      default: be.axpby(T(0.5), A, T(1), B); break;
+    }
+    benchmark::DoNotOptimize(b.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+}
+
 template <class T>
 void bm_direct(benchmark::State& state) {
   const polar::index n = state.range(0), m = state.range(1);
@@ -239,6 +267,7 @@ BENCHMARK_CAPTURE(accuracy, cans5, &polar::schedules::cans5);
 BENCHMARK_CAPTURE(accuracy, cubic, &polar::schedules::cubic);
 BENCHMARK_CAPTURE(accuracy_gram, jordan5, &polar::schedules::jordan5);
 BENCHMARK_CAPTURE(accuracy_gram, polar_express8, &polar::schedules::polar_express8);
+BENCHMARK(bm_parts)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {1024}, {4096}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(jordan5_float)->Apply(shapes);
 BENCHMARK(gram_jordan5_float)->Apply(wide);
 BENCHMARK(gram_jordan5_double)->Apply(wide);
