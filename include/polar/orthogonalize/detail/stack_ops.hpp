@@ -9,6 +9,7 @@
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/core/detail/functors.hpp"
 #include "polar/orthogonalize/schedules.hpp"
 
 namespace polar {
@@ -43,13 +44,6 @@ template <class T>
 struct rank_mask {
   T threshold;
   POLAR_HOST_DEVICE T operator()(T s) const { return s > threshold ? T(1) : T(0); }
-};
-
-/// x + value.
-template <class T>
-struct add_constant {
-  T value;
-  POLAR_HOST_DEVICE T operator()(T x) const { return T(x + value); }
 };
 
 /// X = G / (norm_scale |G|_F + eps) for each matrix of the stack; X is
@@ -90,7 +84,7 @@ template <class Backend, class T>
 void add_to_diagonal(Backend& be, T value, batch_view<T> p) {
   const index n = p.rows();
   const auto diag = matrix_view<T>(p.data(), p.count(), n, p.batch_stride(), n + 1, Backend::space);
-  be.map(add_constant<T>{value}, diag, as_const(diag));
+  be.map(shift_fn<T>{value}, diag, as_const(diag));
 }
 
 /// The one-time checks of an orthogonalizer's arguments (a matrix or a

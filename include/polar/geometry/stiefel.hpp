@@ -1,0 +1,216 @@
+// polar/geometry/stiefel.hpp: the Stiefel manifold of n x p matrices with
+// orthonormal columns (X^T X = I, p <= n). A wide matrix is handled as its
+// transpose (orthonormal rows).
+//
+//   tangent projection   Euclidean metric:  U - X sym(X^T U)
+//                        canonical metric:  U - X U^T X
+//   retractions          qr:     qf(X + U), signs of diag(R) made positive
+//                        polar:  the polar factor of X + U (any orthogonalizer;
+//                                the exact SVD factor by default)
+//                        cayley: (I - A/2)^-1 (I + A/2) X with
+//                                A = P U X^T - X U^T P^T, P = I - X X^T / 2,
+//                                through the low-rank form A = [PU, X][X, -PU]^T:
+//                                Y = X + [PU, X] (I - K/2)^-1 [X, -PU]^T X,
+//                                K = [X, -PU]^T [PU, X], a 2p x 2p solve
+//   transport            the tangent projection at the new point
+//
+// Every operation costs O(n p^2); nothing n x n is formed.
+#pragma once
+
+#include <cmath>
+
+#include "polar/backend/concept.hpp"
+#include "polar/core/check.hpp"
+#include "polar/core/detail/functors.hpp"
+#include "polar/orthogonalize/newton_schulz.hpp"
+
+namespace polar {
+
+/// The Riemannian metric a Stiefel tangent projection follows.
+enum class stiefel_metric : unsigned char {
+  euclidean,  ///< U - X sym(X^T U)
+  canonical,  ///< U - X U^T X
+};
+
+/// How a Stiefel step returns to the manifold.
+enum class stiefel_retraction : unsigned char {
+  qr,      ///< the Q factor of X + U with a non-negative diagonal of R
+  polar,   ///< the polar factor of X + U
+  cayley,  ///< the Cayley transform, through a 2p x 2p solve
+};
+
+namespace detail {
+template <class T>
+struct half_sum_transpose {  // (a + b) / 2
+  POLAR_HOST_DEVICE T operator()(T a, T b) const { return T(T(0.5) * (a + b)); }
+};
+}  // namespace detail
+
+/// Buffers of the Stiefel operations for n x p points.
+template <class Backend, class T>
+struct stiefel_workspace {
+  typename Backend::template buffer<T> s, u1, v1, pp, pp2, k, rhs;
+  void reserve(Backend& be, index n, index p) {
+    if (s.size() < n * p) s = be.template allocate<T>(n * p);
+    if (u1.size() < 2 * n * p) {
+      u1 = be.template allocate<T>(2 * n * p);
+      v1 = be.template allocate<T>(2 * n * p);
+    }
+    if (pp.size() < p * p) {
+      pp = be.template allocate<T>(p * p);
+      pp2 = be.template allocate<T>(p * p);
+    }
+    if (k.size() < 4 * p * p) {
+      k = be.template allocate<T>(4 * p * p);
+      rhs = be.template allocate<T>(2 * p * p);
+    }
+  }
+};
+
+/// The Stiefel geometry. `Orthogonalizer` computes the polar retraction and
+/// the projection onto the manifold (svd_polar: exact).
+template <class Orthogonalizer = svd_polar>
+struct stiefel {
+  template <class Backend, class T>
+  struct workspace {
+    stiefel_workspace<Backend, T> own;
+    typename Orthogonalizer::template workspace<Backend, T> orth;
+  };
+
+  stiefel_metric metric = stiefel_metric::euclidean;       ///< the tangent projection's metric
+  stiefel_retraction retraction = stiefel_retraction::qr;  ///< how steps return to the manifold
+  Orthogonalizer orthogonalizer{};                         ///< for the polar retraction and project()
+
+  /// out = the projection of u onto the tangent space at x; out may be u.
+  template <class Backend, class T>
+  void project_tangent(Backend& be, in_matrix<T> x, in_matrix<T> u, matrix_view<T> out,
+                       workspace<Backend, T>& ws) const {
+    constexpr const char* op = "polar::stiefel::project_tangent";
+    check_args(op, x, u, out);
+    const bool wide = x.rows() < x.cols();
+    const auto X = wide ? x.transpose() : x;
+    const auto U = wide ? u.transpose() : u;
+    const auto O = wide ? out.transpose() : out;
+    const index n = X.rows(), p = X.cols();
+    ws.own.reserve(be, n, p);
+    const auto M = row_major_view(ws.own.pp.data(), p, p, -1, Backend::space);
+    const auto Sym = row_major_view(ws.own.pp2.data(), p, p, -1, Backend::space);
+    if (metric == stiefel_metric::euclidean) {
+      be.gemm(T(1), op::t, X, op::n, U, T(0), M);  // X^T U
+      be.map(detail::half_sum_transpose<T>{}, Sym, as_const(M), as_const(M.transpose()));
+    } else {
+      be.gemm(T(1), op::t, U, op::n, X, T(0), Sym);  // U^T X
+    }
+    if (O.data() != U.data()) be.copy(U, O);
+    be.gemm(T(-1), op::n, X, op::n, as_const(Sym), T(1), O);
+  }
+
+  /// v <- the transport of v to the tangent space at x (by projection).
+  template <class Backend, class T>
+  void transport(Backend& be, in_matrix<T> x, matrix_view<T> v, workspace<Backend, T>& ws) const {
+    project_tangent(be, x, as_const(v), v, ws);
+  }
+
+  /// x <- R_x(u), the retraction of the tangent step u.
+  template <class Backend, class T>
+  void retract(Backend& be, matrix_view<T> x, in_matrix<T> u, workspace<Backend, T>& ws) const {
+    constexpr const char* op = "polar::stiefel::retract";
+    check_args(op, as_const(x), u, x);
+    check_no_alias(op, "X", x, "U", u);
+    const bool wide = x.rows() < x.cols();
+    const auto X = wide ? x.transpose() : x;
+    const auto U = wide ? u.transpose() : u;
+    const index n = X.rows(), p = X.cols();
+    ws.own.reserve(be, n, p);
+    const auto S = row_major_view(ws.own.s.data(), n, p, -1, Backend::space);
+    if (retraction == stiefel_retraction::cayley) {
+      cayley(be, X, U, ws);
+      return;
+    }
+    be.map(detail::plus_fn<T>{}, S, as_const(X), U);  // S = X + U
+    if (retraction == stiefel_retraction::qr) {
+      const auto R = row_major_view(ws.own.pp.data(), p, p, -1, Backend::space);
+      be.qr(as_const(S), X, R);
+    } else {
+      orthogonalizer(be, as_const(S), X, ws.orth);
+    }
+  }
+
+  /// x <- the nearest point of the manifold (its polar factor).
+  template <class Backend, class T>
+  void project(Backend& be, matrix_view<T> x, workspace<Backend, T>& ws) const {
+    constexpr const char* op = "polar::stiefel::project";
+    check_output(op, "X", x);
+    check_shape_ok(op, x.rows(), x.cols());
+    const bool wide = x.rows() < x.cols();
+    const auto X = wide ? x.transpose() : x;
+    ws.own.reserve(be, X.rows(), X.cols());
+    const auto S = row_major_view(ws.own.s.data(), X.rows(), X.cols(), -1, Backend::space);
+    be.copy(as_const(X), S);
+    orthogonalizer(be, as_const(S), X, ws.orth);
+  }
+
+  /// |X^T X - I|_F: zero on the manifold.
+  template <class Backend, class T>
+  double distance(Backend& be, in_matrix<T> x, workspace<Backend, T>& ws) const {
+    check_input("polar::stiefel::distance", "X", x);
+    const bool wide = x.rows() < x.cols();
+    const auto X = wide ? x.transpose() : x;
+    const index n = X.rows(), p = X.cols();
+    ws.own.reserve(be, n, p);
+    const auto M = row_major_view(ws.own.pp.data(), p, p, -1, Backend::space);
+    be.gemm(T(1), op::t, X, op::n, X, T(0), M);
+    const auto diag = matrix_view<T>(M.data(), 1, p, p + 1, p + 1, Backend::space);
+    be.map(detail::shift_fn<T>{T(-1)}, diag, as_const(diag));
+    return double(be.norm(as_const(M)));
+  }
+
+ private:
+  template <class T>
+  static void check_args(const char* op, const matrix_view<const T>& x, const matrix_view<const T>& u,
+                         const matrix_view<T>& out) {
+    check_input(op, "X", x);
+    check_input(op, "U", u);
+    check_output(op, "out", out);
+    check_same_shape(op, "U", u, "X", x);
+    check_same_shape(op, "out", out, "X", x);
+    check_shape_ok(op, x.rows(), x.cols());
+  }
+  static void check_shape_ok(const char* op, index rows, index cols) {
+    if (rows < 1 || cols < 1)
+      detail::raise<shape_error>(op, "a ", rows, "x", cols, " matrix has no Stiefel manifold");
+  }
+
+  // X <- X + [PU, X] (I - K/2)^-1 [X, -PU]^T X, K = [X, -PU]^T [PU, X].
+  template <class Backend, class T>
+  void cayley(Backend& be, matrix_view<T> X, matrix_view<const T> U, workspace<Backend, T>& ws) const {
+    const index n = X.rows(), p = X.cols();
+    const auto sp = Backend::space;
+    const auto U1 = row_major_view(ws.own.u1.data(), n, 2 * p, -1, sp);
+    const auto V1 = row_major_view(ws.own.v1.data(), n, 2 * p, -1, sp);
+    const auto PU = U1.block(0, 0, n, p);
+    const auto M = row_major_view(ws.own.pp.data(), p, p, -1, sp);
+    // PU = U - X (X^T U) / 2
+    be.gemm(T(1), op::t, as_const(X), op::n, U, T(0), M);
+    be.copy(U, PU);
+    be.gemm(T(-0.5), op::n, as_const(X), op::n, as_const(M), T(1), PU);
+    be.copy(as_const(X), U1.block(0, p, n, p));
+    be.copy(as_const(X), V1.block(0, 0, n, p));
+    be.axpby(T(-1), as_const(PU), T(0), V1.block(0, p, n, p));
+    // K = V1^T U1; Mk = I - K / 2
+    const auto K = row_major_view(ws.own.k.data(), 2 * p, 2 * p, -1, sp);
+    be.gemm(T(-0.5), op::t, as_const(V1), op::n, as_const(U1), T(0), K);
+    const auto diag = matrix_view<T>(K.data(), 1, 2 * p, 2 * p + 1, 2 * p + 1, sp);
+    be.map(detail::shift_fn<T>{T(1)}, diag, as_const(diag));
+    // rhs = Mk^-1 V1^T X; X += U1 rhs
+    const auto rhs = row_major_view(ws.own.rhs.data(), 2 * p, p, -1, sp);
+    be.gemm(T(1), op::t, as_const(V1), op::n, as_const(X), T(0), rhs);
+    be.solve(as_const(K), rhs);
+    const auto S = row_major_view(ws.own.s.data(), n, p, -1, sp);
+    be.copy(as_const(X), S);
+    be.gemm(T(1), op::n, as_const(U1), op::n, as_const(rhs), T(1), S);
+    be.copy(as_const(S), X);
+  }
+};
+
+}  // namespace polar
