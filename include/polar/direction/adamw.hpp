@@ -56,10 +56,8 @@ struct adamw_direction {
     state<Backend, T> s;
     s.rows = w.rows();
     s.cols = w.cols();
-    s.m = be.template allocate<T>(w.size());
-    s.v = be.template allocate<T>(w.size());
-    be.fill(row_major_view(s.m.data(), s.rows, s.cols, -1, Backend::space), T(0));
-    be.fill(row_major_view(s.v.data(), s.rows, s.cols, -1, Backend::space), T(0));
+    s.m = detail::zero_buffer<T>(be, s.rows, s.cols);
+    s.v = detail::zero_buffer<T>(be, s.rows, s.cols);
     return s;
   }
   template <class Backend, class U, class T = std::remove_const_t<U>>
@@ -72,8 +70,8 @@ struct adamw_direction {
     constexpr const char* op = "polar::adamw::step";
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
-    const auto m = row_major_view(s.m.data(), s.rows, s.cols, -1, Backend::space);
-    const auto v = row_major_view(s.v.data(), s.rows, s.cols, -1, Backend::space);
+    const auto m = detail::state_view<Backend>(s.m, s.rows, s.cols);
+    const auto v = detail::state_view<Backend>(s.v, s.rows, s.cols);
     const long t = s.steps + 1;
     const double bc1 = 1 - std::pow(beta1, double(t)), bc2 = 1 - std::pow(beta2, double(t));
     be.axpby(T(1 - beta1), g, T(beta1), m);

@@ -114,10 +114,9 @@ struct muon_direction {
     s.count = w.count();
     s.rows = w.rows();
     s.cols = w.cols();
-    s.buf = be.template allocate<T>(w.size());
+    s.buf = detail::zero_buffer<T>(be, s.count * s.rows, s.cols);
     s.m = be.template allocate<compute_t<T>>(w.size());
     s.u = be.template allocate<compute_t<T>>(w.size());
-    be.fill(stacked(view(s.buf, s, Backend::space)), T(0));
     return s;
   }
   /// A fresh state for a tensor of rank 2 to 5 (see the header comment).

@@ -91,8 +91,7 @@ struct momentum_direction {
     state<Backend, T> s;
     s.rows = w.rows();
     s.cols = w.cols();
-    s.buf = be.template allocate<T>(w.size());
-    be.fill(row_major_view(s.buf.data(), s.rows, s.cols, -1, Backend::space), T(0));
+    s.buf = detail::zero_buffer<T>(be, s.rows, s.cols);
     return s;
   }
   template <class Backend, class U, class T = std::remove_const_t<U>>
@@ -105,7 +104,7 @@ struct momentum_direction {
     constexpr const char* op = "polar::momentum::step";
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
-    const auto buf = row_major_view(s.buf.data(), s.rows, s.cols, -1, Backend::space);
+    const auto buf = detail::state_view<Backend>(s.buf, s.rows, s.cols);
     const T mu = T(momentum), keep = T(1 - lr * weight_decay);
     be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), g, mu, buf);
     if (nesterov)

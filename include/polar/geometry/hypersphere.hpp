@@ -24,6 +24,7 @@
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
+#include "polar/geometry/detail/common.hpp"
 
 namespace polar {
 
@@ -237,11 +238,7 @@ struct hypersphere {
   template <class T>
   void check_args(const char* op, const matrix_view<const T>& x, const matrix_view<const T>& u,
                   const matrix_view<T>& out) const {
-    check_input(op, "X", x);
-    check_input(op, "U", u);
-    check_output(op, "out", out);
-    check_same_shape(op, "U", u, "X", x);
-    check_same_shape(op, "out", out, "X", x);
+    detail::check_point_and_tangent(op, x, u, out);
     check_radius(op);
   }
 

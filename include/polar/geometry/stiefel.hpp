@@ -22,6 +22,7 @@
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
+#include "polar/geometry/detail/common.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 namespace polar {
@@ -169,11 +170,7 @@ struct stiefel {
   template <class T>
   static void check_args(const char* op, const matrix_view<const T>& x, const matrix_view<const T>& u,
                          const matrix_view<T>& out) {
-    check_input(op, "X", x);
-    check_input(op, "U", u);
-    check_output(op, "out", out);
-    check_same_shape(op, "U", u, "X", x);
-    check_same_shape(op, "out", out, "X", x);
+    detail::check_point_and_tangent(op, x, u, out);
     check_shape_ok(op, x.rows(), x.cols());
   }
   static void check_shape_ok(const char* op, index rows, index cols) {

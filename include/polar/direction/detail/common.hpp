@@ -71,8 +71,22 @@ void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const
   if (!be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
-/// A tensor as the flat row the elementwise directions work on; W and G of
-/// the same shape.
+/// A zero-filled rows x cols buffer in the backend's memory (a fresh
+/// momentum or moment).
+template <class T, class Backend>
+typename Backend::template buffer<T> zero_buffer(Backend& be, index rows, index cols) {
+  auto b = be.template allocate<T>(rows * cols);
+  be.fill(row_major_view(b.data(), rows, cols, -1, Backend::space), T(0));
+  return b;
+}
+
+/// A state buffer seen as the rows x cols row-major matrix it holds.
+template <class Backend, class Buffer>
+auto state_view(Buffer& b, index rows, index cols) {
+  return row_major_view(b.data(), rows, cols, -1, Backend::space);
+}
+
+/// W and G of the same shape, for the tensor forms of the directions.
 template <class W, class G>
 void check_same_tensor_shape(const char* op, const tensor_view<W>& w, const tensor_view<G>& g) {
   if (!same_shape(w, g))
