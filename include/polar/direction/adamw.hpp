@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "polar/backend/concept.hpp"
+#include "polar/core/detail/functors.hpp"
 #include "polar/direction/detail/common.hpp"
 
 namespace polar {
@@ -31,9 +32,32 @@ struct adam_update {
     return T(keep * w - lr_over_bc1 * m / (std::sqrt(v) * inv_sqrt_bc2 + eps));
   }
 };
+/// -lr m^ / (sqrt(v^) + eps) with the bias corrections folded in.
+template <class T>
+struct adam_increment {
+  T lr_over_bc1, inv_sqrt_bc2, eps;
+  POLAR_HOST_DEVICE T operator()(T m, T v) const { return T(-lr_over_bc1 * m / (std::sqrt(v) * inv_sqrt_bc2 + eps)); }
+};
+/// b2 v + (1 - b2) s / n: a group's moment from its sum of squares s.
+template <class T>
+struct adam_group_moment {
+  T beta2, inv_n;
+  POLAR_HOST_DEVICE T operator()(T v, T s) const { return T(beta2 * v + (T(1) - beta2) * s * inv_n); }
+};
+/// The factor -lr / bc1 / (sqrt(v / bc2) + eps) of a group.
+template <class T>
+struct adam_group_factor {
+  T lr_over_bc1, inv_sqrt_bc2, eps;
+  POLAR_HOST_DEVICE T operator()(T v) const { return T(-lr_over_bc1 / (std::sqrt(v) * inv_sqrt_bc2 + eps)); }
+};
 }  // namespace detail
 
 /// AdamW's hyperparameters and step.
+///
+/// The second moment is per element for step(). The update() form that
+/// geometries compose with can also share it across the manifold's natural
+/// groups (moment_groups), each group's v the running mean of its squared
+/// entries, so that an update stays a rescaled tangent vector.
 struct adamw_direction {
   double lr = 1e-3;            ///< learning rate
   double beta1 = 0.9;          ///< first-moment decay, in [0, 1)
@@ -41,23 +65,34 @@ struct adamw_direction {
   double eps = 1e-8;           ///< added to the root of the second moment, > 0
   double weight_decay = 0.01;  ///< decoupled: W <- W (1 - lr wd)
 
-  /// First and second moments (rows x cols row-major) and the step count
-  /// that the bias corrections use.
+  /// First moment (rows x cols row-major), second moment (rows x cols for
+  /// element groups, one per row or column, or the host scalar v_matrix),
+  /// and the step count that the bias corrections use.
   template <class Backend, class T>
   struct state {
-    typename Backend::template buffer<T> m, v;
+    typename Backend::template buffer<T> m, v, sums;
+    double v_matrix = 0;  ///< the second moment of moment_groups::matrix
+    moment_groups groups = moment_groups::element;
     index rows = 0, cols = 0;
     long steps = 0;
   };
 
+  /// A fresh state: zero moments, the second moment shared over `groups`.
   template <class Backend, class U, class T = std::remove_const_t<U>>
-  state<Backend, T> init(Backend& be, matrix_view<U> w) const {
+  state<Backend, T> init(Backend& be, matrix_view<U> w, moment_groups groups = moment_groups::element) const {
     check_input("polar::adamw::init", "W", w);
     state<Backend, T> s;
     s.rows = w.rows();
     s.cols = w.cols();
+    s.groups = groups;
     s.m = detail::zero_buffer<T>(be, s.rows, s.cols);
-    s.v = detail::zero_buffer<T>(be, s.rows, s.cols);
+    if (groups == moment_groups::element) {
+      s.v = detail::zero_buffer<T>(be, s.rows, s.cols);
+    } else if (groups != moment_groups::matrix) {
+      const index lines = groups == moment_groups::rows ? s.rows : s.cols;
+      s.v = detail::zero_buffer<T>(be, lines, 1);
+      s.sums = be.template allocate<T>(lines);
+    }
     return s;
   }
   template <class Backend, class U, class T = std::remove_const_t<U>>
@@ -70,6 +105,9 @@ struct adamw_direction {
     constexpr const char* op = "polar::adamw::step";
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    if (s.groups != moment_groups::element)
+      detail::raise<value_error>(op, "the state shares its second moment over groups; step() needs one per "
+                                     "element (use update() with a geometry)");
     const auto m = detail::state_view<Backend>(s.m, s.rows, s.cols);
     const auto v = detail::state_view<Backend>(s.v, s.rows, s.cols);
     const long t = s.steps + 1;
@@ -84,6 +122,56 @@ struct adamw_direction {
   void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
     detail::check_same_tensor_shape("polar::adamw::step", w, g);
     step(be, w.flat(), g.flat(), s);
+  }
+
+  /// d = -lr m^ / (sqrt(v^) + eps), with v shared over the state's groups:
+  /// the increment of a step without weight decay.
+  template <class Backend, class T>
+  void update(Backend& be, in_matrix<T> g, state<Backend, T>& s, matrix_view<T> d) const {
+    constexpr const char* op = "polar::adamw::update";
+    check(op);
+    detail::check_update_args(be, op, g, d, s.rows, s.cols);
+    const auto m = detail::state_view<Backend>(s.m, s.rows, s.cols);
+    const long t = s.steps + 1;
+    const double bc1 = 1 - std::pow(beta1, double(t)), bc2 = 1 - std::pow(beta2, double(t));
+    be.axpby(T(1 - beta1), g, T(beta1), m);
+    switch (s.groups) {
+      case moment_groups::element: {
+        const auto v = detail::state_view<Backend>(s.v, s.rows, s.cols);
+        be.map(detail::adam_second_moment<T>{T(beta2)}, v, as_const(v), g);
+        be.map(detail::adam_increment<T>{T(lr / bc1), T(1 / std::sqrt(bc2)), T(eps)}, d, as_const(m), as_const(v));
+        break;
+      }
+      case moment_groups::matrix: {
+        const double mean_square = double(be.dot(g, g)) / double(s.rows * s.cols);
+        s.v_matrix = beta2 * s.v_matrix + (1 - beta2) * mean_square;
+        be.axpby(T(-lr / bc1 / (std::sqrt(s.v_matrix / bc2) + eps)), as_const(m), T(0), d);
+        break;
+      }
+      default: {
+        const bool cols = s.groups == moment_groups::cols;
+        const auto gv = cols ? g.transpose() : g;
+        const auto dv = cols ? d.transpose() : d;
+        const auto mv = cols ? m.transpose() : m;
+        const index lines = gv.rows();
+        const auto sums = vector_view<T>(s.sums.data(), lines, 1, Backend::space);
+        const auto sm = detail::state_view<Backend>(s.sums, lines, 1);
+        const auto v = detail::state_view<Backend>(s.v, lines, 1);
+        be.map(detail::times_fn<T>{}, dv, gv, gv);
+        be.row_sums(as_const(dv), sums);
+        be.map(detail::adam_group_moment<T>{T(beta2), T(1.0 / double(gv.cols()))}, v, as_const(v), as_const(sm));
+        be.map(detail::adam_group_factor<T>{T(lr / bc1), T(1 / std::sqrt(bc2)), T(eps)}, sm, as_const(v));
+        be.copy(as_const(mv), dv);
+        be.scale_rows(as_const(sums), dv);
+      }
+    }
+    s.steps = t;
+  }
+  /// Calls f on each state buffer that is a tangent vector at W: the first
+  /// moment.
+  template <class Backend, class T, class F>
+  void for_each_tangent(state<Backend, T>& s, F&& f) const {
+    f(detail::state_view<Backend>(s.m, s.rows, s.cols));
   }
 
   void check(const char* op = "polar::adamw") const {

@@ -157,6 +157,68 @@ struct muon_direction {
       detail::raise<shape_error>(opname, "W is ", shape_of(w.count(), w.rows(), w.cols()),
                                  " but the state was made for ", shape_of(s.count, s.rows, s.cols));
     check();
+    advance(be, opname, g, s);
+    const auto u = view(s.u, s, Backend::space);
+    // W <- W (1 - lr wd) - lr scale U
+    const double step = lr * muon_scale(scale, s.rows, s.cols), keep = 1 - lr * weight_decay;
+    if constexpr (std::is_same_v<C, T>)
+      detail::for_stack([&](auto wv, auto uv) { be.axpby(T(-step), uv, T(keep), wv); }, w, as_const(u));
+    else
+      detail::for_stack([&](auto wv, auto uv) { be.map(detail::decay_and_step<T>{T(keep), T(step)}, wv, as_const(wv), uv); },
+                        w, as_const(u));
+    ++s.steps;
+  }
+
+  /// d = -lr scale U, the increment of a step without weight decay, for a
+  /// matrix (the form a geometry composes with).
+  template <class Backend, class T>
+  void update(Backend& be, in_matrix<T> g, state<Backend, T>& s, matrix_view<T> d) const {
+    using C = compute_t<T>;
+    constexpr const char* opname = "polar::muon::update";
+    check_input(opname, "G", g);
+    check_output(opname, "D", d);
+    check_same_shape(opname, "D", d, "G", g);
+    check_no_alias(opname, "D", d, "G", g);
+    if (s.count != 1 || g.rows() != s.rows || g.cols() != s.cols)
+      detail::raise<shape_error>(opname, "G is ", g.rows(), "x", g.cols(), " but the state was made for ",
+                                 shape_of(s.count, s.rows, s.cols));
+    check(opname);
+    advance(be, opname, as_batch(g), s);
+    const auto u = row_major_view(s.u.data(), s.rows, s.cols, -1, Backend::space);
+    const double step = lr * muon_scale(scale, s.rows, s.cols);
+    if constexpr (std::is_same_v<C, T>)
+      be.axpby(T(-step), as_const(u), T(0), d);
+    else
+      be.map(detail::scale_cast_fn<T>{T(-step)}, d, as_const(u));
+    ++s.steps;
+  }
+  /// Calls f on each state buffer that is a tangent vector at W: the
+  /// momentum (of a single matrix).
+  template <class Backend, class T, class F>
+  void for_each_tangent(state<Backend, T>& s, F&& f) const {
+    f(row_major_view(s.buf.data(), s.count * s.rows, s.cols, -1, Backend::space));
+  }
+
+  /// Rejects matrices Muon does not handle (vectors and scalars).
+  static void check_matrix_shape(const char* opname, index rows, index cols) {
+    if (rows < 2 || cols < 2)
+      detail::raise<unsupported_error>(opname, "a ", rows, "x", cols,
+                                       " tensor is not a matrix; give 1-D parameters (biases, gains, "
+                                       "norms) to AdamW");
+  }
+
+  /// Throws value_error for hyperparameters out of range.
+  void check(const char* opname = "polar::muon") const {
+    detail::check_lr(opname, lr);
+    detail::check_unit_interval(opname, "momentum", momentum);
+    detail::check_weight_decay(opname, weight_decay);
+  }
+
+ private:
+  // Checks G's finiteness, then buf <- momentum(buf, G) and u <- orth(M).
+  template <class Backend, class T>
+  void advance(Backend& be, const char* opname, in_batch<T> g, state<Backend, T>& s) const {
+    using C = compute_t<T>;
     bool finite = true;
     detail::for_stack([&](auto gv) { finite = finite && be.all_finite(gv); }, g);
     if (!finite)
@@ -179,32 +241,8 @@ struct muon_direction {
       be.map(detail::cast_fn<C>{}, stacked(m), as_const(stacked(buf)));
     }
     orthogonalizer(be, as_const(m), u, s.ws);
-    // W <- W (1 - lr wd) - lr scale U
-    const double step = lr * muon_scale(scale, s.rows, s.cols), keep = 1 - lr * weight_decay;
-    if constexpr (std::is_same_v<C, T>)
-      detail::for_stack([&](auto wv, auto uv) { be.axpby(T(-step), uv, T(keep), wv); }, w, as_const(u));
-    else
-      detail::for_stack([&](auto wv, auto uv) { be.map(detail::decay_and_step<T>{T(keep), T(step)}, wv, as_const(wv), uv); },
-                        w, as_const(u));
-    ++s.steps;
   }
 
-  /// Rejects matrices Muon does not handle (vectors and scalars).
-  static void check_matrix_shape(const char* opname, index rows, index cols) {
-    if (rows < 2 || cols < 2)
-      detail::raise<unsupported_error>(opname, "a ", rows, "x", cols,
-                                       " tensor is not a matrix; give 1-D parameters (biases, gains, "
-                                       "norms) to AdamW");
-  }
-
-  /// Throws value_error for hyperparameters out of range.
-  void check(const char* opname = "polar::muon") const {
-    detail::check_lr(opname, lr);
-    detail::check_unit_interval(opname, "momentum", momentum);
-    detail::check_weight_decay(opname, weight_decay);
-  }
-
- private:
   static std::string shape_of(index count, index rows, index cols) {
     return count == 1 ? detail::concat(rows, "x", cols) : detail::concat(count, " x ", rows, "x", cols);
   }

@@ -53,6 +53,20 @@ struct sgd_direction {
     step(be, w.flat(), g.flat(), s);
   }
 
+  /// d = -lr g: the increment of a step without weight decay (the form a
+  /// geometry composes with; see geometry/riemannian.hpp).
+  template <class Backend, class T>
+  void update(Backend& be, in_matrix<T> g, state<Backend, T>& s, matrix_view<T> d) const {
+    constexpr const char* op = "polar::sgd::update";
+    check(op);
+    detail::check_update_args(be, op, g, d, s.rows, s.cols);
+    be.axpby(T(-lr), g, T(0), d);
+    ++s.steps;
+  }
+  /// Calls f on each state buffer that is a tangent vector at W: none.
+  template <class Backend, class T, class F>
+  void for_each_tangent(state<Backend, T>&, F&&) const {}
+
   /// Throws value_error for hyperparameters out of range.
   void check(const char* op = "polar::sgd") const {
     detail::check_lr(op, lr);
@@ -118,6 +132,31 @@ struct momentum_direction {
   void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
     detail::check_same_tensor_shape("polar::momentum::step", w, g);
     step(be, w.flat(), g.flat(), s);
+  }
+
+  /// d = -lr u (u the buffer or its Nesterov look-ahead): the increment of
+  /// a step without weight decay.
+  template <class Backend, class T>
+  void update(Backend& be, in_matrix<T> g, state<Backend, T>& s, matrix_view<T> d) const {
+    constexpr const char* op = "polar::momentum::update";
+    check(op);
+    detail::check_update_args(be, op, g, d, s.rows, s.cols);
+    const auto buf = detail::state_view<Backend>(s.buf, s.rows, s.cols);
+    const T mu = T(momentum);
+    be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), g, mu, buf);
+    if (nesterov) {
+      be.map(detail::nesterov_fn<T>{mu, kind == momentum_kind::heavy_ball}, d, g, as_const(buf));
+      be.scale(T(-lr), d);
+    } else {
+      be.axpby(T(-lr), as_const(buf), T(0), d);
+    }
+    ++s.steps;
+  }
+  /// Calls f on each state buffer that is a tangent vector at W: the
+  /// momentum.
+  template <class Backend, class T, class F>
+  void for_each_tangent(state<Backend, T>& s, F&& f) const {
+    f(detail::state_view<Backend>(s.buf, s.rows, s.cols));
   }
 
   void check(const char* op = "polar::momentum") const {

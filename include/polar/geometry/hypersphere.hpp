@@ -24,6 +24,7 @@
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
+#include "polar/direction/detail/common.hpp"
 #include "polar/geometry/detail/common.hpp"
 
 namespace polar {
@@ -108,6 +109,18 @@ struct hypersphere {
   sphere_scope scope = sphere_scope::flat;                  ///< which groups lie on a sphere
   double radius = 1.0;                                       ///< each group's norm, > 0
   sphere_retraction retraction = sphere_retraction::normalize;  ///< how steps return to the sphere
+
+  /// The groups Adam shares a second moment over: the matrix, each row or
+  /// each column, the same groups that lie on a sphere.
+  moment_groups natural_groups() const noexcept {
+    return scope == sphere_scope::flat ? moment_groups::matrix
+           : scope == sphere_scope::rows ? moment_groups::rows
+                                         : moment_groups::cols;
+  }
+  /// What distance() measures, for messages.
+  static constexpr const char* distance_formula() noexcept { return "max | |group| - r |"; }
+  /// The unit of distance(): the radius.
+  double distance_scale() const noexcept { return radius; }
 
   /// The angle below which the exponential map normalizes instead.
   template <class T>

@@ -12,7 +12,16 @@
 //                                through the low-rank form A = [PU, X][X, -PU]^T:
 //                                Y = X + [PU, X] (I - K/2)^-1 [X, -PU]^T X,
 //                                K = [X, -PU]^T [PU, X], a 2p x 2p solve
-//   transport            the tangent projection at the new point
+//                        exponential: the geodesic of the Euclidean metric,
+//                                [X U] expm([[X^T U, -U^T U], [I, X^T U]]) [expm(-X^T U); 0]
+//                                (Edelman, Arias and Smith 1998)
+//                        Cayley and exponential end with one Newton step
+//                        toward the polar factor, X (3I - X^T X) / 2, so that
+//                        rounding does not accumulate over many steps
+//   transport            projection: the tangent projection at the new point
+//                        cayley: the Cayley transform of the last retraction
+//                                applied to v, v + [PU, X] (I - K/2)^-1 [X, -PU]^T v,
+//                                an isometry for the canonical metric
 //
 // Every operation costs O(n p^2); nothing n x n is formed.
 #pragma once
@@ -22,7 +31,9 @@
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
+#include "polar/direction/detail/common.hpp"
 #include "polar/geometry/detail/common.hpp"
+#include "polar/geometry/detail/expm.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 namespace polar {
@@ -37,7 +48,14 @@ enum class stiefel_metric : unsigned char {
 enum class stiefel_retraction : unsigned char {
   qr,      ///< the Q factor of X + U with a non-negative diagonal of R
   polar,   ///< the polar factor of X + U
-  cayley,  ///< the Cayley transform, through a 2p x 2p solve
+  cayley,       ///< the Cayley transform, through a 2p x 2p solve
+  exponential,  ///< the geodesic of the Euclidean metric (two small matrix exponentials)
+};
+
+/// How a Stiefel geometry moves a tangent vector (momentum) to the new point.
+enum class stiefel_transport : unsigned char {
+  projection,  ///< the tangent projection at the new point
+  cayley,      ///< the Cayley transform of the last (Cayley) retraction; isometric
 };
 
 namespace detail {
@@ -50,7 +68,12 @@ struct half_sum_transpose {  // (a + b) / 2
 /// Buffers of the Stiefel operations for n x p points.
 template <class Backend, class T>
 struct stiefel_workspace {
-  typename Backend::template buffer<T> s, u1, v1, pp, pp2, k, rhs;
+  typename Backend::template buffer<T> s, u1, v1, pp, pp2, f, k, e, rhs;
+  detail::expm_workspace<Backend, T> expm;
+  /// The point the last Cayley retraction produced (the Cayley transport
+  /// needs that retraction's factors, kept in u1, v1 and k).
+  const T* cayley_point = nullptr;
+  index cayley_n = 0, cayley_p = 0;
   void reserve(Backend& be, index n, index p) {
     if (s.size() < n * p) s = be.template allocate<T>(n * p);
     if (u1.size() < 2 * n * p) {
@@ -60,9 +83,11 @@ struct stiefel_workspace {
     if (pp.size() < p * p) {
       pp = be.template allocate<T>(p * p);
       pp2 = be.template allocate<T>(p * p);
+      f = be.template allocate<T>(p * p);
     }
     if (k.size() < 4 * p * p) {
       k = be.template allocate<T>(4 * p * p);
+      e = be.template allocate<T>(4 * p * p);
       rhs = be.template allocate<T>(2 * p * p);
     }
   }
@@ -80,7 +105,15 @@ struct stiefel {
 
   stiefel_metric metric = stiefel_metric::euclidean;       ///< the tangent projection's metric
   stiefel_retraction retraction = stiefel_retraction::qr;  ///< how steps return to the manifold
+  stiefel_transport transport_by = stiefel_transport::projection;  ///< how tangent vectors move
   Orthogonalizer orthogonalizer{};                         ///< for the polar retraction and project()
+
+  /// Adam shares one second moment over the whole matrix.
+  moment_groups natural_groups() const noexcept { return moment_groups::matrix; }
+  /// What distance() measures, for messages.
+  static constexpr const char* distance_formula() noexcept { return "|X^T X - I|_F"; }
+  /// The unit of distance().
+  double distance_scale() const noexcept { return 1.0; }
 
   /// out = the projection of u onto the tangent space at x; out may be u.
   template <class Backend, class T>
@@ -106,10 +139,35 @@ struct stiefel {
     be.gemm(T(-1), op::n, X, op::n, as_const(Sym), T(1), O);
   }
 
-  /// v <- the transport of v to the tangent space at x (by projection).
+  /// v <- the transport of v to the tangent space at x, the point the last
+  /// retract() with this workspace produced (by projection, or by that
+  /// retraction's Cayley transform).
+  /// @throws value_error for the Cayley transport when the workspace holds
+  ///         no Cayley retraction to x.
   template <class Backend, class T>
   void transport(Backend& be, in_matrix<T> x, matrix_view<T> v, workspace<Backend, T>& ws) const {
-    project_tangent(be, x, as_const(v), v, ws);
+    if (transport_by == stiefel_transport::projection) {
+      project_tangent(be, x, as_const(v), v, ws);
+      return;
+    }
+    constexpr const char* op = "polar::stiefel::transport";
+    detail::check_point_and_tangent(op, x, as_const(v), v);
+    const bool wide = x.rows() < x.cols();
+    const auto X = wide ? x.transpose() : x;
+    const auto V = wide ? v.transpose() : v;
+    const index n = X.rows(), p = X.cols();
+    if (ws.own.cayley_point != X.data() || ws.own.cayley_n != n || ws.own.cayley_p != p)
+      detail::raise<value_error>(op, "the Cayley transport to the ", x.rows(), "x", x.cols(),
+                                 " point X needs the workspace of the Cayley retraction that produced X; "
+                                 "use retraction = stiefel_retraction::cayley, or the projection transport");
+    const auto sp = Backend::space;
+    const auto U1 = row_major_view(ws.own.u1.data(), n, 2 * p, -1, sp);
+    const auto V1 = row_major_view(ws.own.v1.data(), n, 2 * p, -1, sp);
+    const auto K = row_major_view(ws.own.k.data(), 2 * p, 2 * p, -1, sp);
+    const auto rhs = row_major_view(ws.own.rhs.data(), 2 * p, p, -1, sp);
+    be.gemm(T(1), op::t, as_const(V1), op::n, as_const(V), T(0), rhs);
+    be.solve(as_const(K), rhs);
+    be.gemm(T(1), op::n, as_const(U1), op::n, as_const(rhs), T(1), V);
   }
 
   /// x <- R_x(u), the retraction of the tangent step u.
@@ -124,8 +182,16 @@ struct stiefel {
     const index n = X.rows(), p = X.cols();
     ws.own.reserve(be, n, p);
     const auto S = row_major_view(ws.own.s.data(), n, p, -1, Backend::space);
+    ws.own.cayley_point = nullptr;
     if (retraction == stiefel_retraction::cayley) {
       cayley(be, X, U, ws);
+      ws.own.cayley_point = X.data();
+      ws.own.cayley_n = n;
+      ws.own.cayley_p = p;
+      return;
+    }
+    if (retraction == stiefel_retraction::exponential) {
+      exponential(be, X, U, ws);
       return;
     }
     be.map(detail::plus_fn<T>{}, S, as_const(X), U);  // S = X + U
@@ -178,6 +244,33 @@ struct stiefel {
       detail::raise<shape_error>(op, "a ", rows, "x", cols, " matrix has no Stiefel manifold");
   }
 
+  // X <- [X U] E(:, 0:p) expm(-A), E = expm([[A, -U^T U], [I, A]]), A = X^T U.
+  template <class Backend, class T>
+  void exponential(Backend& be, matrix_view<T> X, matrix_view<const T> U, workspace<Backend, T>& ws) const {
+    const index n = X.rows(), p = X.cols();
+    const auto sp = Backend::space;
+    const auto B = row_major_view(ws.own.k.data(), 2 * p, 2 * p, -1, sp);
+    const auto E = row_major_view(ws.own.e.data(), 2 * p, 2 * p, -1, sp);
+    const auto A = B.block(0, 0, p, p);
+    be.gemm(T(1), op::t, as_const(X), op::n, U, T(0), A);
+    be.gemm(T(-1), op::t, U, op::n, U, T(0), B.block(0, p, p, p));
+    const auto I = B.block(p, 0, p, p);
+    be.fill(I, T(0));
+    detail::add_identity(be, I, T(1));
+    be.copy(as_const(A), B.block(p, p, p, p));
+    detail::expm(be, as_const(B), E, ws.own.expm);
+    const auto minus_a = row_major_view(ws.own.pp.data(), p, p, -1, sp);
+    const auto F = row_major_view(ws.own.f.data(), p, p, -1, sp);
+    be.axpby(T(-1), as_const(A), T(0), minus_a);
+    detail::expm(be, as_const(minus_a), F, ws.own.expm);
+    const auto rhs = row_major_view(ws.own.rhs.data(), 2 * p, p, -1, sp);
+    be.gemm(T(1), op::n, as_const(E.block(0, 0, 2 * p, p)), op::n, as_const(F), T(0), rhs);
+    const auto S = row_major_view(ws.own.s.data(), n, p, -1, sp);
+    be.gemm(T(1), op::n, as_const(X), op::n, as_const(rhs.block(0, 0, p, p)), T(0), S);
+    be.gemm(T(1), op::n, U, op::n, as_const(rhs.block(p, 0, p, p)), T(1), S);
+    polish(be, as_const(S), X, ws);
+  }
+
   // X <- X + [PU, X] (I - K/2)^-1 [X, -PU]^T X, K = [X, -PU]^T [PU, X].
   template <class Backend, class T>
   void cayley(Backend& be, matrix_view<T> X, matrix_view<const T> U, workspace<Backend, T>& ws) const {
@@ -206,7 +299,22 @@ struct stiefel {
     const auto S = row_major_view(ws.own.s.data(), n, p, -1, sp);
     be.copy(as_const(X), S);
     be.gemm(T(1), op::n, as_const(U1), op::n, as_const(rhs), T(1), S);
-    be.copy(as_const(S), X);
+    polish(be, as_const(S), X, ws);
+  }
+
+  // X = S (3I - S^T S) / 2: one Newton step toward the polar factor of S.
+  // The Cayley and exponential maps land on the manifold only in exact
+  // arithmetic; in float their rounding (a few epsilon per step) would add
+  // up over thousands of steps. This step squares the distance instead, and
+  // moves a point that is on the manifold to working precision by no more
+  // than that precision.
+  template <class Backend, class T>
+  void polish(Backend& be, matrix_view<const T> S, matrix_view<T> X, workspace<Backend, T>& ws) const {
+    const index p = S.cols();
+    const auto C = row_major_view(ws.own.pp2.data(), p, p, -1, Backend::space);
+    be.gemm(T(-0.5), op::t, S, op::n, S, T(0), C);
+    detail::add_identity(be, C, T(1.5));
+    be.gemm(T(1), op::n, S, op::n, as_const(C), T(0), X);
   }
 };
 

@@ -16,6 +16,18 @@ enum class momentum_kind : unsigned char {
   heavy_ball,  ///< buf <- mu buf + g
 };
 
+/// Which entries of a matrix share one second moment (Adam's v). Euclidean
+/// steps use one per element; a Riemannian step uses the manifold's natural
+/// groups (geometry's `moment_groups()`), so that rescaling keeps the update
+/// tangent: one per matrix on the Stiefel manifold and the flat sphere, one
+/// per row (column) on the row (column) sphere.
+enum class moment_groups : unsigned char {
+  element,  ///< every entry its own moment (plain Adam)
+  matrix,   ///< one moment for the whole matrix
+  rows,     ///< one per row
+  cols,     ///< one per column
+};
+
 namespace detail {
 
 inline void check_lr(const char* op, double lr) {
@@ -57,6 +69,27 @@ struct decay_and_step {
   template <class W, class U>
   POLAR_HOST_DEVICE T operator()(W w, U u) const { return T(keep * T(w) - step * T(u)); }
 };
+
+/// s * u, with u of another scalar type.
+template <class T>
+struct scale_cast_fn {
+  T s;
+  template <class U>
+  POLAR_HOST_DEVICE T operator()(U u) const { return T(s * T(u)); }
+};
+
+/// The checks a direction's update() makes on G and the increment D.
+template <class Backend, class T>
+void check_update_args(Backend& be, const char* op, const matrix_view<const T>& g, const matrix_view<T>& d,
+                       index rows, index cols) {
+  check_input(op, "G", g);
+  check_output(op, "D", d);
+  check_same_shape(op, "D", d, "G", g);
+  check_no_alias(op, "D", d, "G", g);
+  if (g.rows() != rows || g.cols() != cols)
+    raise<shape_error>(op, "G is ", g.rows(), "x", g.cols(), " but the state was made for ", rows, "x", cols);
+  if (!be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
+}
 
 /// The checks every direction's step makes on W and G before writing.
 template <class Backend, class W, class G>

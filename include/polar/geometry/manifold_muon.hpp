@@ -1,0 +1,186 @@
+// polar/geometry/manifold_muon.hpp: Muon restricted to the Stiefel manifold
+// (Jeremy Bernstein, "Modular Manifolds", Thinking Machines Lab, 2025).
+//
+// For a tall point W (n x p, W^T W = I; a wide W is handled as its
+// transpose) and momentum M, the steepest tangent direction under the
+// spectral norm solves
+//
+//   max <M, A>  subject to  |A|_2 <= 1,  W^T A + A^T W = 0.
+//
+// Its dual is solved by ascent on the symmetric multiplier Lambda:
+//
+//   Lambda = -(W^T M + M^T W) / 4
+//   repeat k = 0, 1, ...:
+//     A = msign(M + 2 W Lambda)
+//     H = W^T A + A^T W                 (the constraint's residual)
+//     stop when |H|_F / p < tolerance, or after max_dual_steps
+//     Lambda <- Lambda - dual_lr (1 - k / max_dual_steps) H
+//
+// then W <- msign(W - lr A), the polar retraction. For a square W the
+// answer is closed: A = W msign(skew(W^T M)), with no iteration.
+//
+// msign is the orthogonalizer's polar factor: svd_polar by default, exact,
+// so the residual can reach the tolerance; Newton–Schulz schedules also fit
+// but stall at their own accuracy (about 0.3 for Jordan's five steps), and
+// then every step runs max_dual_steps iterations. The number of iterations
+// the last step used and its final residual are in the state.
+//
+// Momentum (default: Muon's, 0.95 with Nesterov) accumulates the raw
+// gradient, so it needs no transport; momentum = 0 gives the published
+// algorithm on the gradient itself.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+
+#include "polar/backend/concept.hpp"
+#include "polar/core/check.hpp"
+#include "polar/direction/detail/common.hpp"
+#include "polar/geometry/detail/common.hpp"
+#include "polar/geometry/riemannian.hpp"
+#include "polar/geometry/stiefel.hpp"
+#include "polar/orthogonalize/newton_schulz.hpp"
+
+namespace polar {
+
+namespace detail {
+/// (a - b) / 2.
+template <class T>
+struct half_difference {
+  POLAR_HOST_DEVICE T operator()(T a, T b) const { return T(T(0.5) * (a - b)); }
+};
+}  // namespace detail
+
+/// Manifold Muon's hyperparameters and step (see the header comment).
+template <class Orthogonalizer = svd_polar>
+struct manifold_muon {
+  double lr = 0.02;                         ///< eta, the spectral length of a step, >= 0
+  double momentum = 0.95;                   ///< mu, in [0, 1); 0 steps along the gradient
+  bool nesterov = true;                     ///< Nesterov momentum
+  momentum_kind kind = momentum_kind::ema;  ///< how the buffer accumulates
+  double dual_lr = 0.01;                    ///< alpha, the dual ascent's step, > 0
+  int max_dual_steps = 100;                 ///< the dual ascent's iteration cap, >= 1
+  double tolerance = 1e-6;                  ///< stop when |H|_F / p falls below it, >= 0
+  Orthogonalizer orthogonalizer{};          ///< msign
+  bool check_point = POLAR_CHECK_MANIFOLD != 0;  ///< check W on the manifold before each step
+
+  template <class Backend, class T>
+  struct state {
+    typename Backend::template buffer<T> buf, m, z, a, lambda, h;
+    typename stiefel<Orthogonalizer>::template workspace<Backend, T> geo;
+    typename Orthogonalizer::template workspace<Backend, T> orth;
+    index rows = 0, cols = 0;     ///< W's shape
+    long steps = 0;               ///< steps taken
+    int dual_iterations = 0;      ///< msign evaluations of the last step's dual ascent (0 when square)
+    double dual_residual = 0;     ///< |H|_F / p when the last step's ascent stopped
+  };
+
+  /// A fresh state for the point W: zero momentum.
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, matrix_view<U> w) const {
+    constexpr const char* op = "polar::manifold_muon::init";
+    check_input(op, "W", w);
+    state<Backend, T> s;
+    s.rows = w.rows();
+    s.cols = w.cols();
+    const index n = tall_rows(s), p = tall_cols(s);
+    s.buf = detail::zero_buffer<T>(be, n, p);
+    s.m = be.template allocate<T>(n * p);
+    s.z = be.template allocate<T>(n * p);
+    s.a = be.template allocate<T>(n * p);
+    s.lambda = be.template allocate<T>(p * p);
+    s.h = be.template allocate<T>(p * p);
+    if (check_point) check_on_manifold(be, geometry(), w, s.geo, -1, op);
+    return s;
+  }
+
+  /// One step of W along the spectral steepest tangent direction.
+  /// @throws shape_error, value_error (hyperparameters; in debug builds, W
+  ///         off the manifold), non_finite_error; nothing is written then.
+  template <class Backend, class T>
+  void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::manifold_muon::step";
+    detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    check(op);
+    if (check_point) check_on_manifold(be, geometry(), w, s.geo, -1, op);
+    const bool wide = s.rows < s.cols;
+    const auto W = wide ? w.transpose() : w;
+    const auto G = wide ? g.transpose() : g;
+    const index n = W.rows(), p = W.cols();
+    const auto sp = Backend::space;
+    const auto buf = row_major_view(s.buf.data(), n, p, -1, sp);
+    const auto M = row_major_view(s.m.data(), n, p, -1, sp);
+    const auto Z = row_major_view(s.z.data(), n, p, -1, sp);
+    const auto A = row_major_view(s.a.data(), n, p, -1, sp);
+    const auto L = row_major_view(s.lambda.data(), p, p, -1, sp);
+    const auto H = row_major_view(s.h.data(), p, p, -1, sp);
+
+    // Momentum.
+    const T mu = T(momentum);
+    be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), G, mu, buf);
+    if (nesterov)
+      be.map(detail::nesterov_fn<T>{mu, kind == momentum_kind::heavy_ball}, M, G, as_const(buf));
+    else
+      be.copy(as_const(buf), M);
+
+    s.dual_iterations = 0;
+    s.dual_residual = 0;
+    if (n == p) {
+      // A = W msign(skew(W^T M)).
+      be.gemm(T(1), op::t, as_const(W), op::n, as_const(M), T(0), H);
+      be.map(detail::half_difference<T>{}, L, as_const(H), as_const(H.transpose()));
+      orthogonalizer(be, as_batch(as_const(L)), as_batch(H), s.orth);
+      be.gemm(T(1), op::n, as_const(W), op::n, as_const(H), T(0), A);
+    } else {
+      // Lambda = -(W^T M + M^T W) / 4
+      be.gemm(T(1), op::t, as_const(W), op::n, as_const(M), T(0), H);
+      be.map(detail::half_sum_transpose<T>{}, L, as_const(H), as_const(H.transpose()));
+      be.scale(T(-0.5), L);
+      const double root = double(p);  // sqrt(numel(H)) for the p x p H
+      for (int k = 0; k < max_dual_steps; ++k) {
+        // A = msign(M + 2 W Lambda)
+        be.copy(as_const(M), Z);
+        be.gemm(T(2), op::n, as_const(W), op::n, as_const(L), T(1), Z);
+        orthogonalizer(be, as_batch(as_const(Z)), as_batch(A), s.orth);
+        ++s.dual_iterations;
+        // H = W^T A + A^T W, symmetric: 2 sym(W^T A)
+        be.gemm(T(1), op::t, as_const(W), op::n, as_const(A), T(0), Z.block(0, 0, p, p));
+        be.map(detail::plus_fn<T>{}, H, as_const(Z.block(0, 0, p, p)), as_const(Z.block(0, 0, p, p).transpose()));
+        s.dual_residual = double(be.norm(as_const(H))) / root;
+        if (s.dual_residual < tolerance) break;
+        const double step = dual_lr * (1.0 - double(k) / double(max_dual_steps));
+        be.axpby(T(-step), as_const(H), T(1), L);
+      }
+    }
+    // W <- msign(W - lr A), the polar retraction.
+    be.scale(T(-lr), A);
+    geometry().retract(be, W, as_const(A), s.geo);
+    ++s.steps;
+  }
+
+  /// Throws value_error for hyperparameters out of range.
+  void check(const char* op = "polar::manifold_muon") const {
+    detail::check_lr(op, lr);
+    detail::check_unit_interval(op, "momentum", momentum);
+    detail::check_positive(op, "dual_lr", dual_lr);
+    if (max_dual_steps < 1) detail::raise<value_error>(op, "max_dual_steps must be >= 1, got ", max_dual_steps);
+    if (!(tolerance >= 0) || !std::isfinite(tolerance))
+      detail::raise<value_error>(op, "tolerance must be finite and >= 0, got ", tolerance);
+  }
+
+  /// The Stiefel geometry this optimizer keeps W on (polar retraction).
+  stiefel<Orthogonalizer> geometry() const {
+    stiefel<Orthogonalizer> st;
+    st.retraction = stiefel_retraction::polar;
+    st.orthogonalizer = orthogonalizer;
+    return st;
+  }
+
+ private:
+  template <class State>
+  static index tall_rows(const State& s) { return s.rows < s.cols ? s.cols : s.rows; }
+  template <class State>
+  static index tall_cols(const State& s) { return s.rows < s.cols ? s.rows : s.cols; }
+};
+
+}  // namespace polar

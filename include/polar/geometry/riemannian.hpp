@@ -1,0 +1,168 @@
+// polar/geometry/riemannian.hpp: any direction composed with any geometry.
+//
+// One step of riemannian<Direction, Geometry> for a point W and gradient G:
+//
+//   g   = project_tangent(W, G)            the Riemannian gradient
+//   d   = direction.update(g, state)       momentum, Adam moments, Muon's
+//                                          polar factor, as in a Euclidean step
+//   d   = project_tangent(W, d)            Adam's rescaling and Muon's
+//                                          orthogonalization leave the tangent
+//                                          space; this brings d back
+//   W   = retract(W, d)
+//   m   = transport(W, m)                  each momentum buffer of the state
+//                                          moves to the tangent space at the
+//                                          new W
+//
+// Adam's second moment is shared over the geometry's natural groups (one per
+// matrix on the Stiefel manifold and the flat sphere, one per row or column
+// on the row or column sphere), so its rescaling keeps d tangent.
+//
+// Named points of the space: riemannian_sgd<G>, riemannian_momentum<G>,
+// riemannian_adam<G>, riemannian_muon<G>. With the euclidean geometry the
+// step is the direction's own step, weight decay included. On a manifold
+// weight decay must be 0 (the retraction would undo it).
+//
+// Debug builds (NDEBUG not defined) check that W lies on the set before each
+// step and raise value_error with the measured distance. The member
+// check_point turns that on or off per optimizer (its default follows
+// POLAR_CHECK_MANIFOLD, 1 without NDEBUG); check_on_manifold() is the same
+// check as a function.
+#pragma once
+
+#include <type_traits>
+#include <utility>
+
+#include "polar/backend/concept.hpp"
+#include "polar/core/check.hpp"
+#include "polar/direction/adamw.hpp"
+#include "polar/direction/detail/common.hpp"
+#include "polar/direction/muon.hpp"
+#include "polar/direction/sgd.hpp"
+#include "polar/geometry/detail/common.hpp"
+#include "polar/geometry/euclidean.hpp"
+
+#ifndef POLAR_CHECK_MANIFOLD
+#ifdef NDEBUG
+#define POLAR_CHECK_MANIFOLD 0
+#else
+#define POLAR_CHECK_MANIFOLD 1
+#endif
+#endif
+
+namespace polar {
+
+namespace detail {
+template <class D, class = void>
+struct has_weight_decay : std::false_type {};
+template <class D>
+struct has_weight_decay<D, std::void_t<decltype(std::declval<const D&>().weight_decay)>> : std::true_type {};
+
+template <class D, class B, class T, class = void>
+struct takes_moment_groups : std::false_type {};
+template <class D, class B, class T>
+struct takes_moment_groups<D, B, T,
+                           std::void_t<decltype(std::declval<const D&>().init(
+                               std::declval<B&>(), std::declval<matrix_view<T>>(), moment_groups::element))>>
+    : std::true_type {};
+
+/// Direction{} with its weight decay set to 0 on a manifold (AdamW's default
+/// of 0.01 would otherwise make every step on a manifold throw).
+template <class D, bool Euclidean>
+D default_direction() {
+  D d{};
+  if constexpr (!Euclidean && has_weight_decay<D>::value) d.weight_decay = 0;
+  return d;
+}
+}  // namespace detail
+
+/// A direction stepping on a geometry's set (see the header comment).
+template <class Direction, class Geometry>
+struct riemannian {
+  static constexpr bool is_euclidean = std::is_same_v<Geometry, euclidean>;
+
+  /// The direction's hyperparameters (weight decay 0 on a manifold).
+  Direction direction = detail::default_direction<Direction, is_euclidean>();
+  Geometry geometry{};  ///< the set and how steps return to it
+  /// Check before each step that W lies on the set (check_on_manifold with
+  /// the default tolerance); on by default in debug builds.
+  bool check_point = POLAR_CHECK_MANIFOLD != 0;
+
+  template <class Backend, class T>
+  struct state {
+    typename Direction::template state<Backend, T> dir;           ///< the direction's buffers
+    typename Geometry::template workspace<Backend, T> ws;         ///< the geometry's scratch
+    typename Backend::template buffer<T> g, d;                    ///< tangent gradient, increment
+    index rows = 0, cols = 0;
+    long steps = 0;
+  };
+
+  /// A fresh state for the point W (checked to lie on the set in debug builds).
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, matrix_view<U> w) const {
+    constexpr const char* op = "polar::riemannian::init";
+    check_input(op, "W", w);
+    state<Backend, T> s;
+    s.rows = w.rows();
+    s.cols = w.cols();
+    if constexpr (detail::takes_moment_groups<Direction, Backend, T>::value)
+      s.dir = direction.init(be, w, is_euclidean ? moment_groups::element : geometry.natural_groups());
+    else
+      s.dir = direction.init(be, w);
+    if constexpr (!is_euclidean) {
+      s.g = be.template allocate<T>(s.rows * s.cols);
+      s.d = be.template allocate<T>(s.rows * s.cols);
+      if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
+    }
+    return s;
+  }
+
+  /// One step of W along the direction, kept on the set.
+  /// @throws shape_error, value_error (hyperparameters; weight decay on a
+  ///         manifold; in debug builds, W off the set), non_finite_error;
+  ///         nothing is written when it throws.
+  template <class Backend, class T>
+  void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::riemannian::step";
+    if constexpr (is_euclidean) {
+      direction.step(be, w, g, s.dir);
+    } else {
+      detail::check_step_args(be, op, w, g, s.rows, s.cols);
+      check(op);
+      if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
+      const auto gt = row_major_view(s.g.data(), s.rows, s.cols, -1, Backend::space);
+      const auto d = row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space);
+      geometry.project_tangent(be, as_const(w), g, gt, s.ws);
+      direction.update(be, as_const(gt), s.dir, d);
+      geometry.project_tangent(be, as_const(w), as_const(d), d, s.ws);
+      geometry.retract(be, w, as_const(d), s.ws);
+      direction.for_each_tangent(s.dir, [&](auto v) { geometry.transport(be, as_const(w), v, s.ws); });
+    }
+    ++s.steps;
+  }
+
+  /// Throws value_error for hyperparameters out of range, and for weight
+  /// decay on a manifold.
+  void check(const char* op = "polar::riemannian") const {
+    direction.check(op);
+    if constexpr (!is_euclidean && detail::has_weight_decay<Direction>::value)
+      if (direction.weight_decay != 0)
+        detail::raise<value_error>(op, "weight_decay is ", direction.weight_decay,
+                                   " but a step on a manifold cannot decay the weight (the retraction puts it "
+                                   "back on the set); set it to 0");
+  }
+};
+
+/// Riemannian SGD on a geometry.
+template <class Geometry>
+using riemannian_sgd = riemannian<sgd_direction, Geometry>;
+/// Riemannian SGD with transported (heavy-ball, EMA or Nesterov) momentum.
+template <class Geometry>
+using riemannian_momentum = riemannian<momentum_direction, Geometry>;
+/// Riemannian Adam: transported first moment, second moment per natural group.
+template <class Geometry>
+using riemannian_adam = riemannian<adamw_direction, Geometry>;
+/// Muon's orthogonalized momentum, projected and retracted.
+template <class Geometry, class Orthogonalizer = newton_schulz>
+using riemannian_muon = riemannian<muon_direction<Orthogonalizer>, Geometry>;
+
+}  // namespace polar
