@@ -25,6 +25,11 @@ struct euclidean {
     detail::check_point_and_tangent("polar::euclidean::project_tangent", x, u, out);
     if (out.data() != u.data()) be.copy(u, out);
   }
+  /// out = u.
+  template <class Backend, class T>
+  void tangent_part(Backend& be, in_matrix<T> x, in_matrix<T> u, matrix_view<T> out, workspace<Backend, T>& ws) const {
+    project_tangent(be, x, u, out, ws);
+  }
   /// Leaves v as it is.
   template <class Backend, class T>
   void transport(Backend&, in_matrix<T>, matrix_view<T>, workspace<Backend, T>&) const {}

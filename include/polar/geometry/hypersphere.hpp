@@ -144,6 +144,12 @@ struct hypersphere {
     project_lines(be, cols ? x.transpose() : x, cols ? u.transpose() : u, cols ? out.transpose() : out, ws);
   }
 
+  /// The orthogonal tangent projection: project_tangent itself.
+  template <class Backend, class T>
+  void tangent_part(Backend& be, in_matrix<T> x, in_matrix<T> u, matrix_view<T> out, workspace<Backend, T>& ws) const {
+    project_tangent(be, x, u, out, ws);
+  }
+
   /// v <- the transport of v to the tangent space at x (by projection).
   template <class Backend, class T>
   void transport(Backend& be, in_matrix<T> x, matrix_view<T> v, workspace<Backend, T>& ws) const {

@@ -5,9 +5,10 @@
 //   g   = project_tangent(W, G)            the Riemannian gradient
 //   d   = direction.update(g, state)       momentum, Adam moments, Muon's
 //                                          polar factor, as in a Euclidean step
-//   d   = project_tangent(W, d)            Adam's rescaling and Muon's
+//   d   = tangent_part(W, d)               Adam's rescaling and Muon's
 //                                          orthogonalization leave the tangent
-//                                          space; this brings d back
+//                                          space; the orthogonal projection
+//                                          brings d back
 //   W   = retract(W, d)
 //   m   = transport(W, m)                  each momentum buffer of the state
 //                                          moves to the tangent space at the
@@ -133,7 +134,7 @@ struct riemannian {
       const auto d = row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space);
       geometry.project_tangent(be, as_const(w), g, gt, s.ws);
       direction.update(be, as_const(gt), s.dir, d);
-      geometry.project_tangent(be, as_const(w), as_const(d), d, s.ws);
+      geometry.tangent_part(be, as_const(w), as_const(d), d, s.ws);
       geometry.retract(be, w, as_const(d), s.ws);
       direction.for_each_tangent(s.dir, [&](auto v) { geometry.transport(be, as_const(w), v, s.ws); });
     }

@@ -18,7 +18,8 @@
 //                        Cayley and exponential end with one Newton step
 //                        toward the polar factor, X (3I - X^T X) / 2, so that
 //                        rounding does not accumulate over many steps
-//   transport            projection: the tangent projection at the new point
+//   transport            projection: the orthogonal tangent projection at the
+//                                new point (tangent_part, either metric)
 //                        cayley: the Cayley transform of the last retraction
 //                                applied to v, v + [PU, X] (I - K/2)^-1 [X, -PU]^T v,
 //                                an isometry for the canonical metric
@@ -139,6 +140,23 @@ struct stiefel {
     be.gemm(T(-1), op::n, X, op::n, as_const(Sym), T(1), O);
   }
 
+  /// out = the orthogonal projection of u onto the tangent space at x,
+  /// U - X sym(X^T U), whatever the metric; out may be u. Unlike the
+  /// canonical metric's project_tangent (the Riemannian gradient, which
+  /// doubles the X X^T U part of a tangent vector), it leaves tangent
+  /// vectors as they are: the composition projects updates and transports
+  /// momentum with it.
+  template <class Backend, class T>
+  void tangent_part(Backend& be, in_matrix<T> x, in_matrix<T> u, matrix_view<T> out, workspace<Backend, T>& ws) const {
+    if (metric == stiefel_metric::euclidean) {
+      project_tangent(be, x, u, out, ws);
+    } else {
+      stiefel euclidean_metric = *this;
+      euclidean_metric.metric = stiefel_metric::euclidean;
+      euclidean_metric.project_tangent(be, x, u, out, ws);
+    }
+  }
+
   /// v <- the transport of v to the tangent space at x, the point the last
   /// retract() with this workspace produced (by projection, or by that
   /// retraction's Cayley transform).
@@ -147,7 +165,7 @@ struct stiefel {
   template <class Backend, class T>
   void transport(Backend& be, in_matrix<T> x, matrix_view<T> v, workspace<Backend, T>& ws) const {
     if (transport_by == stiefel_transport::projection) {
-      project_tangent(be, x, as_const(v), v, ws);
+      tangent_part(be, x, as_const(v), v, ws);
       return;
     }
     constexpr const char* op = "polar::stiefel::transport";

@@ -1,0 +1,406 @@
+// Tests of riemannian<Direction, Geometry> and manifold Muon: a battery of
+// problems that know their answer (the Rayleigh quotient on every sphere, the
+// Brockett cost and orthogonal Procrustes on the Stiefel manifold with every
+// retraction), solved by every direction (SGD, heavy-ball and Nesterov
+// momentum, Adam, Muon) and by manifold Muon; the Euclidean geometry giving
+// the direction's own step bit for bit; transported momentum staying
+// tangent; the dual ascent's optimality; and bad input. On the Eigen backend
+// and Thrust's OMP system.
+#include <Eigen/Dense>
+#include <boost/mpl/list.hpp>
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "polar/backend/eigen.hpp"
+#include "polar/backend/thrust.hpp"
+#include "polar/geometry/hypersphere.hpp"
+#include "polar/geometry/manifold_muon.hpp"
+#include "polar/geometry/riemannian.hpp"
+#include "polar/geometry/stiefel.hpp"
+#include "support.hpp"
+
+namespace {
+
+using dmat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
+
+template <class B>
+dmat random(B& be, polar::index r, polar::index c, std::uint64_t seed) {
+  dmat m(r, c);
+  be.fill_random(polar::make_view(m), polar::rng_key{seed}, polar::distribution::normal);
+  return m;
+}
+polar::matrix_view<const double> cv(const dmat& m) { return polar::make_view(m); }
+
+/// A symmetric matrix with eigenvalues 1, 2, ..., n (over n) in a random basis.
+template <class B>
+dmat spectrum_matrix(B& be, polar::index n, std::uint64_t seed) {
+  const dmat q = Eigen::HouseholderQR<dmat>(random(be, n, n, seed)).householderQ();
+  Eigen::VectorXd lambda(n);
+  for (polar::index i = 0; i < n; ++i) lambda(i) = double(i + 1) / double(n);
+  return q * lambda.asDiagonal() * q.transpose();
+}
+
+/// A problem that knows its answer: the loss, its Euclidean gradient, the
+/// optimal loss, and a starting point.
+struct problem {
+  std::string name;
+  std::function<double(const dmat&)> loss;
+  std::function<dmat(const dmat&)> grad;
+  double optimum;
+  dmat start;
+};
+
+/// The Rayleigh quotient of each group: sum over groups of x^T A x; on unit
+/// spheres its minimum is lambda_min per group.
+template <class B>
+problem rayleigh(B& be, polar::sphere_scope scope) {
+  const polar::index n = 10, k = 3;
+  const dmat A = spectrum_matrix(be, n, 7);
+  problem pr;
+  pr.name = "rayleigh";
+  const bool rows = scope == polar::sphere_scope::rows;
+  // rows: X is k x n (each row a point); flat and cols: X is n x k.
+  pr.loss = [A, rows](const dmat& x) { return rows ? (x * A * x.transpose()).trace() : (x.transpose() * A * x).trace(); };
+  pr.grad = [A, rows](const dmat& x) { return dmat(rows ? dmat(2 * x * A) : dmat(2 * A * x)); };
+  const double lmin = 1.0 / double(n);
+  pr.optimum = scope == polar::sphere_scope::flat ? lmin : double(k) * lmin;
+  pr.start = rows ? random(be, k, n, 8) : random(be, n, k, 8);
+  return pr;
+}
+
+/// The Brockett cost -tr(X^T A X N), N = diag(p, ..., 1): its minimizers are
+/// the leading eigenvectors of A, in order.
+template <class B>
+problem brockett(B& be) {
+  const polar::index n = 10, p = 3;
+  const dmat A = spectrum_matrix(be, n, 9);
+  dmat N = dmat::Zero(p, p);
+  double optimum = 0;
+  for (polar::index j = 0; j < p; ++j) {
+    N(j, j) = double(p - j);
+    optimum -= N(j, j) * double(n - j) / double(n);
+  }
+  problem pr;
+  pr.name = "brockett";
+  pr.loss = [A, N](const dmat& x) { return -(x.transpose() * A * x * N).trace(); };
+  pr.grad = [A, N](const dmat& x) { return dmat(-2 * A * x * N); };
+  pr.optimum = optimum;
+  pr.start = random(be, n, p, 10);
+  return pr;
+}
+
+/// Orthogonal Procrustes, |X - C|_F^2 / 2: the minimizer is C's polar factor.
+template <class B>
+problem procrustes(B& be) {
+  const polar::index n = 10, p = 3;
+  const dmat C = random(be, n, p, 11);
+  Eigen::JacobiSVD<dmat> svd(C, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const dmat polar_factor = svd.matrixU() * svd.matrixV().transpose();
+  problem pr;
+  pr.name = "procrustes";
+  pr.loss = [C](const dmat& x) { return 0.5 * (x - C).squaredNorm(); };
+  pr.grad = [C](const dmat& x) { return dmat(x - C); };
+  pr.optimum = 0.5 * (polar_factor - C).squaredNorm();
+  pr.start = random(be, n, p, 12);
+  return pr;
+}
+
+/// Runs `steps` steps of opt with a learning rate decaying linearly from lr0
+/// to zero; returns the final loss gap, checking the point stays on the set.
+template <class Opt, class B>
+double solve(B& be, Opt opt, const problem& pr, double lr0, int steps) {
+  dmat x = pr.start;
+  typename decltype(opt.geometry)::template workspace<B, double> gws;
+  opt.geometry.project(be, polar::make_view(x), gws);
+  auto s = opt.init(be, polar::make_view(x));
+  for (int t = 0; t < steps; ++t) {
+    opt.direction.lr = lr0 * (1.0 - double(t) / double(steps));
+    const dmat g = pr.grad(x);
+    opt.step(be, polar::make_view(x), cv(g), s);
+  }
+  BOOST_TEST(opt.geometry.distance(be, cv(x), gws) <= 1e-10);
+  return pr.loss(x) - pr.optimum;
+}
+
+/// Every direction on one geometry, each with its own learning rate.
+template <class Geometry, class B>
+void every_direction(B& be, const Geometry& geo, const problem& pr, double tolerance) {
+  const int steps = 1500;
+  BOOST_TEST_CONTEXT(pr.name) {
+    {
+      polar::riemannian_sgd<Geometry> opt;
+      opt.geometry = geo;
+      const double gap = solve(be, opt, pr, 0.1, steps);
+      BOOST_TEST_MESSAGE(pr.name << " sgd gap " << gap);
+      BOOST_TEST(std::abs(gap) <= tolerance, "sgd gap " << gap);
+    }
+    for (bool nesterov : {false, true}) {
+      polar::riemannian_momentum<Geometry> opt;
+      opt.geometry = geo;
+      opt.direction.nesterov = nesterov;
+      const double gap = solve(be, opt, pr, 0.02, steps);
+      BOOST_TEST_MESSAGE(pr.name << " momentum nesterov " << nesterov << " gap " << gap);
+      BOOST_TEST(std::abs(gap) <= tolerance, "momentum (nesterov " << nesterov << ") gap " << gap);
+    }
+    {
+      polar::riemannian_adam<Geometry> opt;
+      opt.geometry = geo;
+      const double gap = solve(be, opt, pr, 0.05, steps);
+      BOOST_TEST_MESSAGE(pr.name << " adam gap " << gap);
+      BOOST_TEST(std::abs(gap) <= tolerance, "adam gap " << gap);
+    }
+    {
+      polar::riemannian_muon<Geometry, polar::svd_polar> opt;
+      opt.geometry = geo;
+      const double gap = solve(be, opt, pr, 0.05, steps);
+      BOOST_TEST_MESSAGE(pr.name << " muon gap " << gap);
+      BOOST_TEST(std::abs(gap) <= tolerance, "muon gap " << gap);
+    }
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(riemannian)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(battery_on_the_spheres, B, backends) {
+  B be;
+  for (auto scope : {polar::sphere_scope::flat, polar::sphere_scope::rows, polar::sphere_scope::cols})
+    for (auto retr : {polar::sphere_retraction::normalize, polar::sphere_retraction::exponential}) {
+      BOOST_TEST_CONTEXT("scope " << int(scope) << " retraction " << int(retr)) {
+        every_direction(be, polar::hypersphere{scope, 1.0, retr}, rayleigh(be, scope), 1e-6);
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(battery_on_the_stiefel_manifold, B, backends) {
+  B be;
+  const polar::stiefel<> geometries[] = {
+      {polar::stiefel_metric::euclidean, polar::stiefel_retraction::qr},
+      {polar::stiefel_metric::euclidean, polar::stiefel_retraction::polar},
+      {polar::stiefel_metric::euclidean, polar::stiefel_retraction::exponential},
+      {polar::stiefel_metric::canonical, polar::stiefel_retraction::cayley, polar::stiefel_transport::cayley},
+      {polar::stiefel_metric::canonical, polar::stiefel_retraction::qr},
+  };
+  for (const auto& geo : geometries) {
+    BOOST_TEST_CONTEXT("metric " << int(geo.metric) << " retraction " << int(geo.retraction) << " transport "
+                                 << int(geo.transport_by)) {
+      every_direction(be, geo, brockett(be), 1e-6);
+      every_direction(be, geo, procrustes(be), 1e-6);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(manifold_muon_battery, B, backends) {
+  B be;
+  for (const problem& pr : {brockett(be), procrustes(be)}) {
+    BOOST_TEST_CONTEXT(pr.name) {
+      polar::manifold_muon<> opt;
+      dmat x = pr.start;
+      auto geo = opt.geometry();
+      typename polar::stiefel<>::template workspace<B, double> gws;
+      geo.project(be, polar::make_view(x), gws);
+      auto s = opt.init(be, polar::make_view(x));
+      const int steps = 600;
+      for (int t = 0; t < steps; ++t) {
+        opt.lr = 0.1 * (1.0 - double(t) / double(steps));
+        const dmat g = pr.grad(x);
+        opt.step(be, polar::make_view(x), cv(g), s);
+        BOOST_TEST(s.dual_iterations >= 1);
+        BOOST_TEST(s.dual_iterations <= opt.max_dual_steps);
+      }
+      BOOST_TEST(geo.distance(be, cv(x), gws) <= 1e-12);
+      const double gap = pr.loss(x) - pr.optimum;
+      BOOST_TEST_MESSAGE(pr.name << " manifold muon gap " << gap);
+      BOOST_TEST(std::abs(gap) <= 1e-6, "gap " << gap);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(euclidean_geometry_is_the_direction_itself, B, backends) {
+  B be;
+  const dmat w0 = random(be, 9, 5, 20), g1 = random(be, 9, 5, 21), g2 = random(be, 9, 5, 22);
+  polar::riemannian<polar::adamw_direction, polar::euclidean> composed;
+  BOOST_TEST(composed.direction.weight_decay == 0.01);  // AdamW's default kept off a manifold
+  polar::adamw_direction plain;
+  dmat a = w0, b = w0;
+  auto sa = composed.init(be, polar::make_view(a));
+  auto sb = plain.init(be, polar::make_view(b));
+  for (const dmat* g : {&g1, &g2}) {
+    composed.step(be, polar::make_view(a), cv(*g), sa);
+    plain.step(be, polar::make_view(b), cv(*g), sb);
+  }
+  BOOST_TEST((a - b).norm() == 0.0);
+  BOOST_TEST(sa.steps == 2);
+  // On a manifold the default weight decay is 0.
+  BOOST_TEST(polar::riemannian_adam<polar::stiefel<>>{}.direction.weight_decay == 0.0);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(update_matches_step, B, backends) {
+  // W + update(G) is the step without weight decay, for every direction.
+  B be;
+  const dmat w0 = random(be, 8, 6, 30), g1 = random(be, 8, 6, 31), g2 = random(be, 8, 6, 32);
+  const auto check = [&](auto dir) {
+    dir.weight_decay = 0;
+    dmat a = w0, d(8, 6);
+    dmat b = w0;
+    auto sa = dir.init(be, polar::make_view(a));
+    auto sb = dir.init(be, polar::make_view(b));
+    for (const dmat* g : {&g1, &g2}) {
+      dir.update(be, cv(*g), sa, polar::make_view(d));
+      a += d;
+      dir.step(be, polar::make_view(b), cv(*g), sb);
+    }
+    BOOST_TEST((a - b).norm() <= 1e-14 * b.norm());
+  };
+  check(polar::sgd_direction{});
+  check(polar::momentum_direction{0.01, 0.9, false});
+  check(polar::momentum_direction{0.01, 0.9, true, polar::momentum_kind::ema});
+  check(polar::adamw_direction{});
+  check(polar::muon_direction<>{});
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(transported_momentum_is_tangent, B, backends) {
+  B be;
+  const polar::index n = 12, p = 4;
+  for (auto transport : {polar::stiefel_transport::projection, polar::stiefel_transport::cayley}) {
+    polar::riemannian_momentum<polar::stiefel<>> opt;
+    opt.geometry = {polar::stiefel_metric::canonical, polar::stiefel_retraction::cayley, transport};
+    opt.direction.lr = 0.05;
+    typename polar::stiefel<>::template workspace<B, double> ws;
+    dmat x = random(be, n, p, 40);
+    opt.geometry.project(be, polar::make_view(x), ws);
+    auto s = opt.init(be, polar::make_view(x));
+    for (int k = 0; k < 5; ++k) {
+      const dmat g = random(be, n, p, 41 + std::uint64_t(k));
+      opt.step(be, polar::make_view(x), cv(g), s);
+      const Eigen::Map<const dmat> buf(s.dir.buf.data(), n, p);
+      BOOST_TEST((x.transpose() * buf + buf.transpose() * x).norm() <= 1e-12 * buf.norm());
+    }
+  }
+  // Adam on the row sphere: the first moment tangent row by row, one second
+  // moment per row.
+  polar::riemannian_adam<polar::hypersphere> adam;
+  adam.geometry.scope = polar::sphere_scope::rows;
+  typename polar::hypersphere::template workspace<B, double> ws;
+  dmat x = random(be, 5, 7, 50);
+  adam.geometry.project(be, polar::make_view(x), ws);
+  auto s = adam.init(be, polar::make_view(x));
+  BOOST_TEST(s.dir.v.size() == 5);
+  for (int k = 0; k < 3; ++k) {
+    const dmat g = random(be, 5, 7, 51 + std::uint64_t(k));
+    adam.step(be, polar::make_view(x), cv(g), s);
+  }
+  const Eigen::Map<const dmat> m(s.dir.m.data(), 5, 7);
+  BOOST_TEST((x.cwiseProduct(m).rowwise().sum()).norm() <= 1e-12 * m.norm());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_changes_nothing, B, backends) {
+  B be;
+  polar::riemannian_adam<polar::stiefel<>> opt;
+  opt.check_point = true;
+  typename polar::stiefel<>::template workspace<B, double> ws;
+  dmat x = random(be, 10, 3, 60);
+  opt.geometry.project(be, polar::make_view(x), ws);
+  auto s = opt.init(be, polar::make_view(x));
+  const dmat g = random(be, 10, 3, 61), x0 = x;
+  // Weight decay on a manifold.
+  opt.direction.weight_decay = 0.1;
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(x), cv(g), s), polar::value_error);
+  opt.direction.weight_decay = 0;
+  // A non-finite gradient.
+  dmat bad = g;
+  bad(2, 1) = std::nan("");
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(x), cv(bad), s), polar::non_finite_error);
+  // A point off the manifold, with the distance in the message.
+  dmat off = x;
+  off(0, 0) += 0.01;
+  const dmat off0 = off;
+  try {
+    opt.step(be, polar::make_view(off), cv(g), s);
+    BOOST_ERROR("an off-manifold point was stepped");
+  } catch (const polar::value_error& e) {
+    const std::string what = e.what();
+    BOOST_TEST(what.find("polar::riemannian::step") != std::string::npos, what);
+    BOOST_TEST(what.find("off the manifold") != std::string::npos, what);
+  }
+  BOOST_TEST((off - off0).norm() == 0.0);
+  // A wrong shape.
+  dmat wrong = random(be, 10, 4, 62);
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(wrong), cv(dmat(random(be, 10, 4, 63))), s), polar::shape_error);
+  BOOST_TEST((x - x0).norm() == 0.0);
+  BOOST_TEST(s.steps == 0);
+  BOOST_TEST(s.dir.steps == 0);
+  // A zero row cannot be put on the row sphere: reported, not NaN.
+  polar::hypersphere rows{polar::sphere_scope::rows};
+  typename polar::hypersphere::template workspace<B, double> sws;
+  dmat z = random(be, 4, 5, 64);
+  z.row(2).setZero();
+  const dmat z0 = z;
+  BOOST_CHECK_THROW(rows.project(be, polar::make_view(z), sws), polar::numerical_error);
+  BOOST_TEST((z - z0).norm() == 0.0);
+  // Manifold Muon's hyperparameters.
+  polar::manifold_muon<> mm;
+  mm.max_dual_steps = 0;
+  BOOST_CHECK_THROW(mm.check(), polar::value_error);
+  mm = {};
+  mm.dual_lr = -1;
+  BOOST_CHECK_THROW(mm.check(), polar::value_error);
+}
+
+// The dual ascent's answer: tangent, spectral norm 1, and at least as good
+// as the projected-then-normalized polar factor, the obvious feasible guess.
+BOOST_AUTO_TEST_CASE_TEMPLATE(manifold_muon_direction_is_optimal, B, backends) {
+  B be;
+  for (bool wide : {false, true})
+    for (polar::index n : {polar::index(9), polar::index(4)}) {
+      if (wide && n == 4) continue;  // square: no orientation
+      BOOST_TEST_CONTEXT("wide " << wide << " n " << n) {
+        const polar::index p = 4;
+        polar::manifold_muon<> opt;
+        opt.momentum = 0;
+        opt.lr = 0.1;
+        auto geo = opt.geometry();
+        typename polar::stiefel<>::template workspace<B, double> ws;
+        dmat x = wide ? random(be, p, n, 70) : random(be, n, p, 70);
+        geo.project(be, polar::make_view(x), ws);
+        const dmat g = wide ? random(be, p, n, 71) : random(be, n, p, 71);
+        const dmat x0 = x;
+        auto s = opt.init(be, polar::make_view(x));
+        opt.step(be, polar::make_view(x), cv(g), s);
+        BOOST_TEST(geo.distance(be, cv(x), ws) <= 1e-12);
+        // The state holds -lr A in the tall orientation.
+        const dmat X = wide ? dmat(x0.transpose()) : x0, G = wide ? dmat(g.transpose()) : g;
+        const dmat A = -Eigen::Map<const dmat>(s.a.data(), X.rows(), X.cols()) / opt.lr;
+        if (n == p) {
+          BOOST_TEST(s.dual_iterations == 0);  // closed form
+        } else {
+          BOOST_TEST(s.dual_iterations >= 1);
+          BOOST_TEST(s.dual_residual < opt.tolerance);
+        }
+        BOOST_TEST((X.transpose() * A + A.transpose() * X).norm() <= 1e-5);
+        Eigen::JacobiSVD<dmat> sa(A);
+        BOOST_TEST(sa.singularValues()(0) <= 1.0 + 1e-9);
+        // The alternative: the polar factor of the tangent part, projected
+        // again and scaled to spectral norm 1.
+        const dmat PG = G - X * (0.5 * (X.transpose() * G + G.transpose() * X));
+        Eigen::JacobiSVD<dmat> sp(PG, Eigen::ComputeThinU | Eigen::ComputeThinV);
+        dmat alt = sp.matrixU() * sp.matrixV().transpose();
+        alt = alt - X * (0.5 * (X.transpose() * alt + alt.transpose() * X));
+        alt /= Eigen::JacobiSVD<dmat>(alt).singularValues()(0);
+        const double got = (G.cwiseProduct(A)).sum(), other = (G.cwiseProduct(alt)).sum();
+        BOOST_TEST(got >= other - 1e-6, "<G, A> " << got << " < " << other);
+        if (n == p) {
+          // Square: <G, A> is the nuclear norm of skew(X^T G).
+          const dmat K = 0.5 * (X.transpose() * G - G.transpose() * X);
+          BOOST_TEST(std::abs(got - Eigen::JacobiSVD<dmat>(K).singularValues().sum()) <= 1e-10);
+        }
+      }
+    }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
