@@ -1,0 +1,195 @@
+// bench/bench_geometry.cpp: the geometry primitives and the Riemannian step,
+// each as a ratio to a baseline measured in the same process.
+//
+//   build/release/bench/bench_geometry --benchmark_counters_tabular=true
+//
+// Benchmarks and counters:
+//   bm_stiefel/<op>/n/p      one retraction (qr, polar, cayley, exponential)
+//                            or tangent projection (euclidean, canonical) of
+//                            an n x p point, float, on the Eigen backend;
+//                            gemms = its time in units of one n x p by p x p
+//                            GEMM of this process (the O(n p^2) unit all of
+//                            them cost a small multiple of)
+//   bm_cayley_vs_dense/n/p   speedup = the dense n x n Cayley solve's time
+//                            over the low-rank 2p x 2p one (bar: >= 10 at
+//                            n = 4096, p = 256)
+//   bm_qr_retraction/n/p     ratio_to_qr = the QR retraction's time over the
+//                            backend's QR of the same matrix alone (bar:
+//                            <= 2 at n = 4096, p = 256)
+//   bm_row_sphere/<dir>/r/c  ratio_to_euclidean = a Riemannian step on the
+//                            row sphere over the Euclidean step of the same
+//                            direction (bar: <= 1.3)
+#include <benchmark/benchmark.h>
+
+#include <Eigen/Dense>
+#include <chrono>
+#include <polar/backend/eigen.hpp>
+#include <polar/geometry/hypersphere.hpp>
+#include <polar/geometry/riemannian.hpp>
+#include <polar/geometry/stiefel.hpp>
+
+namespace {
+
+using fmat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <class F>
+double seconds(F&& f, double budget = 0.2) {
+  f();
+  const auto t0 = std::chrono::steady_clock::now();
+  int reps = 0;
+  double el = 0;
+  do {
+    f();
+    ++reps;
+    el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  } while (el < budget);
+  return el / reps;
+}
+
+fmat random(polar::backend::eigen& be, polar::index r, polar::index c, std::uint64_t seed) {
+  fmat m(r, c);
+  be.fill_random(polar::make_view(m), polar::rng_key{seed}, polar::distribution::normal);
+  return m;
+}
+polar::matrix_view<const float> cv(const fmat& m) { return polar::make_view(m); }
+
+/// A point of the n x p Stiefel manifold and a tangent step of norm 0.1.
+struct stiefel_case {
+  fmat x, u;
+  stiefel_case(polar::backend::eigen& be, polar::index n, polar::index p) {
+    polar::stiefel<> st;
+    typename polar::stiefel<>::template workspace<polar::backend::eigen, float> ws;
+    x = random(be, n, p, 1);
+    st.project(be, polar::make_view(x), ws);
+    const fmat r = random(be, n, p, 2);
+    u.resize(n, p);
+    st.project_tangent(be, cv(x), cv(r), polar::make_view(u), ws);
+    u *= 0.1f / u.norm();
+  }
+};
+
+double gemm_seconds(polar::backend::eigen& be, polar::index n, polar::index p) {
+  const fmat a = random(be, n, p, 3), b = random(be, p, p, 4);
+  fmat c(n, p);
+  return seconds([&] { be.gemm(1.0f, polar::op::n, cv(a), polar::op::n, cv(b), 0.0f, polar::make_view(c)); });
+}
+
+enum class stiefel_op { qr, polar, cayley, exponential, project_euclidean, project_canonical };
+
+void bm_stiefel(benchmark::State& state, stiefel_op which) {
+  const polar::index n = state.range(0), p = state.range(1);
+  polar::backend::eigen be;
+  stiefel_case c(be, n, p);
+  polar::stiefel<> st;
+  if (which == stiefel_op::polar) st.retraction = polar::stiefel_retraction::polar;
+  if (which == stiefel_op::cayley) st.retraction = polar::stiefel_retraction::cayley;
+  if (which == stiefel_op::exponential) st.retraction = polar::stiefel_retraction::exponential;
+  if (which == stiefel_op::project_canonical) st.metric = polar::stiefel_metric::canonical;
+  typename polar::stiefel<>::template workspace<polar::backend::eigen, float> ws;
+  fmat y = c.x, out(n, p);
+  const bool project = which == stiefel_op::project_euclidean || which == stiefel_op::project_canonical;
+  const auto op = [&] {
+    if (project) {
+      st.project_tangent(be, cv(c.x), cv(c.u), polar::make_view(out), ws);
+    } else {
+      y = c.x;  // retract from the same point every time
+      st.retract(be, polar::make_view(y), cv(c.u), ws);
+    }
+  };
+  for (auto _ : state) {
+    op();
+    benchmark::DoNotOptimize(y.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  const double t = seconds(op), g = gemm_seconds(be, n, p);
+  state.counters["gemms"] = t / g;
+}
+
+void bm_cayley_vs_dense(benchmark::State& state) {
+  const polar::index n = state.range(0), p = state.range(1);
+  polar::backend::eigen be;
+  stiefel_case c(be, n, p);
+  polar::stiefel<> st{polar::stiefel_metric::canonical, polar::stiefel_retraction::cayley};
+  typename polar::stiefel<>::template workspace<polar::backend::eigen, float> ws;
+  fmat y = c.x;
+  const auto low_rank = [&] {
+    y = c.x;
+    st.retract(be, polar::make_view(y), cv(c.u), ws);
+  };
+  fmat dense_y;
+  const auto dense = [&] {
+    const fmat P = fmat::Identity(n, n) - 0.5f * c.x * c.x.transpose();
+    const fmat A = P * c.u * c.x.transpose() - c.x * c.u.transpose() * P.transpose();
+    const fmat I = fmat::Identity(n, n);
+    dense_y = (I - 0.5f * A).partialPivLu().solve((I + 0.5f * A) * c.x);
+  };
+  for (auto _ : state) low_rank();
+  const double tl = seconds(low_rank), td = seconds(dense, 0.5);
+  state.counters["low_rank_ms"] = tl * 1e3;
+  state.counters["dense_ms"] = td * 1e3;
+  state.counters["speedup"] = td / tl;
+  state.counters["max_diff"] = double((dense_y - y).cwiseAbs().maxCoeff());
+}
+
+void bm_qr_retraction(benchmark::State& state) {
+  const polar::index n = state.range(0), p = state.range(1);
+  polar::backend::eigen be;
+  stiefel_case c(be, n, p);
+  polar::stiefel<> st;
+  typename polar::stiefel<>::template workspace<polar::backend::eigen, float> ws;
+  fmat y = c.x, q(n, p), r(p, p);
+  const fmat s = c.x + c.u;
+  const auto retraction = [&] {
+    y = c.x;
+    st.retract(be, polar::make_view(y), cv(c.u), ws);
+  };
+  const auto qr_alone = [&] { be.qr(cv(s), polar::make_view(q), polar::make_view(r)); };
+  for (auto _ : state) retraction();
+  state.counters["ratio_to_qr"] = seconds(retraction) / seconds(qr_alone);
+}
+
+template <class Direction>
+void bm_row_sphere(benchmark::State& state, Direction dir) {
+  const polar::index rows = state.range(0), cols = state.range(1);
+  polar::backend::eigen be;
+  polar::hypersphere sphere{polar::sphere_scope::rows};
+  typename polar::hypersphere::template workspace<polar::backend::eigen, float> ws;
+  fmat w = random(be, rows, cols, 5);
+  sphere.project(be, polar::make_view(w), ws);
+  const fmat g = random(be, rows, cols, 6);
+  dir.weight_decay = 0;
+  dir.lr = 1e-4;
+  polar::riemannian<Direction, polar::hypersphere> riem{dir, sphere};
+  riem.check_point = false;
+  fmat wr = w, we = w;
+  auto sr = riem.init(be, polar::make_view(wr));
+  auto se = dir.init(be, polar::make_view(we));
+  const auto riemannian_step = [&] { riem.step(be, polar::make_view(wr), cv(g), sr); };
+  const auto euclidean_step = [&] { dir.step(be, polar::make_view(we), cv(g), se); };
+  for (auto _ : state) riemannian_step();
+  state.counters["ratio_to_euclidean"] = seconds(riemannian_step) / seconds(euclidean_step);
+}
+
+void stiefel_sizes(benchmark::internal::Benchmark* b) {
+  for (long n : {256, 1024, 4096})
+    for (long p : {16, 64, 256, 512})
+      if (p <= n / 2) b->Args({n, p});
+  b->Unit(benchmark::kMillisecond)->Iterations(3);
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(bm_stiefel, qr, stiefel_op::qr)->Apply(stiefel_sizes);
+BENCHMARK_CAPTURE(bm_stiefel, polar, stiefel_op::polar)->Apply(stiefel_sizes);
+BENCHMARK_CAPTURE(bm_stiefel, cayley, stiefel_op::cayley)->Apply(stiefel_sizes);
+BENCHMARK_CAPTURE(bm_stiefel, exponential, stiefel_op::exponential)->Apply(stiefel_sizes);
+BENCHMARK_CAPTURE(bm_stiefel, project_euclidean, stiefel_op::project_euclidean)->Apply(stiefel_sizes);
+BENCHMARK_CAPTURE(bm_stiefel, project_canonical, stiefel_op::project_canonical)->Apply(stiefel_sizes);
+BENCHMARK(bm_cayley_vs_dense)->Args({1024, 64})->Args({4096, 256})->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(bm_qr_retraction)->Args({1024, 64})->Args({4096, 256})->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({2048, 2048})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, momentum, polar::momentum_direction{})->Args({2048, 2048})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, adam, polar::adamw_direction{})->Args({2048, 2048})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, muon, polar::muon_direction<>{})->Args({1024, 1024})->Unit(benchmark::kMillisecond)->Iterations(2);
+
+BENCHMARK_MAIN();
