@@ -343,6 +343,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_changes_nothing, B, backends) {
   const dmat z0 = z;
   BOOST_CHECK_THROW(rows.project(be, polar::make_view(z), sws), polar::numerical_error);
   BOOST_TEST((z - z0).norm() == 0.0);
+  // A state with a grouped second moment cannot take AdamW's own step.
+  polar::adamw_direction adamw;
+  dmat w = random(be, 4, 5, 65);
+  auto grouped = adamw.init(be, polar::make_view(w), polar::moment_groups::rows);
+  BOOST_CHECK_THROW(adamw.step(be, polar::make_view(w), cv(dmat(random(be, 4, 5, 66))), grouped), polar::value_error);
   // Manifold Muon's hyperparameters.
   polar::manifold_muon<> mm;
   mm.max_dual_steps = 0;
