@@ -120,24 +120,7 @@ struct stiefel {
   template <class Backend, class T>
   void project_tangent(Backend& be, in_matrix<T> x, in_matrix<T> u, matrix_view<T> out,
                        workspace<Backend, T>& ws) const {
-    constexpr const char* op = "polar::stiefel::project_tangent";
-    check_args(op, x, u, out);
-    const bool wide = x.rows() < x.cols();
-    const auto X = wide ? x.transpose() : x;
-    const auto U = wide ? u.transpose() : u;
-    const auto O = wide ? out.transpose() : out;
-    const index n = X.rows(), p = X.cols();
-    ws.own.reserve(be, n, p);
-    const auto M = row_major_view(ws.own.pp.data(), p, p, -1, Backend::space);
-    const auto Sym = row_major_view(ws.own.pp2.data(), p, p, -1, Backend::space);
-    if (metric == stiefel_metric::euclidean) {
-      be.gemm(T(1), op::t, X, op::n, U, T(0), M);  // X^T U
-      be.map(detail::half_sum_transpose<T>{}, Sym, as_const(M), as_const(M.transpose()));
-    } else {
-      be.gemm(T(1), op::t, U, op::n, X, T(0), Sym);  // U^T X
-    }
-    if (O.data() != U.data()) be.copy(U, O);
-    be.gemm(T(-1), op::n, X, op::n, as_const(Sym), T(1), O);
+    project_with(metric, "polar::stiefel::project_tangent", be, x, u, out, ws);
   }
 
   /// out = the orthogonal projection of u onto the tangent space at x,
@@ -148,13 +131,7 @@ struct stiefel {
   /// momentum with it.
   template <class Backend, class T>
   void tangent_part(Backend& be, in_matrix<T> x, in_matrix<T> u, matrix_view<T> out, workspace<Backend, T>& ws) const {
-    if (metric == stiefel_metric::euclidean) {
-      project_tangent(be, x, u, out, ws);
-    } else {
-      stiefel euclidean_metric = *this;
-      euclidean_metric.metric = stiefel_metric::euclidean;
-      euclidean_metric.project_tangent(be, x, u, out, ws);
-    }
+    project_with(stiefel_metric::euclidean, "polar::stiefel::tangent_part", be, x, u, out, ws);
   }
 
   /// v <- the transport of v to the tangent space at x, the point the last
@@ -251,6 +228,29 @@ struct stiefel {
   }
 
  private:
+  // out = U - X sym(X^T U) (euclidean) or U - X U^T X (canonical).
+  template <class Backend, class T>
+  void project_with(stiefel_metric m, const char* op, Backend& be, matrix_view<const T> x, matrix_view<const T> u,
+                    matrix_view<T> out, workspace<Backend, T>& ws) const {
+    check_args(op, x, u, out);
+    const bool wide = x.rows() < x.cols();
+    const auto X = wide ? x.transpose() : x;
+    const auto U = wide ? u.transpose() : u;
+    const auto O = wide ? out.transpose() : out;
+    const index n = X.rows(), p = X.cols();
+    ws.own.reserve(be, n, p);
+    const auto M = row_major_view(ws.own.pp.data(), p, p, -1, Backend::space);
+    const auto Sym = row_major_view(ws.own.pp2.data(), p, p, -1, Backend::space);
+    if (m == stiefel_metric::euclidean) {
+      be.gemm(T(1), op::t, X, op::n, U, T(0), M);  // X^T U
+      be.map(detail::half_sum_transpose<T>{}, Sym, as_const(M), as_const(M.transpose()));
+    } else {
+      be.gemm(T(1), op::t, U, op::n, X, T(0), Sym);  // U^T X
+    }
+    if (O.data() != U.data()) be.copy(U, O);
+    be.gemm(T(-1), op::n, X, op::n, as_const(Sym), T(1), O);
+  }
+
   template <class T>
   static void check_args(const char* op, const matrix_view<const T>& x, const matrix_view<const T>& u,
                          const matrix_view<T>& out) {
