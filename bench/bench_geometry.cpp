@@ -187,9 +187,9 @@ BENCHMARK_CAPTURE(bm_stiefel, project_euclidean, stiefel_op::project_euclidean)-
 BENCHMARK_CAPTURE(bm_stiefel, project_canonical, stiefel_op::project_canonical)->Apply(stiefel_sizes);
 BENCHMARK(bm_cayley_vs_dense)->Args({1024, 64})->Args({4096, 256})->Unit(benchmark::kMillisecond)->Iterations(2);
 BENCHMARK(bm_qr_retraction)->Args({1024, 64})->Args({4096, 256})->Unit(benchmark::kMillisecond)->Iterations(3);
-BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({2048, 2048})->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_row_sphere, momentum, polar::momentum_direction{})->Args({2048, 2048})->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_row_sphere, adam, polar::adamw_direction{})->Args({2048, 2048})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({2048, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, momentum, polar::momentum_direction{})->Args({2048, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, adam, polar::adamw_direction{})->Args({2048, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, muon, polar::muon_direction<>{})->Args({1024, 1024})->Unit(benchmark::kMillisecond)->Iterations(2);
 
 BENCHMARK_MAIN();

@@ -299,6 +299,54 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(transported_momentum_is_tangent, B, backends) {
   BOOST_TEST((x.cwiseProduct(m).rowwise().sum()).norm() <= 1e-12 * m.norm());
 }
 
+// The fused row-sphere kernels (host memory) against the generic sequence.
+template <class T, class B, class Direction>
+void fused_matches_generic(B& be, Direction dir, double tol) {
+  using tmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  polar::riemannian<Direction, polar::hypersphere> fused{dir, {polar::sphere_scope::rows, 2.0}};
+  auto generic = fused;
+  generic.fast_paths = false;
+  BOOST_TEST(fused.template takes_fast_path<B>());
+  BOOST_TEST(!generic.template takes_fast_path<B>());
+  typename polar::hypersphere::template workspace<B, T> ws;
+  tmat a(6, 11);
+  be.fill_random(polar::make_view(a), polar::rng_key{80}, polar::distribution::normal);
+  fused.geometry.project(be, polar::make_view(a), ws);
+  tmat b = a;
+  auto sa = fused.init(be, polar::make_view(a));
+  auto sb = generic.init(be, polar::make_view(b));
+  for (int k = 0; k < 20; ++k) {
+    tmat g(6, 11);
+    be.fill_random(polar::make_view(g), polar::rng_key{81, 0, std::uint32_t(k)}, polar::distribution::normal);
+    fused.step(be, polar::make_view(a), polar::make_view(static_cast<const tmat&>(g)), sa);
+    generic.step(be, polar::make_view(b), polar::make_view(static_cast<const tmat&>(g)), sb);
+  }
+  BOOST_TEST(double((a - b).norm()) <= tol * double(b.norm()));
+  BOOST_TEST(fused.geometry.distance(be, polar::make_view(static_cast<const tmat&>(a)), ws) <= 100 * tol);
+  BOOST_TEST(sa.dir.steps == sb.dir.steps);
+  BOOST_TEST(sa.steps == 20);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(fused_row_sphere_matches_the_generic_step, B, backends) {
+  B be;
+  for (double tol : {1e-12, 2e-5}) {
+    BOOST_TEST_CONTEXT((tol < 1e-6 ? "double" : "float")) {
+      const auto run = [&](auto dir) {
+        dir.lr = 0.05;
+        if (tol < 1e-6)
+          fused_matches_generic<double>(be, dir, tol);
+        else
+          fused_matches_generic<float>(be, dir, tol);
+      };
+      run(polar::sgd_direction{});
+      run(polar::momentum_direction{0.01, 0.9, false});
+      run(polar::momentum_direction{0.01, 0.9, true});
+      run(polar::momentum_direction{0.01, 0.9, true, polar::momentum_kind::ema});
+      run(polar::adamw_direction{0.01, 0.9, 0.999, 1e-8, 0.0});
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_changes_nothing, B, backends) {
   B be;
   polar::riemannian_adam<polar::stiefel<>> opt;

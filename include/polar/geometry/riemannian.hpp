@@ -40,7 +40,9 @@
 #include "polar/direction/muon.hpp"
 #include "polar/direction/sgd.hpp"
 #include "polar/geometry/detail/common.hpp"
+#include "polar/geometry/detail/fused_sphere.hpp"
 #include "polar/geometry/euclidean.hpp"
+#include "polar/geometry/hypersphere.hpp"
 
 #ifndef POLAR_CHECK_MANIFOLD
 #ifdef NDEBUG
@@ -87,6 +89,10 @@ struct riemannian {
   /// Check before each step that W lies on the set (check_on_manifold with
   /// the default tolerance); on by default in debug builds.
   bool check_point = POLAR_CHECK_MANIFOLD != 0;
+  /// Use a fused kernel where one exists (SGD, momentum and Adam on the row
+  /// sphere with the normalize retraction, host memory); false runs the
+  /// generic sequence, which gives the same result to rounding.
+  bool fast_paths = true;
 
   template <class Backend, class T>
   struct state {
@@ -130,6 +136,13 @@ struct riemannian {
       detail::check_step_args(be, op, w, g, s.rows, s.cols);
       check(op);
       if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
+      if constexpr (fusable<Backend>()) {
+        if (takes_fast_path<Backend>() && detail::fused_state_ok(s.dir)) {
+          detail::fused_row_sphere<Backend>(direction, geometry, w, g, s.dir);
+          ++s.steps;
+          return;
+        }
+      }
       const auto gt = row_major_view(s.g.data(), s.rows, s.cols, -1, Backend::space);
       const auto d = row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space);
       geometry.project_tangent(be, as_const(w), g, gt, s.ws);
@@ -141,6 +154,15 @@ struct riemannian {
     ++s.steps;
   }
 
+  /// Whether step() on Backend runs a fused kernel (see fast_paths).
+  template <class Backend>
+  bool takes_fast_path() const {
+    if constexpr (fusable<Backend>())
+      return fast_paths && geometry.scope == sphere_scope::rows && geometry.retraction == sphere_retraction::normalize;
+    else
+      return false;
+  }
+
   /// Throws value_error for hyperparameters out of range, and for weight
   /// decay on a manifold.
   void check(const char* op = "polar::riemannian") const {
@@ -150,6 +172,12 @@ struct riemannian {
         detail::raise<value_error>(op, "weight_decay is ", direction.weight_decay,
                                    " but a step on a manifold cannot decay the weight (the retraction puts it "
                                    "back on the set); set it to 0");
+  }
+ private:
+  template <class Backend>
+  static constexpr bool fusable() {
+    return std::is_same_v<Geometry, hypersphere> && detail::has_fused_row_sphere_v<Direction> &&
+           Backend::space == memory_space::host;
   }
 };
 

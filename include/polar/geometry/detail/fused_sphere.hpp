@@ -1,0 +1,220 @@
+// polar/geometry/detail/fused_sphere.hpp: one-pass Riemannian steps of the
+// elementwise directions (SGD, momentum, Adam) on the row sphere, for
+// backends whose operands live in host memory.
+//
+// The composed step (riemannian.hpp) is a sequence of about twenty generic
+// operations, each a pass over the whole matrix: project G, update, project
+// the update, retract, transport. For elementwise directions it is memory
+// bound, so it costs about twenty Euclidean steps. Here each row is done at
+// once: its dot products and norms are reduced while the row is in cache,
+// then it is written, so W, G and the state are read and written once, as in
+// the Euclidean step. Per row x (radius r), gradient g, learning rate lr:
+//
+//   c  = <x, g> / r^2,  gt = g - c x                 (Riemannian gradient)
+//   u  = the direction's update from gt (momentum: buf; Adam: m and the
+//        row's second moment, the mean of gt^2)
+//   y  = x - lr u,  x <- r y / |y|                    (normalize retraction)
+//   buf <- buf - <x, buf> / r^2 x                     (transport by projection)
+//
+// in two passes over a row for SGD (|y| follows from <x, g>, |g|, |x|) and
+// three for momentum and Adam (the row's sums, then the update, then the
+// scaling and the transport together).
+//
+// The update of these directions is already tangent (a combination of
+// tangent vectors, scaled per row), so the generic path's second projection
+// is skipped; the two paths agree to rounding (tested). Sums are accumulated
+// in double, vectorized with `omp simd` reductions (which allow reordering
+// the sum).
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+#include <utility>
+
+#include "polar/core/config.hpp"
+#include "polar/core/view.hpp"
+#include "polar/direction/adamw.hpp"
+#include "polar/direction/sgd.hpp"
+#include "polar/geometry/hypersphere.hpp"
+
+namespace polar {
+namespace detail {
+
+/// A row of a matrix view: element j at p[j * stride].
+template <class T>
+struct strided_row {
+  T* p;
+  index stride;
+  T& operator[](index j) const { return p[j * stride]; }
+};
+
+/// A contiguous row: element j at p[j] (lets the compiler vectorize).
+template <class T>
+struct contiguous_row {
+  T* p;
+  T& operator[](index j) const { return p[j]; }
+};
+
+/// Whether the fused row-sphere step exists for this direction.
+template <class Direction>
+inline constexpr bool has_fused_row_sphere_v =
+    std::is_same_v<Direction, sgd_direction> || std::is_same_v<Direction, momentum_direction> ||
+    std::is_same_v<Direction, adamw_direction>;
+
+/// Whether a state suits the fused step (Adam's moment must be per row).
+template <class State, class = void>
+struct has_groups : std::false_type {};
+template <class State>
+struct has_groups<State, std::void_t<decltype(std::declval<const State&>().groups)>> : std::true_type {};
+template <class State>
+bool fused_state_ok(const State& s) {
+  if constexpr (has_groups<State>::value)
+    return s.groups == moment_groups::rows;
+  else
+    return true;
+}
+
+/// Runs f(i, w_row, g_row) for every row, rows split across OpenMP threads;
+/// rows of unit column stride are passed as contiguous_row.
+template <class T, class F>
+void for_each_row(matrix_view<T> w, matrix_view<const T> g, F&& f) {
+  const index rows = w.rows();
+  if (w.col_stride() == 1 && g.col_stride() == 1) {
+    POLAR_OMP(parallel for schedule(static))
+    for (index i = 0; i < rows; ++i)
+      f(i, contiguous_row<T>{w.data() + i * w.row_stride()}, contiguous_row<const T>{g.data() + i * g.row_stride()});
+  } else {
+    POLAR_OMP(parallel for schedule(static))
+    for (index i = 0; i < rows; ++i)
+      f(i, strided_row<T>{w.data() + i * w.row_stride(), w.col_stride()},
+        strided_row<const T>{g.data() + i * g.row_stride(), g.col_stride()});
+  }
+}
+
+/// x <- r y / |y| (y = x - lr u is already in x, |y|^2 = n2), and the
+/// buffer b moved to the new tangent space: b <- b - <x, b> x / r^2, where
+/// <x, b> = <y, b> r / |y| = yb r / |y|.
+template <class Row, class T>
+void finish_and_transport(Row x, T* b, index n, double n2, double yb, double r) {
+  const double s = r / std::sqrt(n2);
+  const T scale = T(s), cb = T(yb * s / (r * r));
+  POLAR_OMP(simd)
+  for (index j = 0; j < n; ++j) {
+    const T xj = T(x[j] * scale);
+    x[j] = xj;
+    b[j] = T(b[j] - cb * xj);
+  }
+}
+
+/// xg = <x, g>.
+template <class Row, class GRow>
+void row_sums(Row x, GRow g, index n, double& xg) {
+  double a = 0;
+  POLAR_OMP(simd reduction(+ : a))
+  for (index j = 0; j < n; ++j) a += double(x[j]) * double(g[j]);
+  xg = a;
+}
+
+// SGD in two passes over a row: the sums <x, g>, |g|^2, |x|^2 give |y|^2 for
+// y = x - lr gt without forming y, then x <- r y / |y| is written at once.
+template <class Backend, class T>
+void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
+                      typename sgd_direction::template state<Backend, T>& s) {
+  const index n = w.cols();
+  const double r = sph.radius, inv_r2 = 1.0 / (r * r), lr = dir.lr;
+  for_each_row(w, g, [&](index, auto x, auto gr) {
+    double xg = 0, gg = 0, xx = 0;
+    POLAR_OMP(simd reduction(+ : xg, gg, xx))
+    for (index j = 0; j < n; ++j) {
+      const double xj = double(x[j]), gj = double(gr[j]);
+      xg += xj * gj;
+      gg += gj * gj;
+      xx += xj * xj;
+    }
+    const double c = xg * inv_r2;
+    double gt2 = gg - 2 * c * xg + c * c * xx;  // |g - c x|^2
+    if (gt2 < 0) gt2 = 0;
+    const double xgt = xg - c * xx;               // <x, g - c x>
+    const double y2 = xx - 2 * lr * xgt + lr * lr * gt2;
+    const T scale = T(r / std::sqrt(y2)), step = T(lr), cc = T(c);
+    POLAR_OMP(simd)
+    for (index j = 0; j < n; ++j) x[j] = T(scale * (x[j] - step * (gr[j] - cc * x[j])));
+  });
+  ++s.steps;
+}
+
+template <class Backend, class T>
+void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
+                      typename momentum_direction::template state<Backend, T>& s) {
+  const index n = w.cols();
+  const double r = sph.radius, inv_r2 = 1.0 / (r * r);
+  const T lr = T(dir.lr), mu = T(dir.momentum);
+  const T cg = dir.kind == momentum_kind::ema ? T(1 - dir.momentum) : T(1);
+  // u = ug gt + ub buf: the buffer, or Nesterov's look-ahead (heavy ball:
+  // gt + mu buf; EMA: (1 - mu) gt + mu buf), without a branch in the loop.
+  const T ug = !dir.nesterov ? T(0) : dir.kind == momentum_kind::heavy_ball ? T(1) : T(1 - dir.momentum);
+  const T ub = dir.nesterov ? mu : T(1);
+  T* const buf0 = s.buf.data();
+  for_each_row(w, g, [&](index i, auto x, auto gr) {
+    T* const b = buf0 + i * n;
+    double xg;
+    row_sums(x, gr, n, xg);
+    const T c = T(xg * inv_r2);
+    // Two loops: one fused loop that updates b and x together measured 1.5x
+    // slower (4096 x 4096 float).
+    POLAR_OMP(simd)
+    for (index j = 0; j < n; ++j) b[j] = T(mu * b[j] + cg * T(gr[j] - c * x[j]));
+    T n2 = 0, yb = 0;  // in T: double accumulation here measured 1.25x slower
+    POLAR_OMP(simd reduction(+ : n2, yb))
+    for (index j = 0; j < n; ++j) {
+      const T gt = T(gr[j] - c * x[j]);
+      const T y = T(x[j] - lr * T(ug * gt + ub * b[j]));
+      x[j] = y;
+      n2 += y * y;
+      yb += y * b[j];
+    }
+    finish_and_transport(x, b, n, n2, yb, r);
+  });
+  ++s.steps;
+}
+
+template <class Backend, class T>
+void fused_row_sphere(const adamw_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
+                      typename adamw_direction::template state<Backend, T>& s) {
+  const index n = w.cols();
+  const double r = sph.radius, inv_r2 = 1.0 / (r * r);
+  const long t = s.steps + 1;
+  const double bc1 = 1 - std::pow(dir.beta1, double(t)), bc2 = 1 - std::pow(dir.beta2, double(t));
+  const T b1 = T(dir.beta1), b2 = T(dir.beta2);
+  const double lr_over_bc1 = dir.lr / bc1, inv_sqrt_bc2 = 1 / std::sqrt(bc2), eps = dir.eps;
+  T* const m0 = s.m.data();
+  T* const v = s.v.data();
+  for_each_row(w, g, [&](index i, auto x, auto gr) {
+    T* const m = m0 + i * n;
+    double xg;
+    row_sums(x, gr, n, xg);
+    const T c = T(xg * inv_r2);
+    double gt2 = 0;
+    POLAR_OMP(simd reduction(+ : gt2))
+    for (index j = 0; j < n; ++j) {
+      const T gt = T(gr[j] - c * x[j]);
+      m[j] = T(b1 * m[j] + (T(1) - b1) * gt);
+      gt2 += double(gt) * double(gt);
+    }
+    v[i] = T(b2 * v[i] + (T(1) - b2) * T(gt2 / double(n)));
+    const T f = T(-lr_over_bc1 / (std::sqrt(double(v[i])) * inv_sqrt_bc2 + eps));
+    double n2 = 0, ym = 0;
+    POLAR_OMP(simd reduction(+ : n2, ym))
+    for (index j = 0; j < n; ++j) {
+      const T y = T(x[j] + f * m[j]);
+      x[j] = y;
+      n2 += double(y) * double(y);
+      ym += double(y) * double(m[j]);
+    }
+    finish_and_transport(x, m, n, n2, ym, r);
+  });
+  s.steps = t;
+}
+
+}  // namespace detail
+}  // namespace polar
