@@ -17,8 +17,9 @@
 //   buf <- buf - <x, buf> / r^2 x                     (transport by projection)
 //
 // in two passes over a row for SGD (|y| follows from <x, g>, |g|, |x|) and
-// three for momentum and Adam (the row's sums, then the update, then the
-// scaling and the transport together).
+// momentum (|y| and <y, buf> follow from six sums of the first pass), and
+// three for Adam (the row's sums, then the update, then the scaling and the
+// transport together).
 //
 // The update of these directions is already tangent (a combination of
 // tangent vectors, scaled per row), so the generic path's second projection
@@ -155,25 +156,41 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   const T ug = !dir.nesterov ? T(0) : dir.kind == momentum_kind::heavy_ball ? T(1) : T(1 - dir.momentum);
   const T ub = dir.nesterov ? mu : T(1);
   T* const buf0 = s.buf.data();
+  const double lrd = double(lr), cgd = double(cg), ugd = double(ug), ubd = double(ub);
   for_each_row(w, g, [&](index i, auto x, auto gr) {
     T* const b = buf0 + i * n;
-    double xg;
-    row_sums(x, gr, n, xg);
-    const T c = T(xg * inv_r2);
-    // Two loops: one fused loop that updates b and x together measured 1.5x
-    // slower (4096 x 4096 float).
-    POLAR_OMP(simd)
-    for (index j = 0; j < n; ++j) b[j] = T(mu * b[j] + cg * T(gr[j] - c * x[j]));
-    T n2 = 0, yb = 0;  // in T: double accumulation here measured 1.25x slower
-    POLAR_OMP(simd reduction(+ : n2, yb))
+    // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
+    // terms), with the sums that give everything else:
+    //   u = q - c (ug + ub cg) x,  y = alpha x - lr q,  b_new = b' - cg c x.
+    double xg = 0, xx = 0, xq = 0, qq = 0, xb = 0, qb = 0;
+    POLAR_OMP(simd reduction(+ : xg, xx, xq, qq, xb, qb))
     for (index j = 0; j < n; ++j) {
-      const T gt = T(gr[j] - c * x[j]);
-      const T y = T(x[j] - lr * T(ug * gt + ub * b[j]));
-      x[j] = y;
-      n2 += y * y;
-      yb += y * b[j];
+      const T bp = T(mu * b[j] + cg * gr[j]);
+      b[j] = bp;
+      const double xj = double(x[j]), gj = double(gr[j]), bj = double(bp);
+      const double q = ugd * gj + ubd * bj;
+      xg += xj * gj;
+      xx += xj * xj;
+      xq += xj * q;
+      qq += q * q;
+      xb += xj * bj;
+      qb += q * bj;
     }
-    finish_and_transport(x, b, n, n2, yb, r);
+    const double c = xg * inv_r2, k = cgd * c;
+    const double alpha = 1 + lrd * c * (ugd + ubd * cgd);
+    const double n2 = alpha * alpha * xx - 2 * alpha * lrd * xq + lrd * lrd * qq;
+    const double yb = alpha * xb - alpha * k * xx - lrd * qb + lrd * k * xq;  // <y, b_new>
+    const double sc = r / std::sqrt(n2);
+    const T scale = T(sc), kt = T(k), at = T(alpha), cb = T(sc * yb * inv_r2);
+    // Pass 2: x <- r y / |y|, b <- b_new - <x, b_new> x / r^2.
+    POLAR_OMP(simd)
+    for (index j = 0; j < n; ++j) {
+      const T bn = T(b[j] - kt * x[j]);
+      const T q = T(ug * gr[j] + ub * b[j]);
+      const T xn = T(scale * (at * x[j] - lr * q));
+      x[j] = xn;
+      b[j] = T(bn - cb * xn);
+    }
   });
   ++s.steps;
 }
