@@ -391,6 +391,19 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_changes_nothing, B, backends) {
   const dmat z0 = z;
   BOOST_CHECK_THROW(rows.project(be, polar::make_view(z), sws), polar::numerical_error);
   BOOST_TEST((z - z0).norm() == 0.0);
+  // A bad radius is caught on the fused row-sphere path too.
+  polar::riemannian_sgd<polar::hypersphere> sphere_sgd;
+  sphere_sgd.geometry.scope = polar::sphere_scope::rows;
+  sphere_sgd.check_point = false;
+  dmat on_sphere = random(be, 4, 5, 67);
+  sphere_sgd.geometry.project(be, polar::make_view(on_sphere), sws);
+  auto sphere_state = sphere_sgd.init(be, polar::make_view(on_sphere));
+  const dmat sphere0 = on_sphere;
+  sphere_sgd.geometry.radius = -1;
+  BOOST_TEST(sphere_sgd.template takes_fast_path<B>());
+  BOOST_CHECK_THROW(sphere_sgd.step(be, polar::make_view(on_sphere), cv(dmat(random(be, 4, 5, 68))), sphere_state),
+                    polar::value_error);
+  BOOST_TEST((on_sphere - sphere0).norm() == 0.0);
   // A state with a grouped second moment cannot take AdamW's own step.
   polar::adamw_direction adamw;
   dmat w = random(be, 4, 5, 65);

@@ -138,6 +138,7 @@ struct riemannian {
       if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
       if constexpr (fusable<Backend>()) {
         if (takes_fast_path<Backend>() && detail::fused_state_ok(s.dir)) {
+          geometry.check_radius(op);
           detail::fused_row_sphere<Backend>(direction, geometry, w, g, s.dir);
           ++s.steps;
           return;
