@@ -21,8 +21,9 @@
 //                            direction (bar: <= 1.3)
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <Eigen/Dense>
-#include <chrono>
 #include <polar/backend/eigen.hpp>
 #include <polar/geometry/hypersphere.hpp>
 #include <polar/geometry/riemannian.hpp>
@@ -32,18 +33,10 @@ namespace {
 
 using fmat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+/// seconds() with this file's shorter default budget.
 template <class F>
 double seconds(F&& f, double budget = 0.2) {
-  f();
-  const auto t0 = std::chrono::steady_clock::now();
-  int reps = 0;
-  double el = 0;
-  do {
-    f();
-    ++reps;
-    el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } while (el < budget);
-  return el / reps;
+  return polar_bench::seconds(f, budget);
 }
 
 fmat random(polar::backend::eigen& be, polar::index r, polar::index c, std::uint64_t seed) {

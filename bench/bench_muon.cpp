@@ -16,8 +16,9 @@
 //   speedup_vs_loop    for a stack: one matrix at a time / the stacked call
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
 #include <Eigen/Dense>
-#include <chrono>
 #include <cmath>
 #include <type_traits>
 #include <cstring>
@@ -32,19 +33,7 @@ namespace {
 template <class T>
 using rmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-template <class F>
-double seconds(F&& f, double budget = 0.3) {
-  f();
-  const auto t0 = std::chrono::steady_clock::now();
-  int reps = 0;
-  double el = 0;
-  do {
-    f();
-    ++reps;
-    el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  } while (el < budget);
-  return el / reps;
-}
+using polar_bench::seconds;
 
 /// GEMM rate (flop/s) of this process on X X^T for an n x m X.
 template <class T>

@@ -15,25 +15,16 @@
 #include "polar/geometry/detail/expm.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/stiefel.hpp"
+#include "geometry/geometry_support.hpp"
 #include "support.hpp"
 
 namespace {
 
-template <class T>
-using mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using dmat = mat<double>;
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
-
-template <class T, class B>
-mat<T> random(B& be, polar::index r, polar::index c, std::uint64_t seed) {
-  mat<T> m(r, c);
-  be.fill_random(polar::make_view(m), polar::rng_key{seed}, polar::distribution::normal);
-  return m;
-}
-template <class T>
-polar::matrix_view<const T> cv(const mat<T>& m) {
-  return polar::make_view(m);
-}
+using geometry_test::backends;
+using geometry_test::cv;
+using geometry_test::dmat;
+using geometry_test::mat;
+using geometry_test::random;
 
 /// The least-squares slope of log(err) against log(t).
 double fitted_slope(const std::vector<double>& t, const std::vector<double>& err) {

@@ -20,20 +20,15 @@
 #include "polar/geometry/manifold_muon.hpp"
 #include "polar/geometry/riemannian.hpp"
 #include "polar/geometry/stiefel.hpp"
+#include "geometry/geometry_support.hpp"
 #include "support.hpp"
 
 namespace {
 
-using dmat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
-
-template <class B>
-dmat random(B& be, polar::index r, polar::index c, std::uint64_t seed) {
-  dmat m(r, c);
-  be.fill_random(polar::make_view(m), polar::rng_key{seed}, polar::distribution::normal);
-  return m;
-}
-polar::matrix_view<const double> cv(const dmat& m) { return polar::make_view(m); }
+using geometry_test::backends;
+using geometry_test::cv;
+using geometry_test::dmat;
+using geometry_test::random;
 
 /// A symmetric matrix with eigenvalues 1, 2, ..., n (over n) in a random basis.
 template <class B>

@@ -222,8 +222,7 @@ struct stiefel {
     ws.own.reserve(be, n, p);
     const auto M = row_major_view(ws.own.pp.data(), p, p, -1, Backend::space);
     be.gemm(T(1), op::t, X, op::n, X, T(0), M);
-    const auto diag = matrix_view<T>(M.data(), 1, p, p + 1, p + 1, Backend::space);
-    be.map(detail::shift_fn<T>{T(-1)}, diag, as_const(diag));
+    detail::add_to_diagonal(be, T(-1), M);
     return double(be.norm(as_const(M)));
   }
 
@@ -274,7 +273,7 @@ struct stiefel {
     be.gemm(T(-1), op::t, U, op::n, U, T(0), B.block(0, p, p, p));
     const auto I = B.block(p, 0, p, p);
     be.fill(I, T(0));
-    detail::add_identity(be, I, T(1));
+    detail::add_to_diagonal(be, T(1), I);
     be.copy(as_const(A), B.block(p, p, p, p));
     detail::expm(be, as_const(B), E, ws.own.expm);
     const auto minus_a = row_major_view(ws.own.pp.data(), p, p, -1, sp);
@@ -308,8 +307,7 @@ struct stiefel {
     // K = V1^T U1; Mk = I - K / 2
     const auto K = row_major_view(ws.own.k.data(), 2 * p, 2 * p, -1, sp);
     be.gemm(T(-0.5), op::t, as_const(V1), op::n, as_const(U1), T(0), K);
-    const auto diag = matrix_view<T>(K.data(), 1, 2 * p, 2 * p + 1, 2 * p + 1, sp);
-    be.map(detail::shift_fn<T>{T(1)}, diag, as_const(diag));
+    detail::add_to_diagonal(be, T(1), K);
     // rhs = Mk^-1 V1^T X; X += U1 rhs
     const auto rhs = row_major_view(ws.own.rhs.data(), 2 * p, p, -1, sp);
     be.gemm(T(1), op::t, as_const(V1), op::n, as_const(X), T(0), rhs);
@@ -331,7 +329,7 @@ struct stiefel {
     const index p = S.cols();
     const auto C = row_major_view(ws.own.pp2.data(), p, p, -1, Backend::space);
     be.gemm(T(-0.5), op::t, S, op::n, S, T(0), C);
-    detail::add_identity(be, C, T(1.5));
+    detail::add_to_diagonal(be, T(1.5), C);
     be.gemm(T(1), op::n, S, op::n, as_const(C), T(0), X);
   }
 };

@@ -18,6 +18,7 @@
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
+#include "polar/orthogonalize/detail/stack_ops.hpp"
 
 namespace polar {
 namespace detail {
@@ -36,20 +37,6 @@ struct expm_workspace {
     w = be.template allocate<T>(k * k);
   }
 };
-
-/// The diagonal of a square matrix as a 1 x k view.
-template <class T>
-matrix_view<T> diagonal_of(matrix_view<T> m) {
-  return matrix_view<T>(m.data(), 1, m.rows(), m.row_stride() + m.col_stride(), m.row_stride() + m.col_stride(),
-                        m.space());
-}
-
-/// m += value I.
-template <class Backend, class T>
-void add_identity(Backend& be, matrix_view<T> m, T value) {
-  const auto d = diagonal_of(m);
-  be.map(shift_fn<T>{value}, d, as_const(d));
-}
 
 /// out = exp(a) for the k x k matrix a; out must not share memory with a.
 template <class Backend, class T>
@@ -81,11 +68,11 @@ void expm(Backend& be, matrix_view<const T> a, matrix_view<T> out, expm_workspac
   be.axpby(T(c[2]), as_const(A2), T(c[4]), W);
   be.gemm(T(c[6]), op::n, as_const(A4), op::n, as_const(A2), T(0), V);
   be.axpby(T(1), as_const(W), T(1), V);
-  add_identity(be, V, T(c[0]));
+  add_to_diagonal(be, T(c[0]), V);
   // U = A (c5 A^4 + c3 A^2 + c1 I)
   be.copy(as_const(A4), W);
   be.axpby(T(c[3]), as_const(A2), T(c[5]), W);
-  add_identity(be, W, T(c[1]));
+  add_to_diagonal(be, T(c[1]), W);
   be.gemm(T(1), op::n, as_const(A), op::n, as_const(W), T(0), U);
   // out = (V - U)^-1 (V + U)
   be.map(plus_fn<T>{}, out, as_const(V), as_const(U));

@@ -82,9 +82,16 @@ void gram(Backend& be, T alpha, batch_view<const T> a, batch_view<T> c, bool sym
 /// stack p.
 template <class Backend, class T>
 void add_to_diagonal(Backend& be, T value, batch_view<T> p) {
-  const index n = p.rows();
-  const auto diag = matrix_view<T>(p.data(), p.count(), n, p.batch_stride(), n + 1, Backend::space);
+  const auto first = p.matrix(0);
+  const auto diag = matrix_view<T>(p.data(), p.count(), p.rows(), p.batch_stride(),
+                                   first.row_stride() + first.col_stride(), Backend::space);
   be.map(shift_fn<T>{value}, diag, as_const(diag));
+}
+
+/// m += value I for one square matrix of any strides.
+template <class Backend, class T>
+void add_to_diagonal(Backend& be, T value, matrix_view<T> m) {
+  add_to_diagonal(be, value, as_batch(m));
 }
 
 /// The one-time checks of an orthogonalizer's arguments (a matrix or a
