@@ -1,7 +1,9 @@
 // bench/bench_support.hpp: what polar's benchmarks share.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <vector>
 
 namespace polar_bench {
 
@@ -20,6 +22,20 @@ double seconds(F&& f, double budget = 0.3) {
     el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (el < budget);
   return el / reps;
+}
+
+/// Time of a over time of b, for a ratio that load changes on a shared
+/// machine should not skew: `rounds` rounds, each timing a then b for
+/// `budget` seconds apiece, and the median of the rounds' ratios.
+template <class A, class B>
+double interleaved_ratio(A&& a, B&& b, int rounds = 7, double budget = 0.05) {
+  std::vector<double> r;
+  for (int k = 0; k < rounds; ++k) {
+    const double ta = polar_bench::seconds(a, budget);
+    r.push_back(ta / polar_bench::seconds(b, budget));
+  }
+  std::nth_element(r.begin(), r.begin() + rounds / 2, r.end());
+  return r[rounds / 2];
 }
 
 }  // namespace polar_bench

@@ -123,7 +123,7 @@ void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_v
                       typename sgd_direction::template state<Backend, T>& s) {
   const index n = w.cols();
   const double r = sph.radius, inv_r2 = 1.0 / (r * r), lr = dir.lr;
-  for_each_row(w, g, [&](index, auto x, auto gr) {
+  for_each_row(w, g, [=](index, auto x, auto gr) {
     double xg = 0, gg = 0, xx = 0;
     POLAR_OMP(simd reduction(+ : xg, gg, xx))
     for (index j = 0; j < n; ++j) {
@@ -157,7 +157,7 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   const T ub = dir.nesterov ? mu : T(1);
   T* const buf0 = s.buf.data();
   const double lrd = double(lr), cgd = double(cg), ugd = double(ug), ubd = double(ub);
-  for_each_row(w, g, [&](index i, auto x, auto gr) {
+  for_each_row(w, g, [=](index i, auto x, auto gr) {
     T* const b = buf0 + i * n;
     // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
     // terms), with the sums that give everything else:
@@ -206,7 +206,7 @@ void fused_row_sphere(const adamw_direction& dir, const hypersphere& sph, matrix
   const double lr_over_bc1 = dir.lr / bc1, inv_sqrt_bc2 = 1 / std::sqrt(bc2), eps = dir.eps;
   T* const m0 = s.m.data();
   T* const v = s.v.data();
-  for_each_row(w, g, [&](index i, auto x, auto gr) {
+  for_each_row(w, g, [=](index i, auto x, auto gr) {
     T* const m = m0 + i * n;
     double xg;
     row_sums(x, gr, n, xg);
