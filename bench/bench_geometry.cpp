@@ -18,7 +18,13 @@
 //                            <= 2 at n = 4096, p = 256)
 //   bm_row_sphere/<dir>/r/c  ratio_to_euclidean = a Riemannian step on the
 //                            row sphere over the Euclidean step of the same
-//                            direction (bar: <= 1.3)
+//                            direction (bar: <= 1.3), the median of seven
+//                            interleaved rounds
+//
+// Each also runs on the Thrust host systems, named with the suffix _omp or
+// _cpp (bm_stiefel_omp/qr/4096/256, ...), at the sizes of the bars; their
+// baselines (the GEMM, the QR, the Euclidean step) run on the same backend,
+// and the dense Cayley solve is Eigen's on every backend.
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
@@ -28,6 +34,9 @@
 #include <polar/geometry/hypersphere.hpp>
 #include <polar/geometry/riemannian.hpp>
 #include <polar/geometry/stiefel.hpp>
+#if defined(POLAR_BENCH_THRUST)
+#include <polar/backend/thrust.hpp>
+#endif
 
 namespace {
 
@@ -61,24 +70,28 @@ struct stiefel_case {
   }
 };
 
-double gemm_seconds(polar::backend::eigen& be, polar::index n, polar::index p) {
-  const fmat a = random(be, n, p, 3), b = random(be, p, p, 4);
+template <class B>
+double gemm_seconds(B& be, polar::index n, polar::index p) {
+  polar::backend::eigen setup;
+  const fmat a = random(setup, n, p, 3), b = random(setup, p, p, 4);
   fmat c(n, p);
   return seconds([&] { be.gemm(1.0f, polar::op::n, cv(a), polar::op::n, cv(b), 0.0f, polar::make_view(c)); });
 }
 
 enum class stiefel_op { qr, polar, cayley, exponential, project_euclidean, project_canonical };
 
-void bm_stiefel(benchmark::State& state, stiefel_op which) {
+template <class B>
+void stiefel_on(benchmark::State& state, stiefel_op which) {
   const polar::index n = state.range(0), p = state.range(1);
-  polar::backend::eigen be;
-  stiefel_case c(be, n, p);
+  polar::backend::eigen setup;
+  stiefel_case c(setup, n, p);
+  B be;
   polar::stiefel<> st;
   if (which == stiefel_op::polar) st.retraction = polar::stiefel_retraction::polar;
   if (which == stiefel_op::cayley) st.retraction = polar::stiefel_retraction::cayley;
   if (which == stiefel_op::exponential) st.retraction = polar::stiefel_retraction::exponential;
   if (which == stiefel_op::project_canonical) st.metric = polar::stiefel_metric::canonical;
-  typename polar::stiefel<>::template workspace<polar::backend::eigen, float> ws;
+  typename polar::stiefel<>::template workspace<B, float> ws;
   fmat y = c.x, out(n, p);
   const bool project = which == stiefel_op::project_euclidean || which == stiefel_op::project_canonical;
   const auto op = [&] {
@@ -98,12 +111,14 @@ void bm_stiefel(benchmark::State& state, stiefel_op which) {
   state.counters["gemms"] = t / g;
 }
 
-void bm_cayley_vs_dense(benchmark::State& state) {
+template <class B>
+void cayley_vs_dense_on(benchmark::State& state) {
   const polar::index n = state.range(0), p = state.range(1);
-  polar::backend::eigen be;
-  stiefel_case c(be, n, p);
+  polar::backend::eigen setup;
+  stiefel_case c(setup, n, p);
+  B be;
   polar::stiefel<> st{polar::stiefel_metric::canonical, polar::stiefel_retraction::cayley};
-  typename polar::stiefel<>::template workspace<polar::backend::eigen, float> ws;
+  typename polar::stiefel<>::template workspace<B, float> ws;
   fmat y = c.x;
   const auto low_rank = [&] {
     y = c.x;
@@ -124,12 +139,14 @@ void bm_cayley_vs_dense(benchmark::State& state) {
   state.counters["max_diff"] = double((dense_y - y).cwiseAbs().maxCoeff());
 }
 
-void bm_qr_retraction(benchmark::State& state) {
+template <class B>
+void qr_retraction_on(benchmark::State& state) {
   const polar::index n = state.range(0), p = state.range(1);
-  polar::backend::eigen be;
-  stiefel_case c(be, n, p);
+  polar::backend::eigen setup;
+  stiefel_case c(setup, n, p);
+  B be;
   polar::stiefel<> st;
-  typename polar::stiefel<>::template workspace<polar::backend::eigen, float> ws;
+  typename polar::stiefel<>::template workspace<B, float> ws;
   fmat y = c.x, q(n, p), r(p, p);
   const fmat s = c.x + c.u;
   const auto retraction = [&] {
@@ -141,15 +158,16 @@ void bm_qr_retraction(benchmark::State& state) {
   state.counters["ratio_to_qr"] = seconds(retraction) / seconds(qr_alone);
 }
 
-template <class Direction>
-void bm_row_sphere(benchmark::State& state, Direction dir) {
+template <class B, class Direction>
+void row_sphere_on(benchmark::State& state, Direction dir) {
   const polar::index rows = state.range(0), cols = state.range(1);
-  polar::backend::eigen be;
+  polar::backend::eigen setup;
+  B be;
   polar::hypersphere sphere{polar::sphere_scope::rows};
-  typename polar::hypersphere::template workspace<polar::backend::eigen, float> ws;
-  fmat w = random(be, rows, cols, 5);
+  typename polar::hypersphere::template workspace<B, float> ws;
+  fmat w = random(setup, rows, cols, 5);
   sphere.project(be, polar::make_view(w), ws);
-  const fmat g = random(be, rows, cols, 6);
+  const fmat g = random(setup, rows, cols, 6);
   dir.weight_decay = 0;
   dir.lr = 1e-4;
   polar::riemannian<Direction, polar::hypersphere> riem{dir, sphere};
@@ -163,11 +181,38 @@ void bm_row_sphere(benchmark::State& state, Direction dir) {
   state.counters["ratio_to_euclidean"] = polar_bench::interleaved_ratio(riemannian_step, euclidean_step);
 }
 
+using eigen_be = polar::backend::eigen;
+void bm_stiefel(benchmark::State& s, stiefel_op w) { stiefel_on<eigen_be>(s, w); }
+void bm_cayley_vs_dense(benchmark::State& s) { cayley_vs_dense_on<eigen_be>(s); }
+void bm_qr_retraction(benchmark::State& s) { qr_retraction_on<eigen_be>(s); }
+template <class Direction>
+void bm_row_sphere(benchmark::State& s, Direction d) { row_sphere_on<eigen_be>(s, d); }
+
+#if defined(POLAR_BENCH_THRUST)
+using omp_be = polar::backend::thrust<polar::system::omp>;
+using cpp_be = polar::backend::thrust<polar::system::cpp>;
+void bm_stiefel_omp(benchmark::State& s, stiefel_op w) { stiefel_on<omp_be>(s, w); }
+void bm_stiefel_cpp(benchmark::State& s, stiefel_op w) { stiefel_on<cpp_be>(s, w); }
+void bm_cayley_vs_dense_omp(benchmark::State& s) { cayley_vs_dense_on<omp_be>(s); }
+void bm_cayley_vs_dense_cpp(benchmark::State& s) { cayley_vs_dense_on<cpp_be>(s); }
+void bm_qr_retraction_omp(benchmark::State& s) { qr_retraction_on<omp_be>(s); }
+void bm_qr_retraction_cpp(benchmark::State& s) { qr_retraction_on<cpp_be>(s); }
+template <class Direction>
+void bm_row_sphere_omp(benchmark::State& s, Direction d) { row_sphere_on<omp_be>(s, d); }
+template <class Direction>
+void bm_row_sphere_cpp(benchmark::State& s, Direction d) { row_sphere_on<cpp_be>(s, d); }
+#endif
+
 void stiefel_sizes(benchmark::internal::Benchmark* b) {
   for (long n : {256, 1024, 4096})
     for (long p : {16, 64, 256, 512})
       if (p <= n / 2) b->Args({n, p});
   b->Unit(benchmark::kMillisecond)->Iterations(3);
+}
+// The Thrust host systems at the smallest size (for the smoke test) and at
+// the bars' size.
+void thrust_stiefel_sizes(benchmark::internal::Benchmark* b) {
+  b->Args({256, 16})->Args({4096, 256})->Unit(benchmark::kMillisecond)->Iterations(3);
 }
 
 }  // namespace
@@ -184,5 +229,26 @@ BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({2048, 2048}
 BENCHMARK_CAPTURE(bm_row_sphere, momentum, polar::momentum_direction{})->Args({2048, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, adam, polar::adamw_direction{})->Args({2048, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, muon, polar::muon_direction<>{})->Args({1024, 1024})->Unit(benchmark::kMillisecond)->Iterations(2);
+
+#if defined(POLAR_BENCH_THRUST)
+#define POLAR_GEOMETRY_ON_THRUST(SYS)                                                                           \
+  BENCHMARK_CAPTURE(bm_stiefel_##SYS, qr, stiefel_op::qr)->Apply(thrust_stiefel_sizes);                        \
+  BENCHMARK_CAPTURE(bm_stiefel_##SYS, polar, stiefel_op::polar)->Apply(thrust_stiefel_sizes);                  \
+  BENCHMARK_CAPTURE(bm_stiefel_##SYS, cayley, stiefel_op::cayley)->Apply(thrust_stiefel_sizes);                \
+  BENCHMARK_CAPTURE(bm_stiefel_##SYS, exponential, stiefel_op::exponential)->Apply(thrust_stiefel_sizes);      \
+  BENCHMARK_CAPTURE(bm_stiefel_##SYS, project_euclidean, stiefel_op::project_euclidean)                        \
+      ->Apply(thrust_stiefel_sizes);                                                                            \
+  BENCHMARK_CAPTURE(bm_stiefel_##SYS, project_canonical, stiefel_op::project_canonical)                        \
+      ->Apply(thrust_stiefel_sizes);                                                                            \
+  BENCHMARK(bm_cayley_vs_dense_##SYS)->Args({4096, 256})->Unit(benchmark::kMillisecond)->Iterations(2);        \
+  BENCHMARK(bm_qr_retraction_##SYS)->Args({4096, 256})->Unit(benchmark::kMillisecond)->Iterations(3);          \
+  BENCHMARK_CAPTURE(bm_row_sphere_##SYS, sgd, polar::sgd_direction{})->Args({4096, 4096})->Unit(benchmark::kMillisecond); \
+  BENCHMARK_CAPTURE(bm_row_sphere_##SYS, momentum, polar::momentum_direction{})                                \
+      ->Args({4096, 4096})                                                                                      \
+      ->Unit(benchmark::kMillisecond);                                                                          \
+  BENCHMARK_CAPTURE(bm_row_sphere_##SYS, adam, polar::adamw_direction{})->Args({4096, 4096})->Unit(benchmark::kMillisecond)
+POLAR_GEOMETRY_ON_THRUST(omp);
+POLAR_GEOMETRY_ON_THRUST(cpp);
+#endif
 
 BENCHMARK_MAIN();

@@ -70,6 +70,9 @@ class archetype {
  public:
   /// Where the backend's operands live.
   static constexpr memory_space space = memory_space::host;
+  /// Optional (true where absent): whether polar's own host loops, such as
+  /// the fused row-sphere steps, may use several OpenMP threads.
+  static constexpr bool threaded = true;
 
   /// An owning, uninitialized allocation of `size()` elements in `space`:
   /// default-constructible, movable, with `T* data()` and `index size()`.

@@ -32,6 +32,8 @@ class eigen {
  public:
   /// Operands live in host memory.
   static constexpr memory_space space = memory_space::host;
+  /// polar's own loops run on OpenMP's threads.
+  static constexpr bool threaded = true;
   /// Owning allocation: 64-byte aligned host memory.
   template <class T>
   using buffer = host_buffer<T>;

@@ -111,6 +111,7 @@ struct thrust_system;
 template <>
 struct thrust_system<system::cpp> {
   static constexpr memory_space space = memory_space::host;
+  static constexpr bool threaded = false;
   static const char* name() { return "thrust<cpp>"; }
   template <class T>
   using buffer = host_buffer<T>;
@@ -125,6 +126,7 @@ struct thrust_system<system::cpp> {
 template <>
 struct thrust_system<system::omp> {
   static constexpr memory_space space = memory_space::host;
+  static constexpr bool threaded = true;
   static const char* name() { return "thrust<omp>"; }
   template <class T>
   using buffer = host_buffer<T>;
@@ -140,6 +142,7 @@ struct thrust_system<system::omp> {
 template <>
 struct thrust_system<system::cuda> {
   static constexpr memory_space space = memory_space::device;
+  static constexpr bool threaded = true;
   static const char* name() { return "thrust<cuda>"; }
   template <class T>
   using buffer = cuda::device_buffer<T>;
@@ -179,6 +182,9 @@ class thrust : private detail::thrust_system<System>::resources {
  public:
   /// Where operands live: host for cpp and omp, device for cuda.
   static constexpr memory_space space = sys::space;
+  /// Whether polar's own loops for this backend may use several threads:
+  /// false for the serial cpp system.
+  static constexpr bool threaded = sys::threaded;
   /// Owning allocation in `space`.
   template <class T>
   using buffer = typename sys::template buffer<T>;

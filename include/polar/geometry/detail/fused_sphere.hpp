@@ -32,6 +32,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "polar/backend/detail/host_loops.hpp"
 #include "polar/core/config.hpp"
 #include "polar/core/view.hpp"
 #include "polar/direction/adamw.hpp"
@@ -75,17 +76,32 @@ bool fused_state_ok(const State& s) {
     return true;
 }
 
-/// Runs f(i, w_row, g_row) for every row, rows split across OpenMP threads;
-/// rows of unit column stride are passed as contiguous_row.
-template <class T, class F>
+/// Whether a backend lets polar's loops use several threads (Backend::threaded;
+/// true where the backend does not say).
+template <class Backend, class = void>
+struct threaded_backend : std::true_type {};
+template <class Backend>
+struct threaded_backend<Backend, std::void_t<decltype(Backend::threaded)>>
+    : std::bool_constant<Backend::threaded> {};
+
+/// Runs f(i, w_row, g_row) for every row, rows split across OpenMP threads
+/// when the backend is threaded and the matrix is large enough; rows of
+/// unit column stride are passed as contiguous_row.
+///
+/// f must capture by value: captured by reference, its constants are read
+/// through the closure on every iteration of the vectorized loops, since
+/// the stores to the rows might alias them (this halved the speed of the
+/// momentum kernel).
+template <class Backend, class T, class F>
 void for_each_row(matrix_view<T> w, matrix_view<const T> g, F&& f) {
   const index rows = w.rows();
+  const bool parallel = threaded_backend<Backend>::value && rows * w.cols() >= host::parallel_threshold;
   if (w.col_stride() == 1 && g.col_stride() == 1) {
-    POLAR_OMP(parallel for schedule(static))
+    POLAR_OMP(parallel for schedule(static) if (parallel))
     for (index i = 0; i < rows; ++i)
       f(i, contiguous_row<T>{w.data() + i * w.row_stride()}, contiguous_row<const T>{g.data() + i * g.row_stride()});
   } else {
-    POLAR_OMP(parallel for schedule(static))
+    POLAR_OMP(parallel for schedule(static) if (parallel))
     for (index i = 0; i < rows; ++i)
       f(i, strided_row<T>{w.data() + i * w.row_stride(), w.col_stride()},
         strided_row<const T>{g.data() + i * g.row_stride(), g.col_stride()});
@@ -123,7 +139,7 @@ void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_v
                       typename sgd_direction::template state<Backend, T>& s) {
   const index n = w.cols();
   const double r = sph.radius, inv_r2 = 1.0 / (r * r), lr = dir.lr;
-  for_each_row(w, g, [=](index, auto x, auto gr) {
+  for_each_row<Backend>(w, g, [=](index, auto x, auto gr) {
     double xg = 0, gg = 0, xx = 0;
     POLAR_OMP(simd reduction(+ : xg, gg, xx))
     for (index j = 0; j < n; ++j) {
@@ -157,7 +173,7 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   const T ub = dir.nesterov ? mu : T(1);
   T* const buf0 = s.buf.data();
   const double lrd = double(lr), cgd = double(cg), ugd = double(ug), ubd = double(ub);
-  for_each_row(w, g, [=](index i, auto x, auto gr) {
+  for_each_row<Backend>(w, g, [=](index i, auto x, auto gr) {
     T* const b = buf0 + i * n;
     // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
     // terms), with the sums that give everything else:
@@ -206,7 +222,7 @@ void fused_row_sphere(const adamw_direction& dir, const hypersphere& sph, matrix
   const double lr_over_bc1 = dir.lr / bc1, inv_sqrt_bc2 = 1 / std::sqrt(bc2), eps = dir.eps;
   T* const m0 = s.m.data();
   T* const v = s.v.data();
-  for_each_row(w, g, [=](index i, auto x, auto gr) {
+  for_each_row<Backend>(w, g, [=](index i, auto x, auto gr) {
     T* const m = m0 + i * n;
     double xg;
     row_sums(x, gr, n, xg);
