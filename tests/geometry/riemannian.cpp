@@ -296,7 +296,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(transported_momentum_is_tangent, B, backends) {
 
 // The fused row-sphere kernels (host memory) against the generic sequence.
 template <class T, class B, class Direction>
-void fused_matches_generic(B& be, Direction dir, double tol) {
+void fused_matches_generic(B& be, Direction dir, double tol, polar::index rows, polar::index cols) {
   using tmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   polar::riemannian<Direction, polar::hypersphere> fused{dir, {polar::sphere_scope::rows, 2.0}};
   auto generic = fused;
@@ -304,14 +304,14 @@ void fused_matches_generic(B& be, Direction dir, double tol) {
   BOOST_TEST(fused.template takes_fast_path<B>());
   BOOST_TEST(!generic.template takes_fast_path<B>());
   typename polar::hypersphere::template workspace<B, T> ws;
-  tmat a(6, 11);
+  tmat a(rows, cols);
   be.fill_random(polar::make_view(a), polar::rng_key{80}, polar::distribution::normal);
   fused.geometry.project(be, polar::make_view(a), ws);
   tmat b = a;
   auto sa = fused.init(be, polar::make_view(a));
   auto sb = generic.init(be, polar::make_view(b));
   for (int k = 0; k < 20; ++k) {
-    tmat g(6, 11);
+    tmat g(rows, cols);
     be.fill_random(polar::make_view(g), polar::rng_key{81, 0, std::uint32_t(k)}, polar::distribution::normal);
     fused.step(be, polar::make_view(a), polar::make_view(static_cast<const tmat&>(g)), sa);
     generic.step(be, polar::make_view(b), polar::make_view(static_cast<const tmat&>(g)), sb);
@@ -328,10 +328,14 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(fused_row_sphere_matches_the_generic_step, B, back
     BOOST_TEST_CONTEXT((tol < 1e-6 ? "double" : "float")) {
       const auto run = [&](auto dir) {
         dir.lr = 0.05;
-        if (tol < 1e-6)
-          fused_matches_generic<double>(be, dir, tol);
-        else
-          fused_matches_generic<float>(be, dir, tol);
+        // Short rows, and rows of several of the kernels' summation blocks
+        // (detail::sum_block) with a ragged tail.
+        for (const auto& [rows, cols] : {std::pair<polar::index, polar::index>{6, 11}, {3, 1100}}) {
+          if (tol < 1e-6)
+            fused_matches_generic<double>(be, dir, tol, rows, cols);
+          else
+            fused_matches_generic<float>(be, dir, tol, rows, cols);
+        }
       };
       run(polar::sgd_direction{});
       run(polar::momentum_direction{0.01, 0.9, false});

@@ -23,9 +23,10 @@
 //
 // The update of these directions is already tangent (a combination of
 // tangent vectors, scaled per row), so the generic path's second projection
-// is skipped; the two paths agree to rounding (tested). Sums are accumulated
-// in double, vectorized with `omp simd` reductions (which allow reordering
-// the sum).
+// is skipped; the two paths agree to rounding (tested). Sums are vectorized
+// with `omp simd` reductions (which allow reordering the sum) and end in
+// double: Adam's and all of double's throughout, SGD's and momentum's in
+// float over blocks of 512 elements, then in double (see sum_t).
 #pragma once
 
 #include <cmath>
@@ -123,6 +124,15 @@ void finish_and_transport(Row x, T* b, index n, double n2, double yb, double r) 
   }
 }
 
+/// Partial sums: float for float rows, summed in blocks of sum_block
+/// elements whose totals are added in double; double for double rows.
+/// A block's float sum spreads over the SIMD lanes, so each lane adds only
+/// a few dozen terms; converting every element to double instead makes the
+/// first pass compute bound at sizes that fit in the last-level cache.
+template <class T>
+using sum_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+inline constexpr index sum_block = 512;
+
 /// xg = <x, g>.
 template <class Row, class GRow>
 void row_sums(Row x, GRow g, index n, double& xg) {
@@ -139,14 +149,22 @@ void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_v
                       typename sgd_direction::template state<Backend, T>& s) {
   const index n = w.cols();
   const double r = sph.radius, inv_r2 = 1.0 / (r * r), lr = dir.lr;
+  using A = sum_t<T>;
   for_each_row<Backend>(w, g, [=](index, auto x, auto gr) {
     double xg = 0, gg = 0, xx = 0;
-    POLAR_OMP(simd reduction(+ : xg, gg, xx))
-    for (index j = 0; j < n; ++j) {
-      const double xj = double(x[j]), gj = double(gr[j]);
-      xg += xj * gj;
-      gg += gj * gj;
-      xx += xj * xj;
+    for (index j0 = 0; j0 < n; j0 += sum_block) {
+      const index j1 = j0 + sum_block < n ? j0 + sum_block : n;
+      A a_xg = 0, a_gg = 0, a_xx = 0;
+      POLAR_OMP(simd reduction(+ : a_xg, a_gg, a_xx))
+      for (index j = j0; j < j1; ++j) {
+        const A xj = A(x[j]), gj = A(gr[j]);
+        a_xg += xj * gj;
+        a_gg += gj * gj;
+        a_xx += xj * xj;
+      }
+      xg += double(a_xg);
+      gg += double(a_gg);
+      xx += double(a_xx);
     }
     const double c = xg * inv_r2;
     double gt2 = gg - 2 * c * xg + c * c * xx;  // |g - c x|^2
@@ -173,24 +191,35 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   const T ub = dir.nesterov ? mu : T(1);
   T* const buf0 = s.buf.data();
   const double lrd = double(lr), cgd = double(cg), ugd = double(ug), ubd = double(ub);
+  using A = sum_t<T>;
   for_each_row<Backend>(w, g, [=](index i, auto x, auto gr) {
     T* const b = buf0 + i * n;
     // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
     // terms), with the sums that give everything else:
     //   u = q - c (ug + ub cg) x,  y = alpha x - lr q,  b_new = b' - cg c x.
     double xg = 0, xx = 0, xq = 0, qq = 0, xb = 0, qb = 0;
-    POLAR_OMP(simd reduction(+ : xg, xx, xq, qq, xb, qb))
-    for (index j = 0; j < n; ++j) {
-      const T bp = T(mu * b[j] + cg * gr[j]);
-      b[j] = bp;
-      const double xj = double(x[j]), gj = double(gr[j]), bj = double(bp);
-      const double q = ugd * gj + ubd * bj;
-      xg += xj * gj;
-      xx += xj * xj;
-      xq += xj * q;
-      qq += q * q;
-      xb += xj * bj;
-      qb += q * bj;
+    for (index j0 = 0; j0 < n; j0 += sum_block) {
+      const index j1 = j0 + sum_block < n ? j0 + sum_block : n;
+      A a_xg = 0, a_xx = 0, a_xq = 0, a_qq = 0, a_xb = 0, a_qb = 0;
+      POLAR_OMP(simd reduction(+ : a_xg, a_xx, a_xq, a_qq, a_xb, a_qb))
+      for (index j = j0; j < j1; ++j) {
+        const T bp = T(mu * b[j] + cg * gr[j]);
+        b[j] = bp;
+        const A xj = A(x[j]), gj = A(gr[j]), bj = A(bp);
+        const A q = A(ug) * gj + A(ub) * bj;
+        a_xg += xj * gj;
+        a_xx += xj * xj;
+        a_xq += xj * q;
+        a_qq += q * q;
+        a_xb += xj * bj;
+        a_qb += q * bj;
+      }
+      xg += double(a_xg);
+      xx += double(a_xx);
+      xq += double(a_xq);
+      qq += double(a_qq);
+      xb += double(a_xb);
+      qb += double(a_qb);
     }
     const double c = xg * inv_r2, k = cgd * c;
     const double alpha = 1 + lrd * c * (ugd + ubd * cgd);
