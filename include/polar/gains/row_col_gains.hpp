@@ -1,0 +1,405 @@
+// polar/gains/row_col_gains.hpp: magnitude-direction decoupling.
+//
+// Each weight matrix is factored as
+//
+//   W = diag(phi(r)) D diag(phi(c)),
+//
+// where D lies on a sphere of fixed norm (the whole matrix, each row or each
+// column: polar::hypersphere) and r, c are raw per-row and per-column gains
+// mapped by phi (softplus, or the identity) and floored so that D stays
+// finite. D is stepped by a base direction (AdamW, Muon, any other); the raw
+// gains by their own direction (AdamW by default) at their own learning rate.
+// The model keeps seeing one fused weight: after every step W is written back
+// into the caller's tensor.
+//
+// With P = D . G (elementwise), the chain rule through the fused weight gives
+//
+//   dL/dD        = G . phi(r) phi(c)^T
+//   dL/dphi(r)_i = sum_j P_ij phi(c)_j        (P phi(c))
+//   dL/dphi(c)_j = sum_i P_ij phi(r)_i        (P^T phi(r))
+//   dL/dr        = dL/dphi(r) . phi'(r)       (sigmoid for softplus)
+//
+// and one step is: split G as above; optionally project dL/dD onto the
+// sphere's tangent space; step D with the base direction and project it back
+// onto its sphere; step r and c with the gains' direction; write
+// W = phi(r) D phi(c). docs/gains.md has the derivation, the defaults and the
+// measured costs.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "polar/core/config.hpp"
+#include "polar/core/error.hpp"
+#include "polar/core/view.hpp"
+#include "polar/direction/adamw.hpp"
+#include "polar/direction/detail/common.hpp"
+#include "polar/geometry/hypersphere.hpp"
+#include "polar/geometry/riemannian.hpp"
+
+namespace polar {
+
+/// phi, the map from a raw gain to the gain the weight is scaled by.
+enum class gain_map {
+  softplus,  ///< log(1 + e^x): always positive; raw gains start at softplus^-1 of the scale
+  identity   ///< x itself: raw gains must stay positive (they are floored after each step)
+};
+
+/// Which gains the factorization has.
+enum class gain_scope {
+  both,    ///< one per row and one per column
+  rows,    ///< one per row
+  cols,    ///< one per column
+  scalar   ///< one for the whole matrix
+};
+
+namespace detail {
+
+/// max(floor, phi(x)).
+template <class T>
+struct gain_phi_fn {
+  bool softplus;
+  T floor;
+  POLAR_HOST_DEVICE T operator()(T x) const {
+    T y = x;
+    if (softplus) y = x > T(20) ? x : T(std::log1p(std::exp(x)));
+    return y > floor ? y : floor;
+  }
+};
+
+/// g * phi'(x): sigmoid(x) for softplus, 1 for the identity (0 where the
+/// floor holds phi constant).
+template <class T>
+struct gain_chain_fn {
+  bool softplus;
+  T floor;
+  POLAR_HOST_DEVICE T operator()(T g, T x) const {
+    if (!softplus) return x > floor ? g : T(0);
+    const T y = x > T(20) ? x : T(std::log1p(std::exp(x)));
+    if (!(y > floor)) return T(0);
+    return T(g / (T(1) + std::exp(-x)));
+  }
+};
+
+/// phi^-1(y) for y > 0: log(expm1(y)) for softplus (y itself when e^-y is
+/// below rounding), y for the identity.
+template <class T>
+struct gain_inverse_fn {
+  bool softplus;
+  POLAR_HOST_DEVICE T operator()(T y) const {
+    if (!softplus) return y;
+    return y > T(20) ? y : T(std::log(std::expm1(y)));
+  }
+};
+
+/// max(floor, x): identity gains projected back onto [floor, inf).
+template <class T>
+struct floor_fn {
+  T floor;
+  POLAR_HOST_DEVICE T operator()(T x) const { return x > floor ? x : floor; }
+};
+
+/// y / s.
+template <class T>
+struct divide_by_fn {
+  T s;
+  POLAR_HOST_DEVICE T operator()(T y) const { return T(y / s); }
+};
+
+}  // namespace detail
+
+/// Magnitude-direction decoupling over a base direction (see the header
+/// comment). A plain aggregate of hyperparameters:
+///
+///   polar::md_adamw opt;                 // AdamW on D, Adam on the gains
+///   opt.direction.lr = 3e-3;             // D's learning rate
+///   opt.gain_direction.lr = 1e-2;        // the gains' own
+///   auto s = opt.init(be, W);            // W is read, not written
+///   opt.step(be, W, G, s);               // W <- phi(r) D phi(c), stepped
+template <class Direction, class GainDirection = adamw_direction>
+struct row_col_gains {
+  /// Steps D (weight decay 0 by default: D is projected onto its sphere).
+  Direction direction = detail::default_direction<Direction, false>();
+  /// Steps the raw gains (AdamW with weight decay 0 by default).
+  GainDirection gain_direction = detail::default_direction<GainDirection, false>();
+  gain_map phi = gain_map::softplus;     ///< raw gain -> gain
+  gain_scope gains = gain_scope::both;   ///< which gains there are
+  sphere_scope sphere = sphere_scope::flat;  ///< which groups of D have a fixed norm
+  /// Each group's norm; 0 (the default) makes ||D||_F = sqrt(max(rows, cols))
+  /// for every scope: that norm for flat, sqrt(max(rows, cols) / rows) a row,
+  /// sqrt(max(rows, cols) / cols) a column.
+  double radius = 0;
+  double floor = 1e-8;                   ///< gains are at least this, so D stays finite
+  bool project_gradient = false;         ///< project dL/dD onto the tangent space before the base step
+  /// true: the gains start at W's scale (the flat sphere's scale, the row
+  /// or column norms), so the fused weight of the fresh state is W to
+  /// rounding; false: they start at phi^-1(1) and D at W projected onto its
+  /// sphere, so the first step drops W's scale (the reference's start,
+  /// which is the same when W already lies on D's sphere).
+  bool absorb_scale = true;
+
+  template <class Backend, class T>
+  struct state {
+    typename Backend::template buffer<T> d;        ///< the direction D, rows x cols
+    typename Backend::template buffer<T> r, c;     ///< raw gains (rows, cols; 1 for scalar in r)
+    typename Direction::template state<Backend, T> dir;            ///< D's direction state
+    typename GainDirection::template state<Backend, T> r_dir, c_dir;  ///< the gains' direction states
+    typename Backend::template buffer<T> p;        ///< scratch rows x cols
+    typename Backend::template buffer<T> pr, pc, gr, gc;  ///< phi(r), phi(c) and their gradients
+    typename hypersphere::template workspace<Backend, T> ws;
+    index rows = 0, cols = 0;
+    long steps = 0;
+  };
+
+  /// The sphere D lives on, for a rows x cols weight.
+  hypersphere geometry(index rows, index cols) const {
+    hypersphere h;
+    h.scope = sphere;
+    if (radius > 0) {
+      h.radius = radius;
+    } else {
+      const double big = double(rows > cols ? rows : cols);
+      h.radius = sphere == sphere_scope::flat   ? std::sqrt(big)
+                 : sphere == sphere_scope::rows ? std::sqrt(big / double(rows))
+                                                : std::sqrt(big / double(cols));
+    }
+    return h;
+  }
+
+  /// A fresh state for W; W is read, never written.
+  /// @throws numerical_error when D cannot be normalized (a zero W, row or
+  ///         column, by the sphere's scope), value_error for hyperparameters
+  ///         out of range or gains that cannot carry the sphere's norms.
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, matrix_view<U> w) const {
+    constexpr const char* op = "polar::row_col_gains::init";
+    check(op);
+    check_input(op, "W", w);
+    const index m = w.rows(), n = w.cols();
+    const bool absorb_cols = sphere == sphere_scope::cols || (sphere == sphere_scope::flat && !has_rows() && has_cols());
+    if (absorb_scale && sphere == sphere_scope::rows && !has_rows())
+      detail::raise<value_error>(op, "D's rows lie on spheres, so W's row norms need row gains; gains are ",
+                                 scope_name(), " (use gain_scope::rows or both, or absorb_scale = false)");
+    if (absorb_scale && sphere == sphere_scope::cols && !has_cols())
+      detail::raise<value_error>(op, "D's columns lie on spheres, so W's column norms need column gains; gains are ",
+                                 scope_name(), " (use gain_scope::cols or both, or absorb_scale = false)");
+    state<Backend, T> s;
+    s.rows = m;
+    s.cols = n;
+    s.d = be.template allocate<T>(m * n);
+    const auto D = detail::state_view<Backend>(s.d, m, n);
+    be.copy(as_const(w), D);
+    const hypersphere h = geometry(m, n);
+    const index nr = gains == gain_scope::scalar ? 1 : m;
+    s.r = detail::zero_buffer<T>(be, nr, 1);
+    s.c = detail::zero_buffer<T>(be, 1, n);
+    s.pr = be.template allocate<T>(m);
+    s.pc = be.template allocate<T>(n);
+    s.gr = be.template allocate<T>(nr);
+    s.gc = be.template allocate<T>(n);
+    s.p = be.template allocate<T>(m * n);
+    const auto R = detail::state_view<Backend>(s.r, nr, 1);
+    const auto C = detail::state_view<Backend>(s.c, 1, n);
+    const detail::gain_inverse_fn<T> inv{phi == gain_map::softplus};
+    be.fill(R, inv(T(1)));
+    be.fill(C, inv(T(1)));
+    if (absorb_scale) {
+      if (sphere == sphere_scope::flat) {
+        // ||W|| / radius: the scale of the whole matrix, in the row gains,
+        // else the column gains, else the scalar gain.
+        const double norm = double(be.norm(as_const(D)));
+        if (!(norm > 0))
+          detail::raise<numerical_error>(op, "the ", m, "x", n, " matrix W has norm ", norm,
+                                         "; a zero matrix cannot be put on D's sphere");
+        const T scale = T(norm / h.radius);
+        if (absorb_cols)
+          be.fill(C, inv(scale));
+        else
+          be.fill(R, inv(scale));  // row gains, or the scalar gain
+      } else {
+        // Each row's (column's) norm over the radius, in that row's
+        // (column's) gain; project() below reports zero groups.
+        const bool cols = sphere == sphere_scope::cols;
+        const index k = cols ? n : m;
+        const auto v = vector_view<T>((cols ? s.pc : s.pr).data(), k, 1, Backend::space);
+        be.row_norms(cols ? as_const(D).transpose() : as_const(D), v);
+        const auto vm = row_major_view(v.data(), cols ? 1 : k, cols ? k : 1, -1, Backend::space);
+        be.map(detail::divide_by_fn<T>{T(h.radius)}, vm, as_const(vm));
+        be.map(inv, cols ? C : R, as_const(vm));
+      }
+    }
+    h.project(be, D, s.ws);
+    s.dir = direction.init(be, D);
+    s.r_dir = gain_direction.init(be, R);
+    s.c_dir = gain_direction.init(be, C);
+    return s;
+  }
+
+  /// One step: W and G are the caller's fused weight and its gradient; the
+  /// state's D and gains are stepped and W <- phi(r) D phi(c) is written.
+  /// @throws shape_error when W, G and the state disagree, non_finite_error
+  ///         for NaN or infinity in G, value_error for hyperparameters out
+  ///         of range or (identity phi) raw gains below the floor; all
+  ///         before anything is written.
+  template <class Backend, class T>
+  void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::row_col_gains::step";
+    check(op);
+    detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
+    const auto D = detail::state_view<Backend>(s.d, m, n);
+    const auto P = detail::state_view<Backend>(s.p, m, n);
+    const auto R = detail::state_view<Backend>(s.r, nr, 1);
+    const auto C = detail::state_view<Backend>(s.c, 1, n);
+    if (phi == gain_map::identity) check_identity_gains(be, op, R, C);
+    const hypersphere h = geometry(m, n);
+    split_unchecked(be, g, s);
+    if (project_gradient) h.project_tangent(be, as_const(D), as_const(P), P, s.ws);
+
+    // D: the base step, then back onto the sphere.
+    direction.step(be, D, as_const(P), s.dir);
+    h.project(be, D, s.ws);
+
+    // The gains: their own direction; identity gains floored.
+    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
+    const auto GC = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
+    if (has_rows() || gains == gain_scope::scalar) gain_direction.step(be, R, as_const(GR), s.r_dir);
+    if (has_cols()) gain_direction.step(be, C, as_const(GC), s.c_dir);
+    if (phi == gain_map::identity) {
+      be.map(detail::floor_fn<T>{T(floor)}, R, as_const(R));
+      be.map(detail::floor_fn<T>{T(floor)}, C, as_const(C));
+    }
+
+    fuse(be, s, w);
+    ++s.steps;
+  }
+
+  /// The chain rule through the fused weight, at the state's D and gains:
+  /// afterwards the state's `p` holds dL/dD (rows x cols), `gr` dL/dr (rows,
+  /// or 1 for a scalar gain) and `gc` dL/dc (cols); absent gains get no
+  /// gradient. step() calls it; it is public so that the gradients can be
+  /// inspected (and are tested against finite differences).
+  template <class Backend, class T>
+  void split(Backend& be, in_matrix<T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::row_col_gains::split";
+    check(op);
+    detail::check_update_args(be, op, g, row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space), s.rows,
+                              s.cols);
+    split_unchecked(be, g, s);
+  }
+
+  /// w <- phi(r) D phi(c), the fused weight of the state.
+  template <class Backend, class T>
+  void fuse(Backend& be, state<Backend, T>& s, matrix_view<T> w) const {
+    constexpr const char* op = "polar::row_col_gains::fuse";
+    check_output(op, "W", w);
+    if (w.rows() != s.rows || w.cols() != s.cols)
+      detail::raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", s.rows, "x",
+                                 s.cols);
+    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
+    const auto PR = row_major_view(s.pr.data(), m, 1, -1, Backend::space);
+    const auto PC = row_major_view(s.pc.data(), n, 1, -1, Backend::space);
+    gain_values(be, detail::state_view<Backend>(s.r, nr, 1), detail::state_view<Backend>(s.c, 1, n), PR, PC);
+    be.copy(as_const(detail::state_view<Backend>(s.d, m, n)), w);
+    be.scale_rows(vector_view<const T>(s.pr.data(), m, 1, Backend::space), w);
+    be.scale_cols(vector_view<const T>(s.pc.data(), n, 1, Backend::space), w);
+  }
+
+  /// Throws value_error for hyperparameters out of range.
+  void check(const char* op = "polar::row_col_gains") const {
+    direction.check(op);
+    gain_direction.check(op);
+    if (!(floor > 0) || !std::isfinite(floor)) detail::raise<value_error>(op, "floor must be finite and > 0, got ", floor);
+    if (!(radius >= 0) || !std::isfinite(radius))
+      detail::raise<value_error>(op, "radius must be finite and >= 0 (0: the default), got ", radius);
+  }
+
+  bool has_rows() const noexcept { return gains == gain_scope::both || gains == gain_scope::rows; }
+  bool has_cols() const noexcept { return gains == gain_scope::both || gains == gain_scope::cols; }
+
+ private:
+  template <class Backend, class T>
+  void split_unchecked(Backend& be, in_matrix<T> g, state<Backend, T>& s) const {
+    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
+    const auto D = detail::state_view<Backend>(s.d, m, n);
+    const auto P = detail::state_view<Backend>(s.p, m, n);
+    const auto R = detail::state_view<Backend>(s.r, nr, 1);
+    const auto C = detail::state_view<Backend>(s.c, 1, n);
+    const T one = T(1);
+
+    // phi(r) (m x 1, the scalar gain repeated) and phi(c) (n x 1); ones for
+    // the gains that are not there.
+    const auto PR = row_major_view(s.pr.data(), m, 1, -1, Backend::space);
+    const auto PC = row_major_view(s.pc.data(), n, 1, -1, Backend::space);
+    gain_values(be, R, C, PR, PC);
+
+    // P = D . G, then the gradients of phi(r) and phi(c).
+    be.map(detail::times_fn<T>{}, P, as_const(D), g);
+    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
+    const auto GC = row_major_view(s.gc.data(), n, 1, -1, Backend::space);
+    if (gains == gain_scope::scalar) {
+      // W = phi(s) D: dL/dphi(s) = sum P.
+      be.fill(GR, T(be.sum(as_const(P))));
+    } else {
+      if (has_rows()) be.gemm(one, op::n, as_const(P), op::n, as_const(PC), T(0), GR);
+      if (has_cols()) be.gemm(one, op::t, as_const(P), op::n, as_const(PR), T(0), GC);
+    }
+    // Times phi'(raw): GC seen as 1 x n, the shape of C.
+    const detail::gain_chain_fn<T> chain{phi == gain_map::softplus, T(floor)};
+    const auto GCt = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
+    if (has_rows() || gains == gain_scope::scalar) be.map(chain, GR, as_const(GR), as_const(R));
+    if (has_cols()) be.map(chain, GCt, as_const(GCt), as_const(C));
+
+    // dL/dD = G . phi(r) phi(c)^T, in P.
+    be.copy(g, P);
+    be.scale_rows(vector_view<const T>(s.pr.data(), m, 1, Backend::space), P);
+    be.scale_cols(vector_view<const T>(s.pc.data(), n, 1, Backend::space), P);
+  }
+
+  const char* scope_name() const noexcept {
+    return gains == gain_scope::both ? "both" : gains == gain_scope::rows ? "rows" : gains == gain_scope::cols ? "cols"
+                                                                                                               : "scalar";
+  }
+
+  // PR (m x 1) and PC (n x 1) = the gains, ones where there are none.
+  template <class Backend, class T>
+  void gain_values(Backend& be, matrix_view<T> R, matrix_view<T> C, matrix_view<T> PR, matrix_view<T> PC) const {
+    const detail::gain_phi_fn<T> f{phi == gain_map::softplus, T(floor)};
+    if (has_rows()) {
+      be.map(f, PR, as_const(R));
+    } else if (gains == gain_scope::scalar) {
+      T raw{};
+      be.copy_to_host(as_const(R), row_major_view(&raw, 1, 1, -1, memory_space::host));
+      be.fill(PR, f(raw));
+    } else {
+      be.fill(PR, T(1));
+    }
+    if (has_cols())
+      be.map(f, PC, as_const(C).transpose());
+    else
+      be.fill(PC, T(1));
+  }
+
+  template <class Backend, class T>
+  void check_identity_gains(Backend& be, const char* op, matrix_view<T> R, matrix_view<T> C) const {
+    const auto low = [&](matrix_view<T> x, const char* name) {
+      // The gains are vectors: look at them on the host.
+      std::vector<T> h(std::size_t(x.rows() * x.cols()));
+      be.copy_to_host(as_const(x), row_major_view(h.data(), x.rows(), x.cols(), -1, memory_space::host));
+      for (std::size_t i = 0; i < h.size(); ++i)
+        if (!(h[i] >= T(floor)))
+          detail::raise<value_error>(op, "with phi = identity the ", name, " gains must be >= floor = ", floor,
+                                     "; gain ", i, " of ", h.size(), " is ", double(h[i]));
+    };
+    if (has_rows() || gains == gain_scope::scalar) low(R, "row");
+    if (has_cols()) low(C, "column");
+  }
+};
+
+/// AdamW steps D, Adam steps the gains.
+using md_adamw = row_col_gains<adamw_direction>;
+/// Muon steps D (Newton-Schulz), Adam steps the gains.
+using md_muon = row_col_gains<muon_direction<>>;
+
+}  // namespace polar

@@ -1,0 +1,312 @@
+// tests/gains/gains.cpp: magnitude-direction decoupling (row_col_gains):
+// init leaves W alone and its state fuses back to W, the gradients of D and
+// the gains against central finite differences, D's norm after every step,
+// a zero learning rate, convergence with AdamW and Muon on D, bad input.
+#include <Eigen/Dense>
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "polar/backend/eigen.hpp"
+#include "polar/backend/thrust.hpp"
+#include "polar/gains/row_col_gains.hpp"
+#include "geometry/geometry_support.hpp"
+
+namespace {
+
+using geometry_test::backends;
+using geometry_test::cv;
+using geometry_test::dmat;
+using geometry_test::random;
+
+const polar::gain_scope all_scopes[] = {polar::gain_scope::both, polar::gain_scope::rows, polar::gain_scope::cols,
+                                        polar::gain_scope::scalar};
+const polar::sphere_scope all_spheres[] = {polar::sphere_scope::flat, polar::sphere_scope::rows,
+                                           polar::sphere_scope::cols};
+
+/// Whether the gains can carry the norms of D's sphere (absorb_scale).
+bool compatible(polar::gain_scope g, polar::sphere_scope s) {
+  if (s == polar::sphere_scope::rows) return g == polar::gain_scope::both || g == polar::gain_scope::rows;
+  if (s == polar::sphere_scope::cols) return g == polar::gain_scope::both || g == polar::gain_scope::cols;
+  return true;
+}
+
+/// The state's D, raw gains and gradients as host matrices.
+template <class B, class S>
+dmat host(B&, const S&, const typename B::template buffer<double>& b, polar::index r, polar::index c) {
+  dmat m(r, c);
+  std::memcpy(m.data(), b.data(), sizeof(double) * std::size_t(r * c));
+  return m;
+}
+
+double softplus(double x) { return std::log1p(std::exp(x)); }
+
+/// The fused weight of D and raw gains r (m or 1), c (n) by hand.
+dmat fused(const dmat& d, const dmat& r, const dmat& c, polar::gain_scope g, bool sp) {
+  const auto phi = [&](double x) { return sp ? softplus(x) : x; };
+  dmat w = d;
+  for (polar::index i = 0; i < d.rows(); ++i)
+    for (polar::index j = 0; j < d.cols(); ++j) {
+      double s = 1;
+      if (g == polar::gain_scope::scalar) s *= phi(r(0, 0));
+      if (g == polar::gain_scope::both || g == polar::gain_scope::rows) s *= phi(r(i, 0));
+      if (g == polar::gain_scope::both || g == polar::gain_scope::cols) s *= phi(c(0, j));
+      w(i, j) *= s;
+    }
+  return w;
+}
+
+/// A smooth loss of W with a known gradient: sum(sin(W) . A) + |W|^2 / 2.
+struct loss {
+  dmat a;
+  double operator()(const dmat& w) const { return w.array().sin().cwiseProduct(a.array()).sum() + 0.5 * w.squaredNorm(); }
+  dmat grad(const dmat& w) const { return dmat(w.array().cos().cwiseProduct(a.array()) + w.array()); }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(gains)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(init_reads_w_and_the_state_fuses_back, B, backends) {
+  B be;
+  for (auto g : all_scopes)
+    for (auto sph : all_spheres)
+      for (bool sp : {true, false})
+        for (bool absorb : {true, false}) {
+          if (absorb && !compatible(g, sph)) continue;
+          BOOST_TEST_CONTEXT("gains " << int(g) << " sphere " << int(sph) << " softplus " << sp << " absorb " << absorb) {
+            polar::md_adamw opt;
+            opt.gains = g;
+            opt.sphere = sph;
+            opt.phi = sp ? polar::gain_map::softplus : polar::gain_map::identity;
+            opt.absorb_scale = absorb;
+            dmat w = random(be, 7, 5, 1);
+            const dmat w0 = w;
+            auto s = opt.init(be, polar::make_view(w));
+            BOOST_TEST(std::memcmp(w.data(), w0.data(), sizeof(double) * 35) == 0);
+            // D lies on its sphere.
+            const dmat d = host(be, s, s.d, 7, 5);
+            typename polar::hypersphere::template workspace<B, double> ws;
+            const auto h = opt.geometry(7, 5);
+            BOOST_TEST(h.distance(be, cv(d), ws) <= 1e-14 * h.radius);
+            dmat f(7, 5);
+            opt.fuse(be, s, polar::make_view(f));
+            if (absorb) {
+              BOOST_TEST((f - w0).norm() <= 1e-14 * w0.norm());
+            } else {
+              // Unit gains: the fused weight is D itself.
+              BOOST_TEST((f - d).norm() <= 1e-14 * d.norm());
+            }
+          }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(default_radius_gives_sqrt_max_dim) {
+  polar::md_adamw opt;
+  for (auto sph : all_spheres) {
+    opt.sphere = sph;
+    const auto h = opt.geometry(6, 24);
+    const double groups = sph == polar::sphere_scope::flat ? 1.0 : sph == polar::sphere_scope::rows ? 6.0 : 24.0;
+    BOOST_TEST(std::abs(groups * h.radius * h.radius - 24.0) <= 1e-12);
+  }
+  opt.radius = 2.5;
+  BOOST_TEST(opt.geometry(6, 24).radius == 2.5);
+}
+
+// dL/dD, dL/dr and dL/dc of split() against central differences of
+// L(phi(r) D phi(c)) in double.
+BOOST_AUTO_TEST_CASE_TEMPLATE(gradients_match_finite_differences, B, backends) {
+  B be;
+  const polar::index m = 5, n = 4;
+  loss L{random(be, m, n, 10)};
+  for (auto g : all_scopes)
+    for (bool sp : {true, false})
+      BOOST_TEST_CONTEXT("gains " << int(g) << " softplus " << sp) {
+        polar::md_adamw opt;
+        opt.gains = g;
+        opt.phi = sp ? polar::gain_map::softplus : polar::gain_map::identity;
+        dmat w = random(be, m, n, 11);
+        auto s = opt.init(be, polar::make_view(w));
+        // Move the gains away from their start so every factor matters.
+        const polar::index nr = g == polar::gain_scope::scalar ? 1 : m;
+        dmat r = host(be, s, s.r, nr, 1), c = host(be, s, s.c, 1, n);
+        r.array() += dmat(random(be, nr, 1, 12)).array().abs() * 0.3;
+        c.array() += dmat(random(be, 1, n, 13)).array().abs() * 0.3;
+        std::memcpy(s.r.data(), r.data(), sizeof(double) * std::size_t(nr));
+        std::memcpy(s.c.data(), c.data(), sizeof(double) * std::size_t(n));
+        const dmat d = host(be, s, s.d, m, n);
+        const dmat wf = fused(d, r, c, g, sp);
+        opt.split(be, cv(L.grad(wf)), s);
+        const double h = 1e-6;
+        // D.
+        const dmat gd = host(be, s, s.p, m, n);
+        double err = 0, scale = 0;
+        for (polar::index i = 0; i < m; ++i)
+          for (polar::index j = 0; j < n; ++j) {
+            dmat dp = d, dm = d;
+            dp(i, j) += h;
+            dm(i, j) -= h;
+            const double fd = (L(fused(dp, r, c, g, sp)) - L(fused(dm, r, c, g, sp))) / (2 * h);
+            err = std::max(err, std::abs(fd - gd(i, j)));
+            scale = std::max(scale, std::abs(fd));
+          }
+        BOOST_TEST(err <= 1e-7 * scale);
+        // The row gains (or the scalar gain).
+        if (g != polar::gain_scope::cols) {
+          const dmat gr = host(be, s, s.gr, nr, 1);
+          for (polar::index i = 0; i < nr; ++i) {
+            dmat rp = r, rm = r;
+            rp(i, 0) += h;
+            rm(i, 0) -= h;
+            const double fd = (L(fused(d, rp, c, g, sp)) - L(fused(d, rm, c, g, sp))) / (2 * h);
+            BOOST_TEST(std::abs(fd - gr(i, 0)) <= 1e-7 * std::max(1.0, std::abs(fd)));
+          }
+        }
+        if (g == polar::gain_scope::both || g == polar::gain_scope::cols) {
+          const dmat gc = host(be, s, s.gc, 1, n);
+          for (polar::index j = 0; j < n; ++j) {
+            dmat cp = c, cm = c;
+            cp(0, j) += h;
+            cm(0, j) -= h;
+            const double fd = (L(fused(d, r, cp, g, sp)) - L(fused(d, r, cm, g, sp))) / (2 * h);
+            BOOST_TEST(std::abs(fd - gc(0, j)) <= 1e-7 * std::max(1.0, std::abs(fd)));
+          }
+        }
+      }
+}
+
+// After every step D is on its sphere and W is the state's fused weight.
+template <class Opt, class B>
+void steps_keep_d_on_its_sphere(B& be, Opt opt) {
+  for (auto sph : all_spheres)
+    for (bool project : {false, true})
+      BOOST_TEST_CONTEXT("sphere " << int(sph) << " project " << project) {
+        opt.sphere = sph;
+        opt.project_gradient = project;
+        dmat w = random(be, 8, 6, 20);
+        auto s = opt.init(be, polar::make_view(w));
+        const auto h = opt.geometry(8, 6);
+        typename polar::hypersphere::template workspace<B, double> ws;
+        double worst = 0, worst_fuse = 0;
+        for (int k = 0; k < 25; ++k) {
+          const dmat g = random(be, 8, 6, 30 + k);
+          opt.step(be, polar::make_view(w), cv(g), s);
+          worst = std::max(worst, h.distance(be, cv(dmat(host(be, s, s.d, 8, 6))), ws));
+          dmat f(8, 6);
+          opt.fuse(be, s, polar::make_view(f));
+          worst_fuse = std::max(worst_fuse, (f - w).norm());
+        }
+        BOOST_TEST(worst <= 1e-13 * h.radius);
+        BOOST_TEST(worst_fuse == 0.0);
+        BOOST_TEST(s.steps == 25);
+      }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(d_keeps_its_norm, B, backends) {
+  B be;
+  polar::md_adamw adam;
+  adam.direction.lr = 0.05;
+  adam.gain_direction.lr = 0.05;
+  steps_keep_d_on_its_sphere(be, adam);
+  polar::md_muon muon;
+  steps_keep_d_on_its_sphere(be, muon);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(zero_learning_rate_leaves_w_unchanged, B, backends) {
+  B be;
+  for (auto g : all_scopes)
+    for (auto sph : all_spheres) {
+      if (!compatible(g, sph)) continue;
+      BOOST_TEST_CONTEXT("gains " << int(g) << " sphere " << int(sph)) {
+        polar::md_adamw opt;
+        opt.gains = g;
+        opt.sphere = sph;
+        opt.direction.lr = 0;
+        opt.gain_direction.lr = 0;
+        dmat w = random(be, 6, 9, 40);
+        const dmat w0 = w;
+        auto s = opt.init(be, polar::make_view(w));
+        for (int k = 0; k < 5; ++k) opt.step(be, polar::make_view(w), cv(dmat(random(be, 6, 9, 41 + k))), s);
+        // To rounding: the fused weight is recomputed from D and the gains.
+        BOOST_TEST((w - w0).norm() <= 1e-14 * w0.norm());
+      }
+    }
+}
+
+// Least squares to a target: the loss falls by orders of magnitude with
+// AdamW and with Muon stepping D.
+template <class Opt, class B>
+double fit(B& be, Opt opt, int steps) {
+  const dmat target = random(be, 12, 8, 50) * 2.0;
+  dmat w = random(be, 12, 8, 51) * 0.1;
+  auto s = opt.init(be, polar::make_view(w));
+  const double start = (w - target).squaredNorm();
+  for (int k = 0; k < steps; ++k) opt.step(be, polar::make_view(w), cv(dmat(w - target)), s);
+  return (w - target).squaredNorm() / start;
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(converges_with_adamw_and_muon, B, backends) {
+  B be;
+  polar::md_adamw adam;
+  adam.direction.lr = 0.02;
+  adam.gain_direction.lr = 0.02;
+  const double ra = fit(be, adam, 600);
+  BOOST_TEST(ra <= 1e-4);
+  polar::md_muon muon;
+  muon.direction.lr = 0.02;
+  muon.gain_direction.lr = 0.02;
+  const double rm = fit(be, muon, 600);
+  BOOST_TEST(rm <= 1e-2);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_is_reported_and_changes_nothing, B, backends) {
+  B be;
+  polar::md_adamw opt;
+  // A zero row cannot be put on the row sphere.
+  opt.sphere = polar::sphere_scope::rows;
+  dmat w = random(be, 4, 5, 60);
+  w.row(2).setZero();
+  BOOST_CHECK_THROW(opt.init(be, polar::make_view(w)), polar::numerical_error);
+  // Row spheres with only column gains cannot keep W's row norms.
+  opt.gains = polar::gain_scope::cols;
+  w = random(be, 4, 5, 61);
+  BOOST_CHECK_THROW(opt.init(be, polar::make_view(w)), polar::value_error);
+  // A zero matrix on the flat sphere.
+  opt = {};
+  dmat z = dmat::Zero(3, 3);
+  BOOST_CHECK_THROW(opt.init(be, polar::make_view(z)), polar::numerical_error);
+  // Identity gains that are not positive.
+  opt.phi = polar::gain_map::identity;
+  auto s = opt.init(be, polar::make_view(w));
+  s.c.data()[3] = -0.5;
+  const dmat w0 = w, d0 = host(be, s, s.d, 4, 5);
+  try {
+    opt.step(be, polar::make_view(w), cv(dmat(random(be, 4, 5, 62))), s);
+    BOOST_FAIL("no error for a negative identity gain");
+  } catch (const polar::value_error& e) {
+    const std::string msg = e.what();
+    BOOST_TEST(msg.find("-0.5") != std::string::npos);
+    BOOST_TEST(msg.find("column") != std::string::npos);
+  }
+  BOOST_TEST((w - w0).norm() == 0.0);
+  BOOST_TEST((host(be, s, s.d, 4, 5) - d0).norm() == 0.0);
+  BOOST_TEST(s.steps == 0);
+  // Shapes that do not match the state, G with NaN, hyperparameters.
+  s.c.data()[3] = 1.0;
+  dmat wrong = random(be, 5, 4, 63);
+  const dmat wrong_g = wrong;
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(wrong), cv(wrong_g), s), polar::shape_error);
+  dmat bad = random(be, 4, 5, 64);
+  bad(1, 1) = std::nan("");
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(w), cv(bad), s), polar::non_finite_error);
+  BOOST_TEST((w - w0).norm() == 0.0);
+  opt.floor = 0;
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(w), cv(w0), s), polar::value_error);
+  opt.floor = 1e-8;
+  opt.radius = -1;
+  BOOST_CHECK_THROW(opt.init(be, polar::make_view(w)), polar::value_error);
+  BOOST_TEST(s.steps == 0);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
