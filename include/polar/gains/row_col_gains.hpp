@@ -35,6 +35,7 @@
 #include "polar/core/view.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/detail/common.hpp"
+#include "polar/gains/detail/fused_md.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/riemannian.hpp"
 
@@ -138,6 +139,10 @@ struct row_col_gains {
   /// sphere, so the first step drops W's scale (the reference's start,
   /// which is the same when W already lies on D's sphere).
   bool absorb_scale = true;
+  /// Use the fused host kernel where it applies (AdamW on D, host memory,
+  /// unit column strides, no gradient projection); false runs the generic
+  /// sequence, which gives the same result to rounding.
+  bool fast_paths = true;
 
   template <class Backend, class T>
   struct state {
@@ -254,6 +259,13 @@ struct row_col_gains {
     const auto C = detail::state_view<Backend>(s.c, 1, n);
     if (phi == gain_map::identity) check_identity_gains(be, op, R, C);
     const hypersphere h = geometry(m, n);
+    if constexpr (fusable<Backend>()) {
+      if (takes_fast_path(w, g, s)) {
+        fused_step(be, w, g, s, h);
+        ++s.steps;
+        return;
+      }
+    }
     split_unchecked(be, g, s);
     if (project_gradient) h.project_tangent(be, as_const(D), as_const(P), P, s.ws);
 
@@ -261,16 +273,7 @@ struct row_col_gains {
     direction.step(be, D, as_const(P), s.dir);
     h.project(be, D, s.ws);
 
-    // The gains: their own direction; identity gains floored.
-    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
-    const auto GC = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
-    if (has_rows() || gains == gain_scope::scalar) gain_direction.step(be, R, as_const(GR), s.r_dir);
-    if (has_cols()) gain_direction.step(be, C, as_const(GC), s.c_dir);
-    if (phi == gain_map::identity) {
-      be.map(detail::floor_fn<T>{T(floor)}, R, as_const(R));
-      be.map(detail::floor_fn<T>{T(floor)}, C, as_const(C));
-    }
-
+    step_gains(be, s);
     fuse(be, s, w);
     ++s.steps;
   }
@@ -287,6 +290,7 @@ struct row_col_gains {
     detail::check_update_args(be, op, g, row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space), s.rows,
                               s.cols);
     split_unchecked(be, g, s);
+    apply_chain(be, s);
   }
 
   /// w <- phi(r) D phi(c), the fused weight of the state.
@@ -318,7 +322,100 @@ struct row_col_gains {
   bool has_rows() const noexcept { return gains == gain_scope::both || gains == gain_scope::rows; }
   bool has_cols() const noexcept { return gains == gain_scope::both || gains == gain_scope::cols; }
 
+  /// Whether step() on this W, G and state runs the fused kernel (see
+  /// fast_paths).
+  template <class Backend, class T>
+  bool takes_fast_path(matrix_view<T> w, in_matrix<T> g, const state<Backend, T>& s) const {
+    if constexpr (fusable<Backend>())
+      return fast_paths && !project_gradient && w.col_stride() == 1 && g.col_stride() == 1 &&
+             s.dir.groups == moment_groups::element;
+    else
+      return false;
+  }
+
  private:
+  template <class Backend>
+  static constexpr bool fusable() {
+    return std::is_same_v<Direction, adamw_direction> && Backend::space == memory_space::host;
+  }
+
+  // GR, GC: the gradients of phi(r), phi(c) -> of the raw gains (times
+  // phi'(raw); GC seen as 1 x n, the shape of C).
+  template <class Backend, class T>
+  void apply_chain(Backend& be, state<Backend, T>& s) const {
+    const index n = s.cols, nr = gains == gain_scope::scalar ? 1 : s.rows;
+    const auto R = detail::state_view<Backend>(s.r, nr, 1);
+    const auto C = detail::state_view<Backend>(s.c, 1, n);
+    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
+    const auto GC = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
+    const detail::gain_chain_fn<T> chain{phi == gain_map::softplus, T(floor)};
+    if (has_rows() || gains == gain_scope::scalar) be.map(chain, GR, as_const(GR), as_const(R));
+    if (has_cols()) be.map(chain, GC, as_const(GC), as_const(C));
+  }
+
+  // The gains' gradients (GR, GC) times phi', the gains' own steps, and the
+  // identity gains floored.
+  template <class Backend, class T>
+  void step_gains(Backend& be, state<Backend, T>& s) const {
+    const index n = s.cols, nr = gains == gain_scope::scalar ? 1 : s.rows;
+    const auto R = detail::state_view<Backend>(s.r, nr, 1);
+    const auto C = detail::state_view<Backend>(s.c, 1, n);
+    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
+    const auto GC = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
+    apply_chain(be, s);
+    if (has_rows() || gains == gain_scope::scalar) gain_direction.step(be, R, as_const(GR), s.r_dir);
+    if (has_cols()) gain_direction.step(be, C, as_const(GC), s.c_dir);
+    if (phi == gain_map::identity) {
+      be.map(detail::floor_fn<T>{T(floor)}, R, as_const(R));
+      be.map(detail::floor_fn<T>{T(floor)}, C, as_const(C));
+    }
+  }
+
+  // The fused step (gains/detail/fused_md.hpp): AdamW on D, host memory.
+  template <class Backend, class T>
+  void fused_step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s, const hypersphere& h) const {
+    constexpr const char* op = "polar::row_col_gains::step";
+    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
+    const auto R = detail::state_view<Backend>(s.r, nr, 1);
+    const auto C = detail::state_view<Backend>(s.c, 1, n);
+    const auto PR = row_major_view(s.pr.data(), m, 1, -1, Backend::space);
+    const auto PC = row_major_view(s.pc.data(), n, 1, -1, Backend::space);
+    gain_values(be, R, C, PR, PC);
+    const long t = s.dir.steps + 1;
+    const bool col_sphere = sphere == sphere_scope::cols;
+    const detail::md_sums sums = detail::md_adamw_pass1<Backend>(direction, g, s.d.data(), s.dir.m.data(),
+                                                                 s.dir.v.data(), s.pr.data(), s.pc.data(), t,
+                                                                 has_cols(), col_sphere);
+    s.dir.steps = t;
+    // The factors that put D back on its sphere.
+    std::vector<T> a(std::size_t(m), T(1)), b(std::size_t(n), T(1));
+    const auto factor = [&](double sq, const char* what, index k) {
+      if (!(sq > 0) || !std::isfinite(sq))
+        detail::raise<numerical_error>(op, "after the step, ", what, k, " of the ", m, "x", n,
+                                       " direction D has squared norm ", sq, " and cannot be put back on its sphere");
+      return T(h.radius / std::sqrt(sq));
+    };
+    if (sphere == sphere_scope::flat) {
+      const T f = factor(sums.total_norm, "matrix ", 0);
+      for (auto& x : a) x = f;
+    } else if (sphere == sphere_scope::rows) {
+      for (index i = 0; i < m; ++i) a[std::size_t(i)] = factor(sums.row_norm[std::size_t(i)], "row ", i);
+    } else {
+      for (index j = 0; j < n; ++j) b[std::size_t(j)] = factor(sums.col_norm[std::size_t(j)], "column ", j);
+    }
+    // The gains' gradients, then their steps.
+    T* const gr = s.gr.data();
+    T* const gc = s.gc.data();
+    if (gains == gain_scope::scalar) gr[0] = T(sums.total_p);
+    if (has_rows())
+      for (index i = 0; i < m; ++i) gr[i] = T(sums.row_grad[std::size_t(i)]);
+    if (has_cols())
+      for (index j = 0; j < n; ++j) gc[j] = T(sums.col_grad[std::size_t(j)]);
+    step_gains(be, s);
+    gain_values(be, R, C, PR, PC);
+    detail::md_pass2<Backend>(w, s.d.data(), a.data(), b.data(), s.pr.data(), s.pc.data());
+  }
+
   template <class Backend, class T>
   void split_unchecked(Backend& be, in_matrix<T> g, state<Backend, T>& s) const {
     const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
@@ -345,11 +442,6 @@ struct row_col_gains {
       if (has_rows()) be.gemm(one, op::n, as_const(P), op::n, as_const(PC), T(0), GR);
       if (has_cols()) be.gemm(one, op::t, as_const(P), op::n, as_const(PR), T(0), GC);
     }
-    // Times phi'(raw): GC seen as 1 x n, the shape of C.
-    const detail::gain_chain_fn<T> chain{phi == gain_map::softplus, T(floor)};
-    const auto GCt = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
-    if (has_rows() || gains == gain_scope::scalar) be.map(chain, GR, as_const(GR), as_const(R));
-    if (has_cols()) be.map(chain, GCt, as_const(GCt), as_const(C));
 
     // dL/dD = G . phi(r) phi(c)^T, in P.
     be.copy(g, P);
