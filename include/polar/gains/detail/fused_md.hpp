@@ -61,31 +61,40 @@ int md_threads(index rows, index cols) {
 }
 
 /// One row of pass 1; ColGrad and ColNorm say whether the column sums are
-/// wanted (cg, cn: this thread's accumulators).
+/// wanted (cg, cn: this thread's accumulators). The row's sums are taken in
+/// sum_t<T> over blocks of sum_block elements and the blocks' totals in
+/// double, as in the fused sphere kernels; a thread's column gradients
+/// likewise in sum_t<T> (a gradient: its rounding is harmless), the column
+/// norms, which set D's radius, in double.
 template <bool ColGrad, bool ColNorm, class T>
 void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, index cols, T b1, T b2, T keep, T lr_bc1,
-                  T isbc2, T eps, double* cg, double* cn, double& sr, double& sp, double& nn) {
-  double a_sr = 0, a_sp = 0, a_nn = 0;
-  POLAR_OMP(simd reduction(+ : a_sr, a_sp, a_nn))
-  for (index j = 0; j < cols; ++j) {
-    const T dj = di[j], gj = gi[j];
-    const T p = T(dj * gj);
-    a_sp += double(p);
-    a_sr += double(p) * double(pc[j]);
-    if constexpr (ColGrad) cg[j] += double(p) * double(ri);
-    const T gd = T(gj * ri * pc[j]);
-    const T mj = T(b1 * mi[j] + (T(1) - b1) * gd);
-    const T vj = T(b2 * vi[j] + (T(1) - b2) * gd * gd);
-    const T dn = T(keep * dj - lr_bc1 * mj / (std::sqrt(vj) * isbc2 + eps));
-    mi[j] = mj;
-    vi[j] = vj;
-    di[j] = dn;
-    a_nn += double(dn) * double(dn);
-    if constexpr (ColNorm) cn[j] += double(dn) * double(dn);
+                  T isbc2, T eps, sum_t<T>* cg, double* cn, double& sr, double& sp, double& nn) {
+  using A = sum_t<T>;
+  sr = sp = nn = 0;
+  for (index j0 = 0; j0 < cols; j0 += sum_block) {
+    const index j1 = j0 + sum_block < cols ? j0 + sum_block : cols;
+    A a_sr = 0, a_sp = 0, a_nn = 0;
+    POLAR_OMP(simd reduction(+ : a_sr, a_sp, a_nn))
+    for (index j = j0; j < j1; ++j) {
+      const T dj = di[j], gj = gi[j];
+      const T p = T(dj * gj);
+      a_sp += A(p);
+      a_sr += A(p) * A(pc[j]);
+      if constexpr (ColGrad) cg[j] += A(p) * A(ri);
+      const T gd = T(gj * ri * pc[j]);
+      const T mj = T(b1 * mi[j] + (T(1) - b1) * gd);
+      const T vj = T(b2 * vi[j] + (T(1) - b2) * gd * gd);
+      const T dn = T(keep * dj - lr_bc1 * mj / (std::sqrt(vj) * isbc2 + eps));
+      mi[j] = mj;
+      vi[j] = vj;
+      di[j] = dn;
+      a_nn += A(dn) * A(dn);
+      if constexpr (ColNorm) cn[j] += double(dn) * double(dn);
+    }
+    sr += double(a_sr);
+    sp += double(a_sp);
+    nn += double(a_nn);
   }
-  sr = a_sr;
-  sp = a_sp;
-  nn = a_nn;
 }
 
 /// Pass 1 (see the header comment): D, m, v are contiguous rows x cols; pr,
@@ -103,7 +112,7 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
   out.row_grad.assign(std::size_t(rows), 0.0);
   out.row_norm.assign(std::size_t(rows), 0.0);
   const std::size_t nc = std::size_t(cols);
-  std::vector<double> cg(col_grad ? std::size_t(threads) * nc : 0, 0.0);
+  std::vector<sum_t<T>> cg(col_grad ? std::size_t(threads) * nc : 0, sum_t<T>(0));
   std::vector<double> cn(col_norm ? std::size_t(threads) * nc : 0, 0.0);
   double total_p = 0, total_norm = 0;
   const T* const g0 = g.data();
@@ -114,7 +123,7 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
 #if defined(_OPENMP)
     tid = std::size_t(omp_get_thread_num());
 #endif
-    double* const cgt = col_grad ? cg.data() + tid * nc : nullptr;
+    sum_t<T>* const cgt = col_grad ? cg.data() + tid * nc : nullptr;
     double* const cnt = col_norm ? cn.data() + tid * nc : nullptr;
     POLAR_OMP(for schedule(static))
     for (index i = 0; i < rows; ++i) {
@@ -143,10 +152,10 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
   out.total_p = total_p;
   out.total_norm = total_norm;
   // The threads' column sums, added in thread order.
-  const auto reduce = [&](const std::vector<double>& part, std::vector<double>& to) {
+  const auto reduce = [&](const auto& part, std::vector<double>& to) {
     to.assign(nc, 0.0);
     for (int k = 0; k < threads; ++k)
-      for (std::size_t j = 0; j < nc; ++j) to[j] += part[std::size_t(k) * nc + j];
+      for (std::size_t j = 0; j < nc; ++j) to[j] += double(part[std::size_t(k) * nc + j]);
   };
   if (col_grad) reduce(cg, out.col_grad);
   if (col_norm) reduce(cn, out.col_norm);
