@@ -192,20 +192,19 @@ struct row_col_gains {
     state<Backend, T> s;
     s.rows = m;
     s.cols = n;
-    s.d = be.template allocate<T>(m * n);
-    const auto D = detail::state_view<Backend>(s.d, m, n);
-    be.copy(as_const(w), D);
-    const hypersphere h = geometry(m, n);
     const index nr = gains == gain_scope::scalar ? 1 : m;
-    s.r = detail::zero_buffer<T>(be, nr, 1);
-    s.c = detail::zero_buffer<T>(be, 1, n);
+    s.d = be.template allocate<T>(m * n);
+    s.p = be.template allocate<T>(m * n);
+    s.r = be.template allocate<T>(nr);
+    s.c = be.template allocate<T>(n);
     s.pr = be.template allocate<T>(m);
     s.pc = be.template allocate<T>(n);
     s.gr = be.template allocate<T>(nr);
     s.gc = be.template allocate<T>(n);
-    s.p = be.template allocate<T>(m * n);
-    const auto R = detail::state_view<Backend>(s.r, nr, 1);
-    const auto C = detail::state_view<Backend>(s.c, 1, n);
+    const auto v0 = views_of(s);
+    const auto D = v0.D, R = v0.R, C = v0.C;
+    be.copy(as_const(w), D);
+    const hypersphere h = geometry(m, n);
     const detail::gain_inverse_fn<T> inv{phi == gain_map::softplus};
     be.fill(R, inv(T(1)));
     be.fill(C, inv(T(1)));
@@ -252,13 +251,9 @@ struct row_col_gains {
     constexpr const char* op = "polar::row_col_gains::step";
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
-    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
-    const auto D = detail::state_view<Backend>(s.d, m, n);
-    const auto P = detail::state_view<Backend>(s.p, m, n);
-    const auto R = detail::state_view<Backend>(s.r, nr, 1);
-    const auto C = detail::state_view<Backend>(s.c, 1, n);
-    if (phi == gain_map::identity) check_identity_gains(be, op, R, C);
-    const hypersphere h = geometry(m, n);
+    const auto v = views_of(s);
+    if (phi == gain_map::identity) check_identity_gains(be, op, v.R, v.C);
+    const hypersphere h = geometry(s.rows, s.cols);
     if constexpr (fusable<Backend>()) {
       if (takes_fast_path(w, g, s)) {
         fused_step(be, w, g, s, h);
@@ -267,11 +262,11 @@ struct row_col_gains {
       }
     }
     split_unchecked(be, g, s);
-    if (project_gradient) h.project_tangent(be, as_const(D), as_const(P), P, s.ws);
+    if (project_gradient) h.project_tangent(be, as_const(v.D), as_const(v.P), v.P, s.ws);
 
     // D: the base step, then back onto the sphere.
-    direction.step(be, D, as_const(P), s.dir);
-    h.project(be, D, s.ws);
+    direction.step(be, v.D, as_const(v.P), s.dir);
+    h.project(be, v.D, s.ws);
 
     step_gains(be, s);
     fuse(be, s, w);
@@ -301,13 +296,10 @@ struct row_col_gains {
     if (w.rows() != s.rows || w.cols() != s.cols)
       detail::raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", s.rows, "x",
                                  s.cols);
-    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
-    const auto PR = row_major_view(s.pr.data(), m, 1, -1, Backend::space);
-    const auto PC = row_major_view(s.pc.data(), n, 1, -1, Backend::space);
-    gain_values(be, detail::state_view<Backend>(s.r, nr, 1), detail::state_view<Backend>(s.c, 1, n), PR, PC);
-    be.copy(as_const(detail::state_view<Backend>(s.d, m, n)), w);
-    be.scale_rows(vector_view<const T>(s.pr.data(), m, 1, Backend::space), w);
-    be.scale_cols(vector_view<const T>(s.pc.data(), n, 1, Backend::space), w);
+    const auto v = views_of(s);
+    gain_values(be, v.R, v.C, v.PR, v.PC);
+    be.copy(as_const(v.D), w);
+    scale_by_gains(be, s, w);
   }
 
   /// Throws value_error for hyperparameters out of range.
@@ -334,6 +326,24 @@ struct row_col_gains {
   }
 
  private:
+  // The state's buffers as the matrices they hold.
+  template <class T>
+  struct views {
+    matrix_view<T> D, P;    // rows x cols: the direction, the scratch
+    matrix_view<T> R, C;    // raw gains: nr x 1, 1 x cols
+    matrix_view<T> PR, PC;  // phi(r) rows x 1, phi(c) cols x 1
+    matrix_view<T> GR, GC;  // their gradients: nr x 1, 1 x cols (the shapes of R, C)
+  };
+  template <class Backend, class T>
+  views<T> views_of(state<Backend, T>& s) const {
+    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
+    const auto at = [](auto& b, index r, index c) { return row_major_view(b.data(), r, c, -1, Backend::space); };
+    return {at(s.d, m, n), at(s.p, m, n), at(s.r, nr, 1), at(s.c, 1, n),
+            at(s.pr, m, 1), at(s.pc, n, 1), at(s.gr, nr, 1), at(s.gc, 1, n)};
+  }
+  // Whether r is stepped: row gains, or the scalar gain.
+  bool has_r() const noexcept { return has_rows() || gains == gain_scope::scalar; }
+
   template <class Backend>
   static constexpr bool fusable() {
     return std::is_same_v<Direction, adamw_direction> && Backend::space == memory_space::host;
@@ -343,31 +353,23 @@ struct row_col_gains {
   // phi'(raw); GC seen as 1 x n, the shape of C).
   template <class Backend, class T>
   void apply_chain(Backend& be, state<Backend, T>& s) const {
-    const index n = s.cols, nr = gains == gain_scope::scalar ? 1 : s.rows;
-    const auto R = detail::state_view<Backend>(s.r, nr, 1);
-    const auto C = detail::state_view<Backend>(s.c, 1, n);
-    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
-    const auto GC = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
+    const auto v = views_of(s);
     const detail::gain_chain_fn<T> chain{phi == gain_map::softplus, T(floor)};
-    if (has_rows() || gains == gain_scope::scalar) be.map(chain, GR, as_const(GR), as_const(R));
-    if (has_cols()) be.map(chain, GC, as_const(GC), as_const(C));
+    if (has_r()) be.map(chain, v.GR, as_const(v.GR), as_const(v.R));
+    if (has_cols()) be.map(chain, v.GC, as_const(v.GC), as_const(v.C));
   }
 
   // The gains' gradients (GR, GC) times phi', the gains' own steps, and the
   // identity gains floored.
   template <class Backend, class T>
   void step_gains(Backend& be, state<Backend, T>& s) const {
-    const index n = s.cols, nr = gains == gain_scope::scalar ? 1 : s.rows;
-    const auto R = detail::state_view<Backend>(s.r, nr, 1);
-    const auto C = detail::state_view<Backend>(s.c, 1, n);
-    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
-    const auto GC = row_major_view(s.gc.data(), 1, n, -1, Backend::space);
+    const auto v = views_of(s);
     apply_chain(be, s);
-    if (has_rows() || gains == gain_scope::scalar) gain_direction.step(be, R, as_const(GR), s.r_dir);
-    if (has_cols()) gain_direction.step(be, C, as_const(GC), s.c_dir);
+    if (has_r()) gain_direction.step(be, v.R, as_const(v.GR), s.r_dir);
+    if (has_cols()) gain_direction.step(be, v.C, as_const(v.GC), s.c_dir);
     if (phi == gain_map::identity) {
-      be.map(detail::floor_fn<T>{T(floor)}, R, as_const(R));
-      be.map(detail::floor_fn<T>{T(floor)}, C, as_const(C));
+      be.map(detail::floor_fn<T>{T(floor)}, v.R, as_const(v.R));
+      be.map(detail::floor_fn<T>{T(floor)}, v.C, as_const(v.C));
     }
   }
 
@@ -375,12 +377,9 @@ struct row_col_gains {
   template <class Backend, class T>
   void fused_step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s, const hypersphere& h) const {
     constexpr const char* op = "polar::row_col_gains::step";
-    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
-    const auto R = detail::state_view<Backend>(s.r, nr, 1);
-    const auto C = detail::state_view<Backend>(s.c, 1, n);
-    const auto PR = row_major_view(s.pr.data(), m, 1, -1, Backend::space);
-    const auto PC = row_major_view(s.pc.data(), n, 1, -1, Backend::space);
-    gain_values(be, R, C, PR, PC);
+    const index m = s.rows, n = s.cols;
+    const auto v = views_of(s);
+    gain_values(be, v.R, v.C, v.PR, v.PC);
     const long t = s.dir.steps + 1;
     const bool col_sphere = sphere == sphere_scope::cols;
     const detail::md_sums sums = detail::md_adamw_pass1<Backend>(direction, g, s.d.data(), s.dir.m.data(),
@@ -412,41 +411,38 @@ struct row_col_gains {
     if (has_cols())
       for (index j = 0; j < n; ++j) gc[j] = T(sums.col_grad[std::size_t(j)]);
     step_gains(be, s);
-    gain_values(be, R, C, PR, PC);
+    gain_values(be, v.R, v.C, v.PR, v.PC);
     detail::md_pass2<Backend>(w, s.d.data(), a.data(), b.data(), s.pr.data(), s.pc.data());
   }
 
   template <class Backend, class T>
   void split_unchecked(Backend& be, in_matrix<T> g, state<Backend, T>& s) const {
-    const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
-    const auto D = detail::state_view<Backend>(s.d, m, n);
-    const auto P = detail::state_view<Backend>(s.p, m, n);
-    const auto R = detail::state_view<Backend>(s.r, nr, 1);
-    const auto C = detail::state_view<Backend>(s.c, 1, n);
-    const T one = T(1);
-
-    // phi(r) (m x 1, the scalar gain repeated) and phi(c) (n x 1); ones for
-    // the gains that are not there.
-    const auto PR = row_major_view(s.pr.data(), m, 1, -1, Backend::space);
-    const auto PC = row_major_view(s.pc.data(), n, 1, -1, Backend::space);
-    gain_values(be, R, C, PR, PC);
+    const auto v = views_of(s);
+    // phi(r) (rows x 1, the scalar gain repeated) and phi(c) (cols x 1);
+    // ones for the gains that are not there.
+    gain_values(be, v.R, v.C, v.PR, v.PC);
 
     // P = D . G, then the gradients of phi(r) and phi(c).
-    be.map(detail::times_fn<T>{}, P, as_const(D), g);
-    const auto GR = row_major_view(s.gr.data(), nr, 1, -1, Backend::space);
-    const auto GC = row_major_view(s.gc.data(), n, 1, -1, Backend::space);
+    be.map(detail::times_fn<T>{}, v.P, as_const(v.D), g);
     if (gains == gain_scope::scalar) {
       // W = phi(s) D: dL/dphi(s) = sum P.
-      be.fill(GR, T(be.sum(as_const(P))));
+      be.fill(v.GR, T(be.sum(as_const(v.P))));
     } else {
-      if (has_rows()) be.gemm(one, op::n, as_const(P), op::n, as_const(PC), T(0), GR);
-      if (has_cols()) be.gemm(one, op::t, as_const(P), op::n, as_const(PR), T(0), GC);
+      if (has_rows()) be.gemm(T(1), op::n, as_const(v.P), op::n, as_const(v.PC), T(0), v.GR);
+      if (has_cols()) be.gemm(T(1), op::t, as_const(v.P), op::n, as_const(v.PR), T(0), v.GC.transpose());
     }
 
     // dL/dD = G . phi(r) phi(c)^T, in P.
-    be.copy(g, P);
-    be.scale_rows(vector_view<const T>(s.pr.data(), m, 1, Backend::space), P);
-    be.scale_cols(vector_view<const T>(s.pc.data(), n, 1, Backend::space), P);
+    be.copy(g, v.P);
+    scale_by_gains(be, s, v.P);
+  }
+
+  // x <- diag(phi(r)) x diag(phi(c)), with phi(r), phi(c) as gain_values
+  // last left them.
+  template <class Backend, class T>
+  void scale_by_gains(Backend& be, state<Backend, T>& s, matrix_view<T> x) const {
+    be.scale_rows(vector_view<const T>(s.pr.data(), s.rows, 1, Backend::space), x);
+    be.scale_cols(vector_view<const T>(s.pc.data(), s.cols, 1, Backend::space), x);
   }
 
   const char* scope_name() const noexcept {
@@ -484,7 +480,7 @@ struct row_col_gains {
           detail::raise<value_error>(op, "with phi = identity the ", name, " gains must be >= floor = ", floor,
                                      "; gain ", i, " of ", h.size(), " is ", double(h[i]));
     };
-    if (has_rows() || gains == gain_scope::scalar) low(R, "row");
+    if (has_r()) low(R, "row");
     if (has_cols()) low(C, "column");
   }
 };
