@@ -9,7 +9,8 @@
 //
 //   polar_demo [--quick] [--data FILE] [--size N]
 #include <polar/polar.hpp>
-#include <zlib.h>
+
+#include "digits.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -19,48 +20,11 @@
 #include <string>
 #include <vector>
 
-#ifndef POLAR_DATA_DIR
-#define POLAR_DATA_DIR "data"
-#endif
-
 namespace {
 
-using rmatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-struct digits {
-  rmatrix x;                // one image per row, pixels scaled to [0, 1]
-  std::vector<int> labels;  // 0..9
-};
-
-digits load_digits(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::string text;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) text.append(buf, std::size_t(n));
-  gzclose(f);
-  std::vector<float> values;
-  std::vector<int> labels;
-  const char* p = text.c_str();
-  while (*p) {
-    for (int k = 0; k < 65; ++k) {
-      char* end;
-      const long v = std::strtol(p, &end, 10);
-      if (end == p) throw std::runtime_error("malformed line in " + path);
-      if (k < 64)
-        values.push_back(float(v) / 16.0f);
-      else
-        labels.push_back(int(v));
-      p = end;
-      while (*p == ',' || *p == '\r' || *p == '\n' || *p == ' ') ++p;
-    }
-  }
-  digits d;
-  d.x = Eigen::Map<rmatrix>(values.data(), polar::index(labels.size()), 64);
-  d.labels = labels;
-  return d;
-}
+using examples::digits;
+using examples::load_digits;
+using examples::rmatrix;
 
 template <class F>
 double seconds_per_call(F&& f, double budget) {

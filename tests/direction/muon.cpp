@@ -45,6 +45,9 @@ BOOST_AUTO_TEST_CASE(scale_rules) {
   BOOST_TEST(polar::muon_scale(polar::scale_rule::match_adamw_rms, 256, 1024) == 0.2 * 32.0);
   BOOST_TEST(polar::muon_scale(polar::scale_rule::spectral, 256, 1024) == 0.5);
   BOOST_TEST(polar::muon_scale(polar::scale_rule::none, 256, 1024) == 1.0);
+  BOOST_TEST(polar::muon_scale(polar::scale_rule::aspect, 256, 1024) == 2.0);
+  BOOST_TEST(polar::muon_scale(polar::scale_rule::aspect, 1024, 256) == 2.0);
+  BOOST_TEST(polar::muon_scale(polar::scale_rule::aspect, 300, 300) == 1.0);
   // A conv kernel (64, 32, 3, 3) is flattened to 64 x 288: the scale comes
   // from the flattened shape.
   BOOST_TEST(polar::muon_scale(polar::scale_rule::spectral, 64, 32 * 3 * 3) == std::sqrt(64.0 / 288.0));

@@ -114,6 +114,20 @@ BOOST_AUTO_TEST_CASE(default_radius_gives_sqrt_max_dim) {
   BOOST_TEST(opt.geometry(6, 24).radius == 2.5);
 }
 
+// D's direction defaults: no weight decay (D is projected back), and Muon
+// scaled as the MD reference scales it, whatever the matrix's aspect.
+BOOST_AUTO_TEST_CASE(direction_defaults) {
+  const polar::md_adamw adam;
+  BOOST_TEST(adam.direction.weight_decay == 0.0);
+  BOOST_TEST(adam.gain_direction.weight_decay == 0.0);
+  const polar::md_muon muon;
+  BOOST_TEST(muon.direction.weight_decay == 0.0);
+  BOOST_TEST((muon.direction.scale == polar::scale_rule::aspect));
+  BOOST_TEST(polar::muon_scale(muon.direction.scale, 10, 640) == 8.0);
+  // A plain muon_direction keeps its own default.
+  BOOST_TEST((polar::muon_direction<>{}.scale == polar::scale_rule::original));
+}
+
 // dL/dD, dL/dr and dL/dc of split() against central differences of
 // L(phi(r) D phi(c)) in double.
 BOOST_AUTO_TEST_CASE_TEMPLATE(gradients_match_finite_differences, B, backends) {

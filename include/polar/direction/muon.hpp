@@ -50,6 +50,7 @@ enum class scale_rule : unsigned char {
   match_adamw_rms,  ///< 0.2 sqrt(max(rows, cols)): the RMS of an AdamW update (Moonlight)
   spectral,         ///< sqrt(rows / cols)
   none,             ///< 1
+  aspect,           ///< sqrt(max(rows / cols, cols / rows)): the MD reference's, for D on its sphere
 };
 
 /// The scale factor of a rule for a rows x cols update.
@@ -59,6 +60,7 @@ inline double muon_scale(scale_rule rule, index rows, index cols) noexcept {
     case scale_rule::original: return std::sqrt(r / c > 1.0 ? r / c : 1.0);
     case scale_rule::match_adamw_rms: return 0.2 * std::sqrt(r > c ? r : c);
     case scale_rule::spectral: return std::sqrt(r / c);
+    case scale_rule::aspect: return std::sqrt(r > c ? r / c : c / r);
     default: return 1.0;
   }
 }

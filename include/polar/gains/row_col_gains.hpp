@@ -35,6 +35,7 @@
 #include "polar/core/view.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/detail/common.hpp"
+#include "polar/direction/muon.hpp"
 #include "polar/gains/detail/fused_md.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/riemannian.hpp"
@@ -94,6 +95,22 @@ struct gain_inverse_fn {
   }
 };
 
+template <class D, class = void>
+struct has_scale_rule : std::false_type {};
+template <class D>
+struct has_scale_rule<D, std::void_t<decltype(std::declval<D&>().scale = scale_rule::aspect)>> : std::true_type {};
+
+/// D's direction by default: weight decay 0 (D is projected onto its sphere)
+/// and, for Muon, the scale sqrt(max(rows / cols, cols / rows)) of the MD
+/// reference: the orthogonal update's entries then have the RMS of D's, so a
+/// step moves D by the same fraction whatever its shape.
+template <class D>
+D md_default_direction() {
+  D d = default_direction<D, false>();
+  if constexpr (has_scale_rule<D>::value) d.scale = scale_rule::aspect;
+  return d;
+}
+
 /// max(floor, x): identity gains projected back onto [floor, inf).
 template <class T>
 struct floor_fn {
@@ -121,7 +138,7 @@ struct divide_by_fn {
 template <class Direction, class GainDirection = adamw_direction>
 struct row_col_gains {
   /// Steps D (weight decay 0 by default: D is projected onto its sphere).
-  Direction direction = detail::default_direction<Direction, false>();
+  Direction direction = detail::md_default_direction<Direction>();
   /// Steps the raw gains (AdamW with weight decay 0 by default).
   GainDirection gain_direction = detail::default_direction<GainDirection, false>();
   gain_map phi = gain_map::softplus;     ///< raw gain -> gain
