@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
@@ -15,7 +16,10 @@
 
 namespace {
 
-using geometry_test::backends;
+// The Eigen backend and the Thrust host systems: OMP (threaded, the fused
+// kernel on several threads) and CPP (serial).
+using gains_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
+                                        polar::backend::thrust<polar::system::cpp>>;
 using geometry_test::cv;
 using geometry_test::dmat;
 using geometry_test::random;
@@ -68,7 +72,7 @@ struct loss {
 
 BOOST_AUTO_TEST_SUITE(gains)
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(init_reads_w_and_the_state_fuses_back, B, backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(init_reads_w_and_the_state_fuses_back, B, gains_backends) {
   B be;
   for (auto g : all_scopes)
     for (auto sph : all_spheres)
@@ -130,7 +134,7 @@ BOOST_AUTO_TEST_CASE(direction_defaults) {
 
 // dL/dD, dL/dr and dL/dc of split() against central differences of
 // L(phi(r) D phi(c)) in double.
-BOOST_AUTO_TEST_CASE_TEMPLATE(gradients_match_finite_differences, B, backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(gradients_match_finite_differences, B, gains_backends) {
   B be;
   const polar::index m = 5, n = 4;
   loss L{random(be, m, n, 10)};
@@ -217,7 +221,7 @@ void steps_keep_d_on_its_sphere(B& be, Opt opt) {
       }
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(d_keeps_its_norm, B, backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(d_keeps_its_norm, B, gains_backends) {
   B be;
   polar::md_adamw adam;
   adam.direction.lr = 0.05;
@@ -227,7 +231,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(d_keeps_its_norm, B, backends) {
   steps_keep_d_on_its_sphere(be, muon);
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(zero_learning_rate_leaves_w_unchanged, B, backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(zero_learning_rate_leaves_w_unchanged, B, gains_backends) {
   B be;
   for (auto g : all_scopes)
     for (auto sph : all_spheres) {
@@ -260,7 +264,7 @@ double fit(B& be, Opt opt, int steps) {
   return (w - target).squaredNorm() / start;
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(converges_with_adamw_and_muon, B, backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(converges_with_adamw_and_muon, B, gains_backends) {
   B be;
   polar::md_adamw adam;
   adam.direction.lr = 0.02;
@@ -314,7 +318,7 @@ void fused_matches_generic(B& be, polar::index rows, polar::index cols, double t
       }
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(fused_step_matches_the_generic_step, B, backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(fused_step_matches_the_generic_step, B, gains_backends) {
   B be;
   fused_matches_generic<double>(be, 7, 5, 1e-12);
   fused_matches_generic<double>(be, 96, 400, 1e-12);
@@ -322,7 +326,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(fused_step_matches_the_generic_step, B, backends) 
   fused_matches_generic<float>(be, 96, 400, 2e-5);
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_is_reported_and_changes_nothing, B, backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_is_reported_and_changes_nothing, B, gains_backends) {
   B be;
   polar::md_adamw opt;
   // A zero row cannot be put on the row sphere.
@@ -369,6 +373,45 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_is_reported_and_changes_nothing, B, back
   opt.radius = -1;
   BOOST_CHECK_THROW(opt.init(be, polar::make_view(w)), polar::value_error);
   BOOST_TEST(s.steps == 0);
+}
+
+// A convolution kernel (out, in, kh, kw) steps as the matrix (out, in kh kw):
+// the same weights, bit for bit, as the matrix's own steps.
+BOOST_AUTO_TEST_CASE_TEMPLATE(tensors_step_as_their_matrices, B, gains_backends) {
+  B be;
+  polar::md_adamw opt;
+  opt.direction.lr = 0.02;
+  opt.gain_direction.lr = 0.02;
+  dmat w = random(be, 6, 12, 90);
+  dmat wm = w;
+  const polar::tensor_view<double> wt(w.data(), {6, 3, 2, 2});
+  auto st = opt.init(be, wt);
+  auto sm = opt.init(be, polar::make_view(wm));
+  BOOST_TEST(st.rows == 6);
+  BOOST_TEST(st.cols == 12);
+  dmat g;
+  for (int k = 0; k < 4; ++k) {
+    g = random(be, 6, 12, 91 + k);
+    opt.step(be, wt, polar::tensor_view<const double>(g.data(), {6, 3, 2, 2}), st);
+    opt.step(be, polar::make_view(wm), cv(g), sm);
+  }
+  BOOST_TEST((w - wm).norm() == 0.0);
+  dmat f(6, 12);
+  opt.fuse(be, st, polar::tensor_view<double>(f.data(), {6, 3, 2, 2}));
+  BOOST_TEST((f - w).norm() <= 1e-14 * w.norm());
+  // A stack of matrices, a vector, and tensors of different shapes.
+  const dmat w0 = w;
+  try {
+    opt.init(be, polar::tensor_view<double>(w.data(), {2, 6, 6}));
+    BOOST_FAIL("no error for a 3-D tensor");
+  } catch (const polar::unsupported_error& e) {
+    BOOST_TEST(std::string(e.what()).find("2x6x6") != std::string::npos);
+  }
+  BOOST_CHECK_THROW(opt.init(be, polar::tensor_view<double>(w.data(), {72})), polar::unsupported_error);
+  BOOST_CHECK_THROW(opt.step(be, wt, polar::tensor_view<const double>(g.data(), {6, 12, 1, 1}), st),
+                    polar::shape_error);
+  BOOST_TEST((w - w0).norm() == 0.0);
+  BOOST_TEST(st.steps == 4);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

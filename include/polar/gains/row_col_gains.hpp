@@ -32,6 +32,7 @@
 
 #include "polar/core/config.hpp"
 #include "polar/core/error.hpp"
+#include "polar/core/tensor.hpp"
 #include "polar/core/view.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/detail/common.hpp"
@@ -257,6 +258,39 @@ struct row_col_gains {
     return s;
   }
 
+  /// A fresh state for a tensor: a matrix (rank 2), or a convolution kernel
+  /// (rank 4 or 5: out, in, kh, kw[, kd]) as the matrix (out, in kh kw ...),
+  /// with a row gain per output channel and a column gain per input tap.
+  /// @throws unsupported_error for other ranks (see tensor_matrix).
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, tensor_view<U> w) const {
+    return init(be, tensor_matrix("polar::row_col_gains::init", w));
+  }
+
+  /// One step of a tensor, as init(tensor_view) reads it.
+  template <class Backend, class T>
+  void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::row_col_gains::step";
+    detail::check_same_tensor_shape(op, w, g);
+    step(be, tensor_matrix(op, w), tensor_matrix(op, g), s);
+  }
+
+  /// The matrix a tensor stands for here: rank 2 itself, rank 4 and 5
+  /// flattened to (out, in kh kw ...). A stack of matrices (rank 3) needs a
+  /// state per matrix and scalars and vectors have no direction to factor:
+  /// those raise unsupported_error.
+  template <class T>
+  static matrix_view<T> tensor_matrix(const char* op, const tensor_view<T>& t) {
+    if (t.rank() == 3)
+      detail::raise<unsupported_error>(op, "a 3-D tensor (", t.shape_string(),
+                                       ") is a stack of matrices; give each matrix (a matrix_view of it) its own "
+                                       "state");
+    if (t.rank() < 2)
+      detail::raise<unsupported_error>(op, "a ", t.rank(), "-D tensor (", t.shape_string(),
+                                       ") has no direction to factor; give 1-D parameters to AdamW");
+    return as_matrix_stack(op, t).matrix(0);
+  }
+
   /// One step: W and G are the caller's fused weight and its gradient; the
   /// state's D and gains are stepped and W <- phi(r) D phi(c) is written.
   /// @throws shape_error when W, G and the state disagree, non_finite_error
@@ -303,6 +337,12 @@ struct row_col_gains {
                               s.cols);
     split_unchecked(be, g, s);
     apply_chain(be, s);
+  }
+
+  /// fuse() into a tensor, as init(tensor_view) reads it.
+  template <class Backend, class T>
+  void fuse(Backend& be, state<Backend, T>& s, tensor_view<T> w) const {
+    fuse(be, s, tensor_matrix("polar::row_col_gains::fuse", w));
   }
 
   /// w <- phi(r) D phi(c), the fused weight of the state.
