@@ -21,6 +21,7 @@
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/direction/sgd.hpp"
+#include "polar/estimator/spsa.hpp"
 #include "polar/gains/row_col_gains.hpp"
 #include "polar/geometry/euclidean.hpp"
 #include "polar/geometry/hypersphere.hpp"

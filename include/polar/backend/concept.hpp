@@ -184,6 +184,12 @@ class archetype {
   template <class T>
   void fill_random(matrix_view<T> x, const rng_key& key, distribution d, T scale = T(1),
                    std::uint64_t offset = 0) {}
+  /// x(i, j) += scale z(offset + i cols + j) with one rounding (an explicit
+  /// fused multiply-add: detail::add_scaled). Optional: the SPSA estimator
+  /// needs it, the rest of polar does not.
+  template <class T>
+  void add_random(matrix_view<T> x, const rng_key& key, distribution d, T scale = T(1),
+                  std::uint64_t offset = 0) {}
 
   // ---- factorizations ----------------------------------------------------
 

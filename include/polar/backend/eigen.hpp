@@ -247,6 +247,14 @@ class eigen {
     detail::check_fill_random("polar::fill_random", space, x, key, offset);
     detail::host::fill_random(x, key, d, scale, offset);
   }
+  /// x(i, j) += scale z(offset + i cols + j), in one rounding: the
+  /// perturbation pass of SPSA (the same bits on every backend).
+  template <class T>
+  void add_random(matrix_view<T> x, const rng_key& key, distribution d, T scale = T(1),
+                  std::uint64_t offset = 0) {
+    detail::check_fill_random("polar::add_random", space, x, key, offset);
+    detail::host::add_random(x, key, d, scale, offset);
+  }
 
   // ---- factorizations ----------------------------------------------------
 

@@ -38,6 +38,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "polar/core/config.hpp"
 #include "polar/core/detail/repro_math.hpp"
@@ -75,6 +76,19 @@ struct philox4x32_10 {
     return ctr;
   }
 };
+
+namespace detail {
+/// x + s z with one rounding (an explicit fused multiply-add, so no
+/// compiler contracts it differently on the host and the device); 16-bit
+/// types compute in float and round once more.
+template <class T>
+POLAR_HOST_DEVICE T add_scaled(T x, T s, T z) noexcept {
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>)
+    return repro::fma(s, z, x);
+  else
+    return T(repro::fma(float(s), float(z), float(x)));
+}
+}  // namespace detail
 
 /// Identifies one random stream: every perturbation polar draws is named by
 /// these four numbers, so it can be regenerated anywhere instead of stored.

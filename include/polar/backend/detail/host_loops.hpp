@@ -233,11 +233,10 @@ void scale_rows(vector_view<const T> s, matrix_view<T> x) {
   }
 }
 
-/// Writes scale z(first + k) to out(k, value) for k in [0, count), block by
-/// block of the stream (each Philox block is computed once).
+/// Calls out(k, z(first + k)) for k in [0, count), block by block of the
+/// stream (each Philox block is computed once).
 template <class T, class Out>
-void generate_range(const philox_stream& st, distribution d, T scale, std::uint64_t first,
-                    std::uint64_t count, Out out) {
+void generate_range(const philox_stream& st, distribution d, std::uint64_t first, std::uint64_t count, Out out) {
   if (count == 0) return;
   const std::uint64_t per = philox_stream::per_block<T>(d);
   const std::uint64_t b0 = first / per, b1 = (first + count - 1) / per;
@@ -245,16 +244,23 @@ void generate_range(const philox_stream& st, distribution d, T scale, std::uint6
   for (std::uint64_t b = b0; b <= b1; ++b) {
     st.fill_block<T>(d, b, tmp);
     const std::uint64_t lo = std::max(first, b * per), hi = std::min(first + count, (b + 1) * per);
-    for (std::uint64_t e = lo; e < hi; ++e) out(e - first, T(scale * tmp[e - b * per]));
+    for (std::uint64_t e = lo; e < hi; ++e) out(e - first, tmp[e - b * per]);
   }
 }
 
-template <class T>
-void fill_random(matrix_view<T> x, const rng_key& key, distribution d, T scale,
-                 std::uint64_t offset) {
+/// x(i, j) = scale z(offset + i cols + j), or with Add x(i, j) + scale z(...)
+/// in one rounding (detail::add_scaled).
+template <bool Add, class T>
+void random_pass(matrix_view<T> x, const rng_key& key, distribution d, T scale, std::uint64_t offset) {
   const philox_stream st(key);
   const index r = x.rows(), c = x.cols(), n = r * c;
   if (n == 0) return;
+  const auto put = [scale](T& to, T z) {
+    if constexpr (Add)
+      to = add_scaled(to, scale, z);
+    else
+      to = T(scale * z);
+  };
   if (x.rows_contiguous() && (r <= 1 || x.row_stride() == c)) {
     // One run of n elements: split it into chunks of whole blocks.
     T* p = x.data();
@@ -269,17 +275,26 @@ void fill_random(matrix_view<T> x, const rng_key& key, distribution d, T scale,
       const std::uint64_t lo = std::max(first, start_block * per + std::uint64_t(q) * chunk);
       const std::uint64_t hi = std::min(end, start_block * per + std::uint64_t(q + 1) * chunk);
       if (lo < hi)
-        generate_range<T>(st, d, scale, lo, hi - lo,
-                          [p, lo, first](std::uint64_t k, T v) { p[lo - first + k] = v; });
+        generate_range<T>(st, d, lo, hi - lo, [p, lo, first, put](std::uint64_t k, T z) { put(p[lo - first + k], z); });
     }
   } else {
     POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
     for (index i = 0; i < r; ++i) {
       const auto row = x.row(i);
-      generate_range<T>(st, d, scale, offset + std::uint64_t(i) * std::uint64_t(c),
-                        std::uint64_t(c), [row](std::uint64_t k, T v) { row[index(k)] = v; });
+      generate_range<T>(st, d, offset + std::uint64_t(i) * std::uint64_t(c), std::uint64_t(c),
+                        [row, put](std::uint64_t k, T z) { put(row[index(k)], z); });
     }
   }
+}
+
+template <class T>
+void fill_random(matrix_view<T> x, const rng_key& key, distribution d, T scale, std::uint64_t offset) {
+  random_pass<false>(x, key, d, scale, offset);
+}
+
+template <class T>
+void add_random(matrix_view<T> x, const rng_key& key, distribution d, T scale, std::uint64_t offset) {
+  random_pass<true>(x, key, d, scale, offset);
 }
 
 }  // namespace polar::detail::host

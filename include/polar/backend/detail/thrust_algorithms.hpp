@@ -407,7 +407,8 @@ struct mirror {
   }
 };
 
-/// Writes Philox block `first_block + q` into the elements of x it covers.
+/// Writes Philox block `first_block + q` into the elements of x it covers:
+/// scale z, or with add x + scale z in one rounding (detail::add_scaled).
 template <class T>
 struct random_blocks {
   philox_stream st;
@@ -415,6 +416,7 @@ struct random_blocks {
   T scale;
   matrix_view<T> x;
   std::uint64_t offset, end, first_block;
+  bool add;
   POLAR_HOST_DEVICE void operator()(index q) const {
     const std::uint64_t per = philox_stream::per_block<T>(d);
     const std::uint64_t b = first_block + std::uint64_t(q);
@@ -425,20 +427,33 @@ struct random_blocks {
     const std::uint64_t cols = std::uint64_t(x.cols());
     for (std::uint64_t e = lo; e < hi; ++e) {
       const std::uint64_t k = e - offset;
-      x(index(k / cols), index(k % cols)) = T(scale * tmp[e - b * per]);
+      T& to = x(index(k / cols), index(k % cols));
+      to = add ? add_scaled(to, scale, tmp[e - b * per]) : T(scale * tmp[e - b * per]);
     }
   }
 };
 
 template <class Policy, class T>
-void fill_random(const Policy& policy, matrix_view<T> x, const rng_key& key, distribution d, T scale,
-                 std::uint64_t offset) {
+void random_pass(const Policy& policy, matrix_view<T> x, const rng_key& key, distribution d, T scale,
+                 std::uint64_t offset, bool add) {
   const std::uint64_t n = std::uint64_t(x.size());
   if (n == 0) return;
   const std::uint64_t per = philox_stream::per_block<T>(d);
   const std::uint64_t b0 = offset / per, b1 = (offset + n - 1) / per;
   ::thrust::for_each_n(policy, ::thrust::counting_iterator<index>(0), index(b1 - b0 + 1),
-                       random_blocks<T>{philox_stream(key), d, scale, x, offset, offset + n, b0});
+                       random_blocks<T>{philox_stream(key), d, scale, x, offset, offset + n, b0, add});
+}
+
+template <class Policy, class T>
+void fill_random(const Policy& policy, matrix_view<T> x, const rng_key& key, distribution d, T scale,
+                 std::uint64_t offset) {
+  random_pass(policy, x, key, d, scale, offset, false);
+}
+
+template <class Policy, class T>
+void add_random(const Policy& policy, matrix_view<T> x, const rng_key& key, distribution d, T scale,
+                std::uint64_t offset) {
+  random_pass(policy, x, key, d, scale, offset, true);
 }
 
 }  // namespace polar::detail::thrust_alg
