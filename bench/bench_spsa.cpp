@@ -11,6 +11,12 @@
 //                         (the throughput ratio; bar for rademacher: >= 0.5);
 //                         ratio_to_scalar (normal only) = scalar Random123
 //                         loop time / this pass time (bar: >= 4)
+//   bm_restore_drift/<T>  in-place restore on 2^20 weights of scale 0.02,
+//                         eps = 1e-3, two-sided (+eps z, -2 eps z, +eps z):
+//                         changed_1 = fraction of weights not bit-identical
+//                         after one step; rms_1, rms_100 = rms of the drift
+//                         after 1 and 100 steps; rms_rel_100 = rms_100 over
+//                         the weights' rms
 #include <Random123/philox.h>
 #include <benchmark/benchmark.h>
 
@@ -66,7 +72,49 @@ void bm_perturb(benchmark::State& state, polar::distribution d) {
   }
 }
 
+template <class T>
+void bm_restore_drift(benchmark::State& state) {
+  const polar::index n = 1 << 20;
+  polar::backend::eigen be;
+  std::vector<float> f(static_cast<std::size_t>(n));
+  be.fill_random(polar::row_major_view(f.data(), 1, n), polar::rng_key{5}, polar::distribution::normal, 0.02f);
+  std::vector<T> w0(f.begin(), f.end()), w;
+  const auto wv = [&] { return polar::row_major_view(w.data(), 1, n); };
+  const T eps = T(1e-3f);
+  double changed_1 = 0, rms_1 = 0, rms_100 = 0, scale = 0;
+  const auto drift = [&] {
+    double s = 0;
+    for (std::size_t i = 0; i < w.size(); ++i) s += std::pow(double(float(w[i])) - double(float(w0[i])), 2);
+    return std::sqrt(s / double(n));
+  };
+  for (auto _ : state) {
+    w = w0;
+    for (std::uint32_t k = 0; k < 100; ++k) {
+      const polar::rng_key key{9, 0, k, 0};
+      be.add_random(wv(), key, polar::distribution::normal, eps);
+      be.add_random(wv(), key, polar::distribution::normal, T(-2 * float(eps)));
+      be.add_random(wv(), key, polar::distribution::normal, eps);
+      if (k == 0) {
+        std::size_t c = 0;
+        for (std::size_t i = 0; i < w.size(); ++i) c += float(w[i]) != float(w0[i]);
+        changed_1 = double(c) / double(n);
+        rms_1 = drift();
+      }
+    }
+    rms_100 = drift();
+  }
+  for (const T& x : w0) scale += double(float(x)) * double(float(x));
+  state.counters["changed_1"] = changed_1;
+  state.counters["rms_1"] = rms_1;
+  state.counters["rms_100"] = rms_100;
+  state.counters["rms_rel_100"] = rms_100 / std::sqrt(scale / double(n));
+}
+
 }  // namespace
+
+BENCHMARK_TEMPLATE(bm_restore_drift, float)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_restore_drift, Eigen::half)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_restore_drift, Eigen::bfloat16)->Iterations(1)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_CAPTURE(bm_perturb, rademacher, polar::distribution::rademacher)
     ->Arg(1 << 20)
