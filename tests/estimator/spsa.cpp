@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -267,6 +268,26 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_is_reported, B, backends) {
         BOOST_TEST((w - w0).norm() <= 1e-6 * w0.norm());
       w = w0;
     }
+  // An oracle that throws: the exception passes through, the weights restored.
+  for (auto mode : {polar::spsa_restore::exact, polar::spsa_restore::in_place}) {
+    polar::spsa est;
+    est.restore = mode;
+    typename polar::spsa::template workspace<B, float> ws;
+    int calls = 0;
+    BOOST_CHECK_THROW(est.estimate(
+                          be, p,
+                          [&] {
+                            if (calls++ == 1) throw std::runtime_error("oracle failed");
+                            return 1.0;
+                          },
+                          5, ws),
+                      std::runtime_error);
+    if (mode == polar::spsa_restore::exact)
+      BOOST_TEST(same_bits(w, w0));
+    else
+      BOOST_TEST((w - w0).norm() <= 1e-6 * w0.norm());
+    w = w0;
+  }
   polar::spsa est;
   typename polar::spsa::template workspace<B, float> ws;
   est.epsilon = 0;
