@@ -248,6 +248,50 @@ void generate_range(const philox_stream& st, distribution d, std::uint64_t first
   }
 }
 
+/// The Rademacher values z(lo..hi) into out[0..hi-lo) (out = scale z, or with
+/// Add out + scale z), for float and double: whole blocks of 128 signs word
+/// by word in vectorizable loops, the partial blocks at the ends element by
+/// element. z = +-1, so x + scale z is x +- scale, one rounding, the same
+/// value add_scaled's fused multiply-add gives.
+template <bool Add, class T>
+void rademacher_run(const philox_stream& st, T* out, std::uint64_t lo, std::uint64_t hi, T scale) {
+  // Elements [a, b) one by one (the partial blocks).
+  const auto edge = [&](std::uint64_t a, std::uint64_t b) {
+    if (a >= b) return;
+    T* const o = out + (a - lo);
+    generate_range<T>(st, distribution::rademacher, a, b - a, [o, scale](std::uint64_t k, T z) {
+      if constexpr (Add)
+        o[k] = add_scaled(o[k], scale, z);
+      else
+        o[k] = T(scale * z);
+    });
+  };
+  const std::uint64_t b0 = (lo + 127) / 128, b1 = hi / 128;  // whole blocks [b0, b1)
+  if (b0 >= b1) {
+    edge(lo, hi);
+    return;
+  }
+  edge(lo, 128 * b0);
+  const T plus = scale, minus = T(-scale);
+  for (std::uint64_t b = b0; b < b1; ++b) {
+    const u32x4 w = st.block(b);
+    T* const o = out + (128 * b - lo);
+    for (unsigned q = 0; q < 4; ++q) {
+      const std::uint32_t word = w.v[q];
+      T* const oq = o + 32 * q;
+      POLAR_OMP(simd)
+      for (unsigned j = 0; j < 32; ++j) {
+        const T v = ((word >> j) & 1u) ? plus : minus;
+        if constexpr (Add)
+          oq[j] = T(oq[j] + v);
+        else
+          oq[j] = v;
+      }
+    }
+  }
+  edge(128 * b1, hi);
+}
+
 /// x(i, j) = scale z(offset + i cols + j), or with Add x(i, j) + scale z(...)
 /// in one rounding (detail::add_scaled).
 template <bool Add, class T>
@@ -274,8 +318,14 @@ void random_pass(matrix_view<T> x, const rng_key& key, distribution d, T scale, 
     for (index q = 0; q < nchunks; ++q) {
       const std::uint64_t lo = std::max(first, start_block * per + std::uint64_t(q) * chunk);
       const std::uint64_t hi = std::min(end, start_block * per + std::uint64_t(q + 1) * chunk);
-      if (lo < hi)
-        generate_range<T>(st, d, lo, hi - lo, [p, lo, first, put](std::uint64_t k, T z) { put(p[lo - first + k], z); });
+      if (lo >= hi) continue;
+      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+        if (d == distribution::rademacher) {
+          rademacher_run<Add>(st, p + (lo - first), lo, hi, scale);
+          continue;
+        }
+      }
+      generate_range<T>(st, d, lo, hi - lo, [p, lo, first, put](std::uint64_t k, T z) { put(p[lo - first + k], z); });
     }
   } else {
     POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
