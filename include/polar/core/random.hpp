@@ -141,6 +141,45 @@ class philox_stream {
     return philox4x32_10::apply(ctr, k0_, k1_);
   }
 
+  /// Blocks b, b + 1, ..., b + L - 1 at once: word k of block b + l in
+  /// w[k][l], the same bits as block(b + l). The rounds run lane by lane in
+  /// loops the compiler can vectorize (host bulk fills).
+  template <unsigned L>
+  void blocks(std::uint64_t b, std::uint32_t (&w)[4][L]) const noexcept {
+    std::uint32_t c0[L], c1[L], c2[L], c3[L];
+    for (unsigned l = 0; l < L; ++l) {
+      const std::uint64_t bl = b + l;
+      c0[l] = std::uint32_t(bl);
+      c1[l] = hi_ | std::uint32_t((bl >> 32) & 0xFFFFu);
+      c2[l] = step_;
+      c3[l] = machine_;
+    }
+    std::uint32_t k0 = k0_, k1 = k1_;
+    for (int r = 0; r < 10; ++r) {
+      if (r > 0) {
+        k0 += philox4x32_10::w0;
+        k1 += philox4x32_10::w1;
+      }
+      POLAR_OMP(simd)
+      for (unsigned l = 0; l < L; ++l) {
+        const std::uint64_t p0 = std::uint64_t(philox4x32_10::m0) * c0[l];
+        const std::uint64_t p1 = std::uint64_t(philox4x32_10::m1) * c2[l];
+        const std::uint32_t n0 = std::uint32_t(p1 >> 32) ^ c1[l] ^ k0, n1 = std::uint32_t(p1);
+        const std::uint32_t n2 = std::uint32_t(p0 >> 32) ^ c3[l] ^ k1, n3 = std::uint32_t(p0);
+        c0[l] = n0;
+        c1[l] = n1;
+        c2[l] = n2;
+        c3[l] = n3;
+      }
+    }
+    for (unsigned l = 0; l < L; ++l) {
+      w[0][l] = c0[l];
+      w[1][l] = c1[l];
+      w[2][l] = c2[l];
+      w[3][l] = c3[l];
+    }
+  }
+
   /// Uniform on (0, 1), exact: element i.
   template <class T>
   POLAR_HOST_DEVICE T uniform(std::uint64_t i) const noexcept {

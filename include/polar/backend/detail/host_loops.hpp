@@ -292,6 +292,57 @@ void rademacher_run(const philox_stream& st, T* out, std::uint64_t lo, std::uint
   edge(128 * b1, hi);
 }
 
+/// The float normal values z(lo..hi) into out[0..hi-lo) (out = scale z, or
+/// with Add add_scaled(out, scale, z)): sixteen Philox blocks at a time, their
+/// rounds and the 32 Box-Muller pairs they give each in one vectorizable
+/// loop, with the same arithmetic as philox_stream::normal (so the same
+/// bits); the partial blocks at the ends element by element.
+template <bool Add>
+void normal_run(const philox_stream& st, float* out, std::uint64_t lo, std::uint64_t hi, float scale) {
+  constexpr unsigned lanes = 16;  // blocks per group: 64 values
+  const auto edge = [&](std::uint64_t a, std::uint64_t b) {
+    if (a >= b) return;
+    float* const o = out + (a - lo);
+    generate_range<float>(st, distribution::normal, a, b - a, [o, scale](std::uint64_t k, float z) {
+      if constexpr (Add)
+        o[k] = add_scaled(o[k], scale, z);
+      else
+        o[k] = float(scale * z);
+    });
+  };
+  const std::uint64_t g0 = (lo + 4 * lanes - 1) / (4 * lanes), g1 = hi / (4 * lanes);  // whole groups
+  if (g0 >= g1) {
+    edge(lo, hi);
+    return;
+  }
+  edge(lo, 4 * lanes * g0);
+  std::uint32_t w[4][lanes];
+  float u1[2 * lanes], u2[2 * lanes], zc[2 * lanes], zs[2 * lanes];
+  for (std::uint64_t g = g0; g < g1; ++g) {
+    st.blocks<lanes>(g * lanes, w);
+    // Pair k = 2 l + p of the group: words 2p and 2p + 1 of block l.
+    for (unsigned l = 0; l < lanes; ++l)
+      for (unsigned p = 0; p < 2; ++p) {
+        u1[2 * l + p] = repro::uniform_from_bits(w[2 * p][l]);
+        u2[2 * l + p] = repro::uniform_from_bits(w[2 * p + 1][l]);
+      }
+    POLAR_OMP(simd)
+    for (unsigned k = 0; k < 2 * lanes; ++k) repro::box_muller_pair(u1[k], u2[k], zc[k], zs[k]);
+    float* const o = out + (4 * lanes * g - lo);
+    POLAR_OMP(simd)
+    for (unsigned k = 0; k < 2 * lanes; ++k) {
+      if constexpr (Add) {
+        o[2 * k] = add_scaled(o[2 * k], scale, zc[k]);
+        o[2 * k + 1] = add_scaled(o[2 * k + 1], scale, zs[k]);
+      } else {
+        o[2 * k] = float(scale * zc[k]);
+        o[2 * k + 1] = float(scale * zs[k]);
+      }
+    }
+  }
+  edge(4 * lanes * g1, hi);
+}
+
 /// x(i, j) = scale z(offset + i cols + j), or with Add x(i, j) + scale z(...)
 /// in one rounding (detail::add_scaled).
 template <bool Add, class T>
@@ -322,6 +373,12 @@ void random_pass(matrix_view<T> x, const rng_key& key, distribution d, T scale, 
       if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
         if (d == distribution::rademacher) {
           rademacher_run<Add>(st, p + (lo - first), lo, hi, scale);
+          continue;
+        }
+      }
+      if constexpr (std::is_same_v<T, float>) {
+        if (d == distribution::normal) {
+          normal_run<Add>(st, p + (lo - first), lo, hi, scale);
           continue;
         }
       }

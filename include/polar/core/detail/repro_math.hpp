@@ -230,12 +230,14 @@ POLAR_HOST_DEVICE void sincos_2pi(T u, T& c, T& s) noexcept {
   quarter_sincos(h, sh, ch);
   const T sp = upper ? ch : sh;  // sin(pi f / 2)
   const T cp = upper ? sh : ch;  // cos(pi f / 2)
-  switch (q & 3) {
-    case 0: c = cp; s = sp; break;
-    case 1: c = -sp; s = cp; break;
-    case 2: c = -cp; s = -sp; break;
-    default: c = sp; s = -cp; break;
-  }
+  // The quadrant: (c, s) = (cp, sp), (-sp, cp), (-cp, -sp), (sp, -cp). As
+  // selects, not a switch, so that loops over many values vectorize;
+  // negation is exact, so the values are the same either way.
+  const int k = q & 3;
+  const T c0 = (k & 1) ? sp : cp;
+  const T s0 = (k & 1) ? cp : sp;
+  c = (k == 1 || k == 2) ? -c0 : c0;
+  s = (k >= 2) ? -s0 : s0;
 }
 
 /// Both Box–Muller normals of the uniforms (u1, u2): r cos and r sin of
