@@ -11,6 +11,11 @@
 //                         (the throughput ratio; bar for rademacher: >= 0.5);
 //                         ratio_to_scalar (normal only) = scalar Random123
 //                         loop time / this pass time (bar: >= 4)
+//   bm_step_memory/<mode> one SPSA step (estimate, two-sided, and the SGD
+//                         step) on 10^7 floats in ten tensors: peak_ratio =
+//                         (parameters + the most heap the step held at
+//                         once) / parameters (bar, in place: <= 1.01);
+//                         counted by this program's operator new
 //   bm_restore_drift/<T>  in-place restore on 2^20 weights of scale 0.02,
 //                         eps = 1e-3, two-sided (+eps z, -2 eps z, +eps z):
 //                         changed_1 = fraction of weights not bit-identical
@@ -20,12 +25,57 @@
 #include <Random123/philox.h>
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
 #include <vector>
 
 #include "bench_support.hpp"
 #include <polar/backend/eigen.hpp>
+#include <polar/estimator/spsa.hpp>
+
+// Heap accounting for bm_step_memory: every operator new of this program
+// (polar's buffers use the aligned form) adds to `live`, every delete
+// subtracts; `peak` is the most live at once since the last reset.
+namespace heap {
+std::atomic<long long> live{0}, peak{0};
+void note(long long delta) {
+  const long long now = live.fetch_add(delta) + delta;
+  long long p = peak.load();
+  while (now > p && !peak.compare_exchange_weak(p, now)) {
+  }
+}
+void* take(std::size_t n, std::size_t align) {
+  const std::size_t header = align < 16 ? 16 : align;
+  void* raw = std::aligned_alloc(header, ((n + header + header - 1) / header) * header);
+  if (!raw) throw std::bad_alloc();
+  *static_cast<std::size_t*>(raw) = n;
+  note(static_cast<long long>(n));
+  return static_cast<char*>(raw) + header;
+}
+void give(void* p, std::size_t align) noexcept {
+  if (!p) return;
+  const std::size_t header = align < 16 ? 16 : align;
+  void* raw = static_cast<char*>(p) - header;
+  note(-static_cast<long long>(*static_cast<std::size_t*>(raw)));
+  std::free(raw);
+}
+}  // namespace heap
+
+void* operator new(std::size_t n) { return heap::take(n, 16); }
+void* operator new[](std::size_t n) { return heap::take(n, 16); }
+void* operator new(std::size_t n, std::align_val_t a) { return heap::take(n, std::size_t(a)); }
+void* operator new[](std::size_t n, std::align_val_t a) { return heap::take(n, std::size_t(a)); }
+void operator delete(void* p) noexcept { heap::give(p, 16); }
+void operator delete[](void* p) noexcept { heap::give(p, 16); }
+void operator delete(void* p, std::size_t) noexcept { heap::give(p, 16); }
+void operator delete[](void* p, std::size_t) noexcept { heap::give(p, 16); }
+void operator delete(void* p, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
+void operator delete[](void* p, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
+void operator delete(void* p, std::size_t, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
+void operator delete[](void* p, std::size_t, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
 
 namespace {
 
@@ -72,6 +122,41 @@ void bm_perturb(benchmark::State& state, polar::distribution d) {
   }
 }
 
+void bm_step_memory(benchmark::State& state, polar::spsa_restore mode) {
+  polar::backend::eigen be;
+  std::vector<std::vector<float>> tensors(10, std::vector<float>(1000000, 0.01f));
+  polar::spsa_params<float> p;
+  for (auto& t : tensors) p.add(polar::row_major_view(t.data(), 1000, 1000));
+  const double param_bytes = double(p.size()) * sizeof(float);
+  polar::spsa est;
+  est.restore = mode;
+  est.samples = 2;
+  polar::spsa::workspace<polar::backend::eigen, float> ws;
+  const auto loss = [&] {
+    double s = 0;
+    for (const auto& t : tensors)
+      for (float x : t) s += double(x) * x;
+    return s;
+  };
+  long long most = 0;
+  std::uint32_t step = 0;
+  for (auto _ : state) {
+    heap::peak.store(heap::live.load());
+    const long long start = heap::live.load();
+    const auto g = est.estimate(be, p, loss, step++, ws);
+    polar::spsa_sgd_step(be, p, g, 1e-3);
+    most = std::max(most, heap::peak.load() - start);
+  }
+  // The exact mode's copy is allocated at its first step and kept in ws.
+  const double kept = [&] {
+    double k = 0;
+    for (const auto& b : ws.copy) k += double(b.size()) * sizeof(float);
+    return k;
+  }();
+  state.counters["extra_bytes"] = double(most);
+  state.counters["peak_ratio"] = (param_bytes + std::max(double(most), kept)) / param_bytes;
+}
+
 template <class T>
 void bm_restore_drift(benchmark::State& state) {
   const polar::index n = 1 << 20;
@@ -112,6 +197,8 @@ void bm_restore_drift(benchmark::State& state) {
 
 }  // namespace
 
+BENCHMARK_CAPTURE(bm_step_memory, in_place, polar::spsa_restore::in_place)->Iterations(3)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_step_memory, exact, polar::spsa_restore::exact)->Iterations(3)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_restore_drift, float)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_restore_drift, Eigen::half)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_restore_drift, Eigen::bfloat16)->Iterations(1)->Unit(benchmark::kMillisecond);
