@@ -161,6 +161,27 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(exact_restore_is_bit_exact, B, backends) {
   BOOST_TEST(same_bits(d, d0));
 }
 
+// The default restores 16-bit parameters exactly (their in-place drift is
+// as large as an update) and float and double in place.
+BOOST_AUTO_TEST_CASE(automatic_restore_is_exact_for_16_bit_types) {
+  const polar::spsa est;
+  BOOST_TEST((est.restore == polar::spsa_restore::automatic));
+  BOOST_TEST(est.exact<Eigen::half>());
+  BOOST_TEST(est.exact<Eigen::bfloat16>());
+  BOOST_TEST(!est.exact<float>());
+  BOOST_TEST(!est.exact<double>());
+  polar::backend::eigen be;
+  mat<Eigen::half> w(16, 16);
+  for (Eigen::Index i = 0; i < w.size(); ++i) w.data()[i] = Eigen::half(0.02f * float((i * 37) % 23 - 11));
+  const mat<Eigen::half> w0 = w;
+  polar::spsa_params<Eigen::half> p;
+  p.add(polar::make_view(w));
+  polar::spsa::workspace<polar::backend::eigen, Eigen::half> ws;
+  for (std::uint32_t k = 0; k < 10; ++k) est.estimate(be, p, [&] { return double(float(w(0, 0))); }, k, ws);
+  BOOST_TEST(same_bits(w, w0));
+  BOOST_TEST(ws.copy.size() == 1u);
+}
+
 // SPSA-SGD with Spall's gains minimizes a 10-D quadratic and the 2-D
 // Rosenbrock function from its usual start (-1.2, 1).
 BOOST_AUTO_TEST_CASE_TEMPLATE(sgd_minimizes_test_functions, B, backends) {

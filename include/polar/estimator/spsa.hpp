@@ -17,7 +17,8 @@
 // spsa_gradient (the key and one scalar per sample) from which any machine
 // can rebuild the step.
 //
-// Restoring theta after a perturbation:
+// Restoring theta after a perturbation (automatic, the default: exact for
+// 16-bit parameters, in place for float and double):
 //   in_place  theta + eps z - 2 eps z + eps z, in the parameters' own
 //             precision: no extra memory, but not bit-exact (docs/spsa.md
 //             has the drift measured);
@@ -50,8 +51,9 @@ enum class spsa_difference {
 
 /// How the parameters are brought back after a perturbation.
 enum class spsa_restore {
-  in_place,  ///< subtract the perturbation again: no memory, rounding drift
-  exact      ///< copy back a copy taken before: bit-exact, one copy of the parameters
+  automatic,  ///< exact for 16-bit parameters (their drift is as large as an update), in place otherwise
+  in_place,   ///< subtract the perturbation again: no memory, rounding drift
+  exact       ///< copy back a copy taken before: bit-exact, one copy of the parameters
 };
 
 /// Spall's gain sequences: a_k = a / (k + 1 + A)^alpha for the learning
@@ -116,7 +118,7 @@ struct spsa {
   int samples = 1;                                      ///< n, averaged
   spsa_difference difference = spsa_difference::two_sided;
   distribution dist = distribution::normal;             ///< normal or rademacher
-  spsa_restore restore = spsa_restore::in_place;
+  spsa_restore restore = spsa_restore::automatic;
   std::uint64_t seed = 0;                               ///< shared by every machine
   std::uint32_t machine = 0;                            ///< this machine's id
 
@@ -134,6 +136,12 @@ struct spsa {
       detail::raise<value_error>(op, "samples must be 1 to ", rng_key::max_sample + 1, ", got ", samples);
     if (dist != distribution::normal && dist != distribution::rademacher)
       detail::raise<value_error>(op, "z must be normal or rademacher, got ", to_string(dist));
+  }
+
+  /// Whether parameters of type T are restored by copy (restore resolved).
+  template <class T>
+  bool exact() const noexcept {
+    return restore == spsa_restore::exact || (restore == spsa_restore::automatic && sizeof(T) < 4);
   }
 
   /// The key of sample s at a step.
@@ -155,7 +163,7 @@ struct spsa {
     spsa_gradient g;
     g.key = key(step);
     g.dist = dist;
-    if (restore == spsa_restore::exact) snapshot(be, p, ws);
+    if (exact<T>()) snapshot(be, p, ws);
     const bool two = difference == spsa_difference::two_sided;
     double base = 0, total = 0;
     int evaluations = 0;
@@ -184,7 +192,7 @@ struct spsa {
       const double plus = evaluate(s, 1, "theta + eps z");
       double minus = base;
       if (two) {
-        if (restore == spsa_restore::exact) {
+        if (exact<T>()) {
           copy_back(be, p, ws);
           perturb(be, p, g.key, s, -epsilon);
         } else {
@@ -218,7 +226,7 @@ struct spsa {
   void undo(Backend& be, const spsa_params<T>& p, workspace<Backend, T>& ws, const rng_key& key, std::uint32_t s,
             double back) const {
     if (back == 0) return;
-    if (restore == spsa_restore::exact)
+    if (exact<T>())
       copy_back(be, p, ws);
     else
       perturb(be, p, key, s, -back * epsilon);
