@@ -3,9 +3,12 @@
 // polar is a header-only C++17 library of geometry-aware optimizers. This
 // header includes the core (views, tensors, tensor traits, errors, the
 // counter-based generator), the backend concept, the Eigen backend, the
-// orthogonalizers, the directions (SGD, momentum, AdamW, Muon) and the
-// parameter set. The Thrust backend
-// is opt-in: include polar/backend/thrust.hpp and link polar::thrust.
+// orthogonalizers, the directions (SGD, momentum, AdamW, Muon), the
+// geometries, the gains, the SPSA estimator with its one-byte codes and
+// decentralized protocol (with the in-process loopback transport), and the
+// parameter set. Opt-in: the Thrust backend (include polar/backend/thrust.hpp
+// and link polar::thrust) and the MPI transport (include polar/dist/mpi.hpp
+// and link polar::mpi).
 #pragma once
 
 #include "polar/core/check.hpp"
@@ -21,7 +24,10 @@
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/direction/sgd.hpp"
+#include "polar/estimator/byte_code.hpp"
+#include "polar/estimator/decentralized.hpp"
 #include "polar/estimator/spsa.hpp"
+#include "polar/dist/loopback.hpp"
 #include "polar/gains/row_col_gains.hpp"
 #include "polar/geometry/euclidean.hpp"
 #include "polar/geometry/hypersphere.hpp"

@@ -83,6 +83,21 @@ class device_error : public error {
   using error::error;
 };
 
+/// Bytes read from a file or received from another machine that are not
+/// what they claim to be: truncated, a bad checksum, a wrong magic number or
+/// version, a gap or a duplicate in a sequence.
+class format_error : public error {
+ public:
+  using error::error;
+};
+
+/// A failure of a transport between machines: the MPI library reported an
+/// error, or a machine did not publish its part of a step in time.
+class transport_error : public error {
+ public:
+  using error::error;
+};
+
 namespace detail {
 
 /// Streams every argument into one string; used to build error messages.
