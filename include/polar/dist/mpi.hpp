@@ -11,6 +11,14 @@
 // sent.
 #pragma once
 
+// polar uses MPI's C interface only; the deprecated C++ bindings of Open MPI
+// and MPICH are left out (they do not compile cleanly with -Wextra).
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 
 #include <algorithm>
