@@ -1,16 +1,19 @@
-// examples/digits.hpp: reads data/digits.csv.gz (see data/README.md), for
-// the demo and the width-transfer experiment.
+// examples/digits.hpp: reads data/digits.csv.gz (see data/README.md), and
+// the perceptron the demo, the width-transfer experiment and the
+// decentralized example train on it.
 #pragma once
 
 #include <zlib.h>
 
 #include <Eigen/Core>
+#include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
-#include <polar/core/view.hpp>
+#include <polar/polar.hpp>
 
 #ifndef POLAR_DATA_DIR
 #define POLAR_DATA_DIR "data"
@@ -61,6 +64,70 @@ inline digits load_digits(const std::string& path) {
   d.x = Eigen::Map<rmatrix>(values.data(), polar::index(labels.size()), 64);
   d.labels = labels;
   return d;
+}
+
+// ---- the perceptron --------------------------------------------------------
+
+/// A perceptron without biases: 64 -> width [-> width ...] -> 10, ReLU.
+struct network {
+  std::vector<rmatrix> w;  // w[0]: width x 64, then width x width, last: 10 x width
+};
+
+inline network make_network(int width, int depth, std::uint64_t seed) {
+  polar::backend::eigen be;
+  network net;
+  int fan_in = 64;
+  for (int l = 0; l <= depth; ++l) {
+    const int out = l == depth ? 10 : width;
+    rmatrix w(out, fan_in);
+    // He's initialization for the ReLU layers, LeCun's for the output.
+    const double gain = l == depth ? 1.0 : 2.0;
+    be.fill_random(polar::make_view(w), polar::rng_key{seed, std::uint32_t(l), std::uint32_t(width)},
+                   polar::distribution::normal, float(std::sqrt(gain / fan_in)));
+    net.w.push_back(std::move(w));
+    fan_in = out;
+  }
+  return net;
+}
+
+// Mean cross-entropy of the rows of x (labels y); with grads, dL/dW of each
+// layer. acts is scratch: the layers' inputs.
+inline double loss_and_grads(const network& net, const rmatrix& x, const int* y, std::vector<rmatrix>* grads,
+                             std::vector<rmatrix>& acts) {
+  const std::size_t layers = net.w.size();
+  acts.resize(layers);
+  acts[0] = x;
+  for (std::size_t l = 0; l + 1 < layers; ++l) {
+    acts[l + 1].resize(x.rows(), net.w[l].rows());
+    acts[l + 1].noalias() = acts[l] * net.w[l].transpose();
+    acts[l + 1] = acts[l + 1].cwiseMax(0.0f);
+  }
+  rmatrix logits = acts[layers - 1] * net.w[layers - 1].transpose();
+  double loss = 0;
+  const float inv_n = 1.0f / float(x.rows());
+  for (Eigen::Index i = 0; i < logits.rows(); ++i) {
+    auto row = logits.row(i);
+    const float top = row.maxCoeff();
+    const float sum = (row.array() - top).exp().sum();
+    loss += double(top) + std::log(double(sum)) - double(row(y[i]));
+    if (grads) {  // softmax - one-hot, over the batch
+      row = ((row.array() - top).exp() / sum).matrix();
+      row(y[i]) -= 1.0f;
+      row *= inv_n;
+    }
+  }
+  if (grads) {
+    grads->resize(layers);
+    rmatrix delta = std::move(logits);
+    for (std::size_t l = layers; l-- > 0;) {
+      (*grads)[l].resize(net.w[l].rows(), net.w[l].cols());
+      (*grads)[l].noalias() = delta.transpose() * acts[l];
+      if (l == 0) break;
+      rmatrix back = delta * net.w[l];
+      delta = (acts[l].array() > 0.0f).select(back, 0.0f);
+    }
+  }
+  return loss / double(x.rows());
 }
 
 }  // namespace examples
