@@ -40,6 +40,7 @@
 #include "polar/core/tensor.hpp"
 #include "polar/core/view.hpp"
 #include "polar/direction/detail/common.hpp"
+#include "polar/direction/sgd.hpp"
 
 namespace polar {
 
@@ -262,6 +263,67 @@ void spsa_sgd_step(Backend& be, const spsa_params<T>& p, const spsa_gradient& g,
     const T scale = T(-lr * g.coeff[std::size_t(s)]);
     for (index t = 0; t < p.count(); ++t) be.add_random(p.view(t), k, g.dist, scale, p.offset(t));
   }
+}
+
+/// The momentum buffers of spsa_momentum_step: one per tensor of the
+/// parameter set (the memory of the parameters once more, as for momentum
+/// on backprop gradients; z is never stored).
+template <class Backend, class T>
+struct spsa_momentum_state {
+  std::vector<typename Backend::template buffer<T>> buf;
+  long steps = 0;
+};
+
+/// SGD with momentum on a compact estimate, z regenerated into the buffers:
+/// with a = 1 (heavy ball) or 1 - mu (EMA) and g = sum_s coeff[s] z_s,
+///
+///   buf <- mu buf + a g
+///   theta <- (1 - lr wd) theta - lr buf                  (plain)
+///   theta <- (1 - lr wd) theta - lr (mu buf + a g)       (Nesterov)
+///
+/// the rules of momentum_direction::step, whose hyperparameters it takes.
+/// Each sample costs one pass over the buffers (and one more over theta for
+/// Nesterov); the dense gradient is never formed. The state starts empty
+/// (zero buffers on the first call).
+/// @throws value_error for hyperparameters out of range, or a state from
+///         another parameter set (nothing changed).
+template <class Backend, class T>
+void spsa_momentum_step(Backend& be, const spsa_params<T>& p, const spsa_gradient& g, const momentum_direction& dir,
+                        spsa_momentum_state<Backend, T>& st) {
+  constexpr const char* op = "polar::spsa_momentum_step";
+  dir.check(op);
+  if (!st.buf.empty() && st.buf.size() != std::size_t(p.count()))
+    detail::raise<value_error>(op, "the state holds ", st.buf.size(), " buffers but the parameter set ", p.count(),
+                               " tensors");
+  for (index t = 0; t < index(st.buf.size()); ++t)
+    if (index(st.buf[std::size_t(t)].size()) != p.view(t).size())
+      detail::raise<value_error>(op, "buffer ", t, " holds ", st.buf[std::size_t(t)].size(), " elements but tensor ",
+                                 t, " ", p.view(t).size());
+  if (st.buf.empty())
+    for (index t = 0; t < p.count(); ++t)
+      st.buf.push_back(detail::zero_buffer<T>(be, p.view(t).rows(), p.view(t).cols()));
+  const double a = dir.kind == momentum_kind::ema ? 1 - dir.momentum : 1;
+  const T mu = T(dir.momentum), keep = T(1 - dir.lr * dir.weight_decay);
+  for (index t = 0; t < p.count(); ++t) {
+    const auto w = p.view(t);
+    const auto buf = detail::state_view<Backend>(st.buf[std::size_t(t)], w.rows(), w.cols());
+    be.scale(mu, buf);
+    rng_key k = g.key;
+    for (index s = 0; s < g.samples(); ++s) {
+      k.sample = std::uint32_t(s);
+      be.add_random(buf, k, g.dist, T(a * g.coeff[std::size_t(s)]), p.offset(t));
+    }
+    if (dir.nesterov) {
+      be.axpby(T(-dir.lr * dir.momentum), as_const(buf), keep, w);
+      for (index s = 0; s < g.samples(); ++s) {
+        k.sample = std::uint32_t(s);
+        be.add_random(w, k, g.dist, T(-dir.lr * a * g.coeff[std::size_t(s)]), p.offset(t));
+      }
+    } else {
+      be.axpby(T(-dir.lr), as_const(buf), keep, w);
+    }
+  }
+  ++st.steps;
 }
 
 /// out <- the estimate's values on tensor k of p (out has that tensor's
