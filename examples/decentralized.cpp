@@ -10,8 +10,8 @@
 //
 //   1-byte log     decentralized SPSA: each machine estimates the projected
 //                  gradient on its own batch along its own z and publishes
-//                  one byte (polar::byte_code::logarithmic); every machine
-//                  applies every byte;
+//                  one byte (polar::byte_code::logarithmic(3.6e-4,
+//                  --steps-per-nat)); every machine applies every byte;
 //   1-byte linear  the same with polar::byte_code::linear(--linear-scale);
 //   fp SPSA        the same estimates, applied in full precision (the bytes'
 //                  cost in loss is the gap to this one);
@@ -29,8 +29,8 @@
 //
 //   polar_decentralized [--quick] [--machines N] [--steps N] [--every N]
 //                       [--batch N] [--width N] [--pretrain N] [--lr X]
-//                       [--eps X] [--sgd-lr X] [--linear-scale X] [--seed N]
-//                       [--csv FILE] [--data FILE]
+//                       [--eps X] [--sgd-lr X] [--linear-scale X]
+//                       [--steps-per-nat N] [--seed N] [--csv FILE] [--data FILE]
 #include <polar/polar.hpp>
 
 #include <chrono>
@@ -70,6 +70,7 @@ struct options {
   double eps = 1e-3;
   double sgd_lr = 0.1;
   double linear_scale = 4.0;
+  int steps_per_nat = 8;
   std::uint64_t seed = 2026;
   bool quick = false;
   std::string csv;
@@ -81,7 +82,8 @@ struct options {
   std::fprintf(why ? stderr : stdout,
                "usage: polar_decentralized [--quick] [--machines N] [--steps N] [--every N] [--batch N]\n"
                "                           [--width N] [--pretrain N] [--lr X] [--eps X] [--sgd-lr X]\n"
-               "                           [--linear-scale X] [--seed N] [--csv FILE] [--data FILE]\n"
+               "                           [--linear-scale X] [--steps-per-nat N] [--seed N] [--csv FILE]\n"
+               "                           [--data FILE]\n"
                "Fine-tunes the digits perceptron with SPSA on several machines exchanging one byte each\n"
                "per step, against full-precision SPSA and backprop SGD. Under mpiexec each process is a\n"
                "machine; otherwise --machines machines are simulated in this process.\n");
@@ -116,6 +118,7 @@ options parse(int argc, char** argv) {
     else if (a == "--eps") o.eps = number(1e-12, 1);
     else if (a == "--sgd-lr") o.sgd_lr = number(0, 1e3);
     else if (a == "--linear-scale") o.linear_scale = number(1e-12, 1e12);
+    else if (a == "--steps-per-nat") o.steps_per_nat = int(number(1, 64));
     else if (a == "--seed") o.seed = std::uint64_t(number(0, 9e15));
     else if (a == "--csv") o.csv = value();
     else if (a == "--data") o.data = value();
@@ -427,12 +430,12 @@ int main(int argc, char** argv) {
 #if defined(POLAR_EXAMPLE_MPI)
     if (mpi) {
       polar::dist::mpi_transport net;
-      runs.push_back(run_mpi(o, d, start, polar::byte_code::logarithmic(), "1-byte log", net));
+      runs.push_back(run_mpi(o, d, start, polar::byte_code::logarithmic(3.6e-4, o.steps_per_nat), "1-byte log", net));
       runs.push_back(run_mpi(o, d, start, polar::byte_code::linear(o.linear_scale), "1-byte linear", net));
     }
 #endif
     if (!mpi) {
-      runs.push_back(run_loopback(o, d, start, polar::byte_code::logarithmic(), "1-byte log"));
+      runs.push_back(run_loopback(o, d, start, polar::byte_code::logarithmic(3.6e-4, o.steps_per_nat), "1-byte log"));
       runs.push_back(run_loopback(o, d, start, polar::byte_code::linear(o.linear_scale), "1-byte linear"));
     }
     if (rank == 0) {
