@@ -13,6 +13,7 @@
 #include "polar/backend/eigen.hpp"
 #include "polar/backend/thrust.hpp"
 #include "polar/direction/adamw.hpp"
+#include "polar/direction/muon.hpp"
 #include "polar/estimator/spsa.hpp"
 
 namespace {
@@ -352,6 +353,38 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(adamw_and_momentum_compose_with_the_estimate, B, b
     const double gap = f(dvec(t.row(0).transpose())) - f(best);
     BOOST_TEST(gap <= 1e-4 * start);
   }
+}
+
+// ZO-Muon by composition: the estimate materialized into Muon's input
+// pulls an 8x6 matrix to its target, ||W - A||^2 / 2, with Muon's
+// learning rate decayed linearly to 0 (its steps have a fixed spectral
+// size, so without decay it would circle the target at that distance).
+BOOST_AUTO_TEST_CASE_TEMPLATE(muon_composes_with_the_estimate, B, backends) {
+  B be;
+  polar::backend::eigen ref;
+  mat<float> w(8, 6), a(8, 6), g(8, 6);
+  ref.fill_random(polar::make_view(w), polar::rng_key{31}, polar::distribution::normal, 1.0f);
+  ref.fill_random(polar::make_view(a), polar::rng_key{32}, polar::distribution::normal, 1.0f);
+  const auto loss = [&] { return 0.5 * double((w - a).squaredNorm()); };
+  const double start = loss();
+  polar::spsa_params<float> p;
+  p.add(polar::make_view(w));
+  polar::spsa est;
+  est.seed = 33;
+  est.samples = 4;
+  est.epsilon = 1e-2;
+  polar::muon_direction<> muon;
+  auto st = muon.init(be, polar::make_view(w));
+  typename polar::spsa::template workspace<B, float> ws;
+  const int steps = 1500;
+  for (int k = 0; k < steps; ++k) {
+    muon.lr = 0.1 * (1 - double(k) / steps);
+    const auto e = est.estimate(be, p, loss, std::uint32_t(k), ws);
+    polar::spsa_materialize(be, p, e, 0, polar::make_view(g));
+    muon.step(be, polar::make_view(w), polar::make_view(std::as_const(g)), st);
+  }
+  BOOST_TEST_MESSAGE("ZO-Muon: " << start << " -> " << loss());
+  BOOST_TEST(loss() <= 1e-2 * start);
 }
 
 // The same seed on every backend gives the same estimate and step.

@@ -5,6 +5,10 @@
 // the host's arithmetic, and the exact restore copies device memory. Built by
 // the `cuda` preset (nvcc); it needs a GPU to run, which CI does not have,
 // so CI checks that it compiles.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <Eigen/Core>
 #include <boost/test/unit_test.hpp>
 #include <cstring>
 #include <vector>
@@ -76,6 +80,55 @@ BOOST_AUTO_TEST_CASE(a_device_replica_matches_a_host_replica_bit_for_bit) {
       ::thrust::copy(wr.begin(), wr.end(), back.begin());
       BOOST_TEST(std::memcmp(back.data(), wh.data(), sizeof(float) * wh.size()) == 0);
     }
+}
+
+// 16-bit parameters: CUDA's __half and __nv_bfloat16 on the device against
+// Eigen's half and bfloat16 on the host (both IEEE binary16 and bfloat16,
+// compared as bits). SPSA steps with the default restore (exact for 16-bit
+// types) and the SGD step: the same bits after 20 steps.
+template <class DeviceT, class HostT>
+void sixteen_bit_steps_match() {
+  static_assert(sizeof(DeviceT) == 2 && sizeof(HostT) == 2, "16-bit types");
+  const polar::index rows = 19, cols = 23;
+  device_backend dev;
+  host_backend host;
+  std::vector<HostT> wh(std::size_t(rows * cols));
+  for (std::size_t i = 0; i < wh.size(); ++i) wh[i] = HostT(0.02f * float(int(i * 37 % 23) - 11));
+  std::vector<DeviceT> staged(wh.size());
+  std::memcpy(staged.data(), wh.data(), 2 * wh.size());
+  ::thrust::device_vector<DeviceT> wd(staged.begin(), staged.end());
+  polar::spsa_params<HostT> ph;
+  polar::spsa_params<DeviceT> pd;
+  ph.add(polar::row_major_view(wh.data(), rows, cols));
+  pd.add(polar::make_view(wd, rows, cols));
+  polar::spsa est;
+  est.seed = 3;
+  est.epsilon = 1e-2;
+  typename polar::spsa::template workspace<host_backend, HostT> wsh;
+  typename polar::spsa::template workspace<device_backend, DeviceT> wsd;
+  const auto loss = [](const auto& v) {
+    double s = 0;
+    for (const auto& x : v) s += (double(float(x)) - 0.01) * (double(float(x)) - 0.01);
+    return s;
+  };
+  std::vector<DeviceT> back(wh.size());
+  for (std::uint32_t k = 0; k < 20; ++k) {
+    const auto gh = est.estimate(host, ph, [&] { return loss(wh); }, k, wsh);
+    const auto gd = est.estimate(dev, pd, [&] {
+      ::thrust::copy(wd.begin(), wd.end(), back.begin());
+      return loss(back);
+    }, k, wsd);
+    BOOST_TEST(gh.projected[0] == gd.projected[0], "step " << k);
+    polar::spsa_sgd_step(host, ph, gh, 0.05);
+    polar::spsa_sgd_step(dev, pd, gd, 0.05);
+  }
+  ::thrust::copy(wd.begin(), wd.end(), back.begin());
+  BOOST_TEST(std::memcmp(back.data(), wh.data(), 2 * wh.size()) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(sixteen_bit_parameters_match_the_host) {
+  sixteen_bit_steps_match<__half, Eigen::half>();
+  sixteen_bit_steps_match<__nv_bfloat16, Eigen::bfloat16>();
 }
 
 BOOST_AUTO_TEST_SUITE_END()
