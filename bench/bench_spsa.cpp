@@ -36,46 +36,9 @@
 #include <polar/backend/eigen.hpp>
 #include <polar/estimator/spsa.hpp>
 
-// Heap accounting for bm_step_memory: every operator new of this program
-// (polar's buffers use the aligned form) adds to `live`, every delete
-// subtracts; `peak` is the most live at once since the last reset.
-namespace heap {
-std::atomic<long long> live{0}, peak{0};
-void note(long long delta) {
-  const long long now = live.fetch_add(delta) + delta;
-  long long p = peak.load();
-  while (now > p && !peak.compare_exchange_weak(p, now)) {
-  }
-}
-void* take(std::size_t n, std::size_t align) {
-  const std::size_t header = align < 16 ? 16 : align;
-  void* raw = std::aligned_alloc(header, ((n + header + header - 1) / header) * header);
-  if (!raw) throw std::bad_alloc();
-  *static_cast<std::size_t*>(raw) = n;
-  note(static_cast<long long>(n));
-  return static_cast<char*>(raw) + header;
-}
-void give(void* p, std::size_t align) noexcept {
-  if (!p) return;
-  const std::size_t header = align < 16 ? 16 : align;
-  void* raw = static_cast<char*>(p) - header;
-  note(-static_cast<long long>(*static_cast<std::size_t*>(raw)));
-  std::free(raw);
-}
-}  // namespace heap
-
-void* operator new(std::size_t n) { return heap::take(n, 16); }
-void* operator new[](std::size_t n) { return heap::take(n, 16); }
-void* operator new(std::size_t n, std::align_val_t a) { return heap::take(n, std::size_t(a)); }
-void* operator new[](std::size_t n, std::align_val_t a) { return heap::take(n, std::size_t(a)); }
-void operator delete(void* p) noexcept { heap::give(p, 16); }
-void operator delete[](void* p) noexcept { heap::give(p, 16); }
-void operator delete(void* p, std::size_t) noexcept { heap::give(p, 16); }
-void operator delete[](void* p, std::size_t) noexcept { heap::give(p, 16); }
-void operator delete(void* p, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
-void operator delete[](void* p, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
-void operator delete(void* p, std::size_t, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
-void operator delete[](void* p, std::size_t, std::align_val_t a) noexcept { heap::give(p, std::size_t(a)); }
+// Heap accounting for bm_step_memory: this program's operator new and
+// delete count every byte (polar's buffers use the aligned form).
+#include "../examples/heap_count.hpp"
 
 namespace {
 
@@ -141,11 +104,11 @@ void bm_step_memory(benchmark::State& state, polar::spsa_restore mode) {
   long long most = 0;
   std::uint32_t step = 0;
   for (auto _ : state) {
-    heap::peak.store(heap::live.load());
-    const long long start = heap::live.load();
+    heap_count::reset_peak();
+    const long long start = heap_count::live();
     const auto g = est.estimate(be, p, loss, step++, ws);
     polar::spsa_sgd_step(be, p, g, 1e-3);
-    most = std::max(most, heap::peak.load() - start);
+    most = std::max(most, heap_count::peak() - start);
   }
   // The exact mode's copy is allocated at its first step and kept in ws.
   const double kept = [&] {

@@ -1,0 +1,22 @@
+# Runs the demo with bad and good options and checks each exit code and
+# message: ctest's example_demo_options.
+function(expect code pattern)
+  execute_process(COMMAND ${DEMO} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL ${code})
+    message(FATAL_ERROR "polar_demo ${ARGN}: exit ${rc}, expected ${code}\n${out}${err}")
+  endif()
+  if(NOT "${out}${err}" MATCHES "${pattern}")
+    message(FATAL_ERROR "polar_demo ${ARGN}: output does not match '${pattern}':\n${out}${err}")
+  endif()
+endfunction()
+
+expect(0 "--optimizers LIST" --help)
+expect(0 "manifold-muon +Manifold Muon" --list)
+expect(2 "--steps must be in \\[1, 1e\\+06\\], got 0" --steps 0)
+expect(2 "--steps needs a whole number, got '2.5'" --steps 2.5)
+expect(2 "--width needs a number, got '12x'" --width 12x)
+expect(2 "--batch needs a value" --batch)
+expect(2 "unknown optimizer 'sgd' in --optimizers" --optimizers adamw,sgd)
+expect(2 "unknown option '--stepz'" --stepz 3)
+expect(2 "--lr-scale must be in" --lr-scale -1)
+expect(1 "cannot open /nonexistent/digits.csv.gz" --data /nonexistent/digits.csv.gz)
