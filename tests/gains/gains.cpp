@@ -414,4 +414,63 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(tensors_step_as_their_matrices, B, gains_backends)
   BOOST_TEST(st.steps == 4);
 }
 
+// Gains over a direction with its own manifold: D lies on the Stiefel
+// manifold (Riemannian Adam, manifold Muon) instead of a sphere. The fresh
+// state keeps W's norm; D stays on the manifold after every step; a target
+// of the factorization's form, diag(a) Q diag(b) with orthonormal Q, is fitted;
+// a sphere setting that conflicts with the manifold is refused.
+template <class Opt, class B>
+void gains_on_stiefel(B& be, Opt opt, int steps, double reach) {
+  static_assert(Opt::on_direction_manifold);
+  const polar::index m = 10, n = 4;
+  dmat q = random(be, m, n, 60);
+  q = Eigen::HouseholderQR<dmat>(q).householderQ() * dmat::Identity(m, n);
+  Eigen::VectorXd a(m), b(n);
+  for (polar::index i = 0; i < m; ++i) a(i) = 0.5 + 0.1 * double(i);
+  for (polar::index j = 0; j < n; ++j) b(j) = 2.0 - 0.3 * double(j);
+  const dmat target = a.asDiagonal() * q * b.asDiagonal();
+  dmat w = random(be, m, n, 61);
+  const double w_norm = w.norm();
+  auto s = opt.init(be, polar::make_view(w));
+  // The fused weight of the fresh state has W's norm.
+  dmat f(m, n);
+  opt.fuse(be, s, polar::make_view(f));
+  BOOST_TEST(std::abs(f.norm() - w_norm) <= 1e-12 * w_norm);
+  const double start = (w - target).squaredNorm();
+  for (int k = 0; k < steps; ++k) {
+    opt.step(be, polar::make_view(w), cv(dmat(w - target)), s);
+    const dmat d = host(be, s, s.d, m, n);
+    const double off = (d.transpose() * d - dmat::Identity(n, n)).norm();
+    if (off > 1e-10) {
+      BOOST_TEST(off <= 1e-10, "D left the Stiefel manifold at step " << k);
+      break;
+    }
+  }
+  const double end = (w - target).squaredNorm();
+  BOOST_TEST(end <= reach * start, "from " << start << " to " << end);
+  BOOST_TEST_MESSAGE("gains on Stiefel: squared error from " << start << " to " << end);
+  // Conflicting sphere settings.
+  opt.radius = 2;
+  BOOST_CHECK_THROW(opt.init(be, polar::make_view(w)), polar::value_error);
+  opt.radius = 0;
+  opt.sphere = polar::sphere_scope::rows;
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(w), cv(dmat(w - target)), s), polar::value_error);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(gains_over_a_direction_on_its_own_manifold, B, gains_backends) {
+  B be;
+  using md_stiefel_adam = polar::row_col_gains<polar::riemannian_adam<polar::stiefel<>>>;
+  md_stiefel_adam adam;
+  adam.direction.direction.lr = 0.02;
+  adam.gain_direction.lr = 0.02;
+  gains_on_stiefel(be, adam, 800, 1e-3);
+  polar::row_col_gains<polar::manifold_muon<>> muon;
+  muon.direction.lr = 0.05;
+  muon.direction.max_dual_steps = 20;
+  muon.gain_direction.lr = 0.02;
+  gains_on_stiefel(be, muon, 800, 1e-3);
+  // Euclidean "geometry" is not a manifold of its own: D stays on the sphere.
+  static_assert(!polar::row_col_gains<polar::riemannian_adam<polar::euclidean>>::on_direction_manifold);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

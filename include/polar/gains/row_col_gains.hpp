@@ -39,6 +39,7 @@
 #include "polar/direction/muon.hpp"
 #include "polar/gains/detail/fused_md.hpp"
 #include "polar/geometry/hypersphere.hpp"
+#include "polar/geometry/manifold_muon.hpp"
 #include "polar/geometry/riemannian.hpp"
 
 namespace polar {
@@ -112,6 +113,20 @@ D md_default_direction() {
   return d;
 }
 
+/// Whether the direction keeps its point on a manifold of its own (a
+/// Riemannian direction on a non-Euclidean geometry, manifold Muon); `of`
+/// gives that geometry. D then lives on it instead of row_col_gains' sphere.
+template <class D>
+struct own_manifold : std::false_type {};
+template <class Dir, class Geometry>
+struct own_manifold<riemannian<Dir, Geometry>> : std::bool_constant<!std::is_same_v<Geometry, euclidean>> {
+  static const Geometry& of(const riemannian<Dir, Geometry>& d) { return d.geometry; }
+};
+template <class Orth>
+struct own_manifold<manifold_muon<Orth>> : std::true_type {
+  static stiefel<Orth> of(const manifold_muon<Orth>& d) { return d.geometry(); }
+};
+
 /// max(floor, x): identity gains projected back onto [floor, inf).
 template <class T>
 struct floor_fn {
@@ -138,6 +153,13 @@ struct divide_by_fn {
 ///   opt.step(be, W, G, s);               // W <- phi(r) D phi(c), stepped
 template <class Direction, class GainDirection = adamw_direction>
 struct row_col_gains {
+  /// Whether D lives on the direction's own manifold (Riemannian Adam on
+  /// Stiefel, manifold Muon, ...) rather than on a sphere of `sphere` and
+  /// `radius`: init() projects D onto that manifold, the direction's step
+  /// keeps it there, and no sphere projection follows. `sphere` must then be
+  /// flat and `radius` 0, and the gains absorb ||W||_F / ||D||_F.
+  static constexpr bool on_direction_manifold = detail::own_manifold<Direction>::value;
+
   /// Steps D (weight decay 0 by default: D is projected onto its sphere).
   Direction direction = detail::md_default_direction<Direction>();
   /// Steps the raw gains (AdamW with weight decay 0 by default).
@@ -222,6 +244,25 @@ struct row_col_gains {
     const auto v0 = views_of(s);
     const auto D = v0.D, R = v0.R, C = v0.C;
     be.copy(as_const(w), D);
+    if constexpr (on_direction_manifold) {
+      // D on the direction's manifold; the gains take the norm it lost.
+      const double norm = double(be.norm(as_const(D)));
+      if (!(norm > 0) || !std::isfinite(norm))
+        detail::raise<numerical_error>(op, "the ", m, "x", n, " matrix W has norm ", norm,
+                                       "; it cannot be put on the direction's manifold");
+      const auto g = detail::own_manifold<Direction>::of(direction);
+      typename std::decay_t<decltype(g)>::template workspace<Backend, T> gws;
+      g.project(be, D, gws);
+      const double on = double(be.norm(as_const(D)));
+      const detail::gain_inverse_fn<T> inv{phi == gain_map::softplus};
+      be.fill(R, inv(T(1)));
+      be.fill(C, inv(T(1)));
+      if (absorb_scale) be.fill(absorb_cols ? C : R, inv(T(norm / on)));
+      s.dir = direction.init(be, D);
+      s.r_dir = gain_direction.init(be, R);
+      s.c_dir = gain_direction.init(be, C);
+      return s;
+    }
     const hypersphere h = geometry(m, n);
     const detail::gain_inverse_fn<T> inv{phi == gain_map::softplus};
     be.fill(R, inv(T(1)));
@@ -313,11 +354,15 @@ struct row_col_gains {
       }
     }
     split_unchecked(be, g, s);
-    if (project_gradient) h.project_tangent(be, as_const(v.D), as_const(v.P), v.P, s.ws);
-
-    // D: the base step, then back onto the sphere.
-    direction.step(be, v.D, as_const(v.P), s.dir);
-    h.project(be, v.D, s.ws);
+    // D: the base step, then back onto the sphere (a direction with its own
+    // manifold projects and retracts by itself).
+    if constexpr (on_direction_manifold) {
+      direction.step(be, v.D, as_const(v.P), s.dir);
+    } else {
+      if (project_gradient) h.project_tangent(be, as_const(v.D), as_const(v.P), v.P, s.ws);
+      direction.step(be, v.D, as_const(v.P), s.dir);
+      h.project(be, v.D, s.ws);
+    }
 
     step_gains(be, s);
     fuse(be, s, w);
@@ -366,6 +411,10 @@ struct row_col_gains {
     if (!(floor > 0) || !std::isfinite(floor)) detail::raise<value_error>(op, "floor must be finite and > 0, got ", floor);
     if (!(radius >= 0) || !std::isfinite(radius))
       detail::raise<value_error>(op, "radius must be finite and >= 0 (0: the default), got ", radius);
+    if (on_direction_manifold && (sphere != sphere_scope::flat || radius != 0))
+      detail::raise<value_error>(op, "D lies on the direction's own manifold, so sphere must be flat and radius 0; got ",
+                                 sphere == sphere_scope::rows ? "rows" : sphere == sphere_scope::cols ? "cols" : "flat",
+                                 " and ", radius);
   }
 
   bool has_rows() const noexcept { return gains == gain_scope::both || gains == gain_scope::rows; }
