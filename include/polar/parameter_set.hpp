@@ -43,18 +43,26 @@ template <class T>
 class param_view {
  public:
   param_view() = default;
+  /// A matrix parameter.
   param_view(matrix_view<T> m) : matrix_(m), is_tensor_(false) {}  // NOLINT: implicit by design
+  /// A tensor parameter.
   param_view(tensor_view<T> t) : tensor_(t), is_tensor_(true) {}   // NOLINT
+  /// A read-only view of a writable one.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
   param_view(const param_view<U>& o)  // NOLINT
       : matrix_(o.matrix()), tensor_(o.tensor()), is_tensor_(o.is_tensor()) {}
+  /// A read-only view of a writable matrix.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
   param_view(matrix_view<U> m) : param_view(matrix_view<T>(m)) {}  // NOLINT
+  /// A read-only view of a writable tensor.
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
   param_view(tensor_view<U> t) : param_view(tensor_view<T>(t)) {}  // NOLINT
 
+  /// Whether it holds a tensor (else a matrix).
   bool is_tensor() const noexcept { return is_tensor_; }
+  /// The matrix (when !is_tensor()).
   matrix_view<T> matrix() const noexcept { return matrix_; }
+  /// The tensor (when is_tensor()).
   tensor_view<T> tensor() const noexcept { return tensor_; }
 
   /// True when the automatic route sends it to the matrix direction: a
@@ -72,6 +80,7 @@ class param_view {
   std::string shape_string() const {
     return is_tensor_ ? tensor_.shape_string() : detail::concat(matrix_.rows(), "x", matrix_.cols());
   }
+  /// Whether both are matrices of one shape or tensors of one shape.
   template <class U>
   bool same_shape_as(const param_view<U>& o) const {
     if (is_tensor_ != o.is_tensor()) return false;
@@ -89,14 +98,17 @@ class param_view {
 template <class Backend, class T, class MatrixDirection = muon_direction<>, class OtherDirection = adamw_direction>
 class parameter_set {
  public:
+  /// The state of a matrix parameter.
   using matrix_state = typename MatrixDirection::template state<Backend, T>;
+  /// The state of any other parameter.
   using other_state = typename OtherDirection::template state<Backend, T>;
 
   /// The directions' hyperparameters; change them between steps (learning
   /// rate schedules) freely.
   MatrixDirection matrix_direction;
-  OtherDirection other_direction;
+  OtherDirection other_direction;  ///< steps vectors and scalars (AdamW by default)
 
+  /// An empty set on be, with the two directions' hyperparameters.
   explicit parameter_set(Backend& be, MatrixDirection md = {}, OtherDirection od = {})
       : matrix_direction(std::move(md)), other_direction(std::move(od)), be_(&be) {}
 
@@ -133,6 +145,7 @@ class parameter_set {
   bool routed_to_matrix(index i) const { return entries_.at(std::size_t(i)).to_matrix; }
   /// The state of parameter i; it must be routed accordingly.
   matrix_state& state_of_matrix(index i) { return matrix_states_.at(std::size_t(slot(i, true))); }
+  /// The state of parameter i, which must not be a matrix.
   other_state& state_of_other(index i) { return other_states_.at(std::size_t(slot(i, false))); }
   /// Steps taken.
   long steps() const noexcept { return steps_; }

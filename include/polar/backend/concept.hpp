@@ -78,7 +78,9 @@ class archetype {
   /// default-constructible, movable, with `T* data()` and `index size()`.
   template <class T>
   struct buffer {
+    /// The first element.
     T* data() const { return nullptr; }
+    /// The number of elements.
     index size() const { return 0; }
   };
 

@@ -196,6 +196,7 @@ class thrust : private detail::thrust_system<System>::resources {
 
   // ---- memory ----------------------------------------------------------
 
+  /// n elements of backend memory, uninitialized.
   template <class T>
   buffer<T> allocate(index n) {
     return buffer<T>(n);
@@ -241,16 +242,19 @@ class thrust : private detail::thrust_system<System>::resources {
 
   // ---- level 3 -----------------------------------------------------------
 
+  /// C = alpha op(A) op(B) + beta C (cuBLAS on the device; see archetype::gemm).
   template <class T>
   void gemm(T alpha, op op_a, in_matrix<T> a, op op_b, in_matrix<T> b, T beta, matrix_view<T> c) {
     detail::check_gemm("polar::gemm", space, op_a, a, op_b, b, c);
     kernels::gemm(context(), alpha, op_a, a, op_b, b, beta, c);
   }
+  /// One triangle of C = alpha op(A) op(A)^T + beta C (see archetype::syrk).
   template <class T>
   void syrk(uplo tri, T alpha, op op_a, in_matrix<T> a, T beta, matrix_view<T> c) {
     detail::check_syrk("polar::syrk", space, op_a, a, c);
     kernels::syrk(context(), tri, alpha, op_a, a, beta, c);
   }
+  /// Copies the triangle `from` of the square C onto the other one.
   template <class T>
   void symmetrize(uplo from, matrix_view<T> c) {
     check_output("polar::symmetrize", "C", c);
@@ -260,12 +264,14 @@ class thrust : private detail::thrust_system<System>::resources {
     ::thrust::for_each_n(policy(), ::thrust::counting_iterator<index>(0), c.size(),
                          detail::thrust_alg::mirror<T>{c, from == uplo::lower});
   }
+  /// gemm on each matrix of the stacks (batched cuBLAS calls on the device).
   template <class T>
   void gemm_batched(T alpha, op op_a, in_batch<T> a, op op_b, in_batch<T> b, T beta,
                     batch_view<T> c) {
     detail::check_gemm_batched("polar::gemm_batched", space, op_a, a, op_b, b, c);
     kernels::gemm_batched(context(), alpha, op_a, a, op_b, b, beta, c);
   }
+  /// syrk on each matrix of the stacks.
   template <class T>
   void syrk_batched(uplo tri, T alpha, op op_a, in_batch<T> a, T beta, batch_view<T> c) {
     detail::check_syrk_batched("polar::syrk_batched", space, op_a, a, c);
@@ -274,6 +280,7 @@ class thrust : private detail::thrust_system<System>::resources {
 
   // ---- level 1 and 2 -----------------------------------------------------
 
+  /// x = alpha x.
   template <class T>
   void scale(T alpha, matrix_view<T> x) {
     check_output("polar::scale", "x", x);
@@ -283,6 +290,7 @@ class thrust : private detail::thrust_system<System>::resources {
     else
       detail::thrust_alg::map(policy(), detail::thrust_alg::scale_fn<T>{alpha}, x, matrix_view<const T>(x));
   }
+  /// y = alpha x + beta y.
   template <class T>
   void axpby(T alpha, in_matrix<T> x, T beta, matrix_view<T> y) {
     detail::check_unary("polar::axpby", space, "x", x, "y", y);
@@ -292,6 +300,7 @@ class thrust : private detail::thrust_system<System>::resources {
       detail::thrust_alg::map(policy(), detail::thrust_alg::axpby_fn<T>{alpha, beta}, y, x,
                               matrix_view<const T>(y));
   }
+  /// Sum of x(i, j) y(i, j), accumulated in double.
   template <class U, class V, class T = std::remove_const_t<U>>
   T dot(matrix_view<U> x, matrix_view<V> y) {
     static_assert(std::is_same_v<T, std::remove_const_t<V>>, "polar::dot: x and y differ in scalar type");
@@ -299,58 +308,69 @@ class thrust : private detail::thrust_system<System>::resources {
     return T(detail::thrust_alg::sum_of<chunked>(policy(), matrix_view<const T>(x), matrix_view<const T>(y),
                                         detail::thrust_alg::product_term{}));
   }
+  /// Frobenius norm.
   template <class U, class T = std::remove_const_t<U>>
   T norm(matrix_view<U> x) {
     detail::check_reduce<T>("polar::norm", space, x);
     return detail::thrust_alg::norm<chunked>(policy(), matrix_view<const T>(x));
   }
+  /// Largest absolute value.
   template <class U, class T = std::remove_const_t<U>>
   T max_abs(matrix_view<U> x) {
     detail::check_reduce<T>("polar::max_abs", space, x);
     return detail::thrust_alg::max_abs(policy(), matrix_view<const T>(x));
   }
+  /// Sum of all elements.
   template <class U, class T = std::remove_const_t<U>>
   T sum(matrix_view<U> x) {
     detail::check_reduce<T>("polar::sum", space, x);
     const matrix_view<const T> cx = x;
     return T(detail::thrust_alg::sum_of<chunked>(policy(), cx, cx, detail::thrust_alg::value_term{}));
   }
+  /// Whether no element is NaN or infinite.
   template <class U, class T = std::remove_const_t<U>>
   bool all_finite(matrix_view<U> x) {
     detail::check_reduce<T>("polar::all_finite", space, x);
     const matrix_view<const T> cx = x;
     return detail::thrust_alg::sum_of<chunked>(policy(), cx, cx, detail::thrust_alg::nonfinite_term{}) == 0.0;
   }
+  /// out(i) = norm of row i.
   template <class T>
   void row_norms(in_matrix<T> x, vector_view<T> out) {
     detail::check_reduce_lines("polar::row_norms", space, x, out, true);
     lines(x, out, true);
   }
+  /// out(j) = norm of column j.
   template <class T>
   void col_norms(in_matrix<T> x, vector_view<T> out) {
     detail::check_reduce_lines("polar::col_norms", space, x, out, false);
     lines(x.transpose(), out, true);
   }
+  /// out(i) = sum of row i.
   template <class T>
   void row_sums(in_matrix<T> x, vector_view<T> out) {
     detail::check_reduce_lines("polar::row_sums", space, x, out, true);
     lines(x, out, false);
   }
+  /// out(j) = sum of column j.
   template <class T>
   void col_sums(in_matrix<T> x, vector_view<T> out) {
     detail::check_reduce_lines("polar::col_sums", space, x, out, false);
     lines(x.transpose(), out, false);
   }
+  /// x(i, j) = s(i) x(i, j).
   template <class T>
   void scale_rows(in_vector<T> s, matrix_view<T> x) {
     detail::check_scale_lines("polar::scale_rows", space, s, x, true);
     detail::thrust_alg::scale_rows(policy(), s, x);
   }
+  /// x(i, j) = s(j) x(i, j).
   template <class T>
   void scale_cols(in_vector<T> s, matrix_view<T> x) {
     detail::check_scale_lines("polar::scale_cols", space, s, x, false);
     detail::thrust_alg::scale_rows(policy(), s, x.transpose());
   }
+  /// out(i, j) = f(in...(i, j)), f a functor callable on host and device.
   template <class F, class T, class... In>
   void map(F f, matrix_view<T> out, matrix_view<In>... in) {
     static_assert(sizeof...(In) >= 1 && sizeof...(In) <= 3, "polar::map takes one to three input views");
@@ -360,6 +380,7 @@ class thrust : private detail::thrust_system<System>::resources {
 
   // ---- random ------------------------------------------------------------
 
+  /// x(i, j) = scale z(offset + i cols + j) from the stream of `key`.
   template <class T>
   void fill_random(matrix_view<T> x, const rng_key& key, distribution d, T scale = T(1),
                    std::uint64_t offset = 0) {
@@ -377,16 +398,19 @@ class thrust : private detail::thrust_system<System>::resources {
 
   // ---- factorizations ----------------------------------------------------
 
+  /// Thin QR with a non-negative diagonal of R (cuSOLVER on the device).
   template <class T>
   void qr(in_matrix<T> a, matrix_view<T> q, matrix_view<T> r) {
     detail::check_qr("polar::qr", space, a, q, r);
     kernels::qr(context(), a, q, r);
   }
+  /// Thin SVD, singular values descending (cuSOLVER on the device).
   template <class T>
   void svd(in_matrix<T> a, matrix_view<T> u, vector_view<T> s, matrix_view<T> v) {
     detail::check_svd("polar::svd", space, a, u, s, v);
     kernels::svd(context(), a, u, s, v);
   }
+  /// B = A^-1 B for a square A; numerical_error when A is singular to working precision.
   template <class T>
   void solve(in_matrix<T> a, matrix_view<T> b) {
     detail::check_solve("polar::solve", space, a, b);

@@ -26,10 +26,13 @@ namespace polar {
 template <class T>
 class tensor_view {
  public:
-  static constexpr int max_rank = 5;
+  static constexpr int max_rank = 5;  ///< the most extents a view holds
 
   constexpr tensor_view() noexcept = default;
+  /// A view of the elements at data, of the given shape, in memory space.
+  /// @param data the first element
   /// @param shape extents in C order, at most max_rank of them
+  /// @param space where the elements live
   /// @throws shape_error for a negative extent or more than max_rank extents
   tensor_view(T* data, std::initializer_list<index> shape, memory_space space = memory_space::host)
       : data_(data), space_(space) {
@@ -54,10 +57,15 @@ class tensor_view {
     for (int d = 0; d < rank_; ++d) extent_[d] = o.extent(d);
   }
 
+  /// The first element.
   T* data() const noexcept { return data_; }
+  /// The number of extents.
   int rank() const noexcept { return rank_; }
+  /// Extent d (0 is the slowest-varying).
   index extent(int d) const noexcept { return extent_[d]; }
+  /// Where the elements live.
   memory_space space() const noexcept { return space_; }
+  /// The number of elements: the product of the extents.
   index size() const noexcept {
     index n = 1;
     for (int d = 0; d < rank_; ++d) n *= extent_[d];

@@ -33,9 +33,11 @@ namespace polar {
 /// tensor, and polar::make_view says so at compile time. A specialization
 /// provides
 ///
+/// @code
 ///   using scalar = S;                                     // element type
 ///   static matrix_view<S>       view(Tensor&);           // read-write
 ///   static matrix_view<const S> view(const Tensor&);     // read-only
+/// @endcode
 ///
 /// The view must describe the tensor's own memory (no copy), and stay valid
 /// for as long as the tensor is neither destroyed nor resized.
@@ -90,7 +92,9 @@ matrix_view<T> make_view(const matrix_view<T>& v) noexcept {
 /// Views are tensors of themselves.
 template <class T>
 struct tensor_traits<matrix_view<T>> {
+  /// The element type.
   using scalar = std::remove_cv_t<T>;
+  /// A view is its own view.
   static matrix_view<T> view(const matrix_view<T>& v) noexcept { return v; }
 };
 
@@ -120,9 +124,12 @@ constexpr shaped_pointer<T> with_shape(T* data, index rows, index cols,
   return {data, rows, cols, order, ld, space};
 }
 
+/// A pointer with a shape is a tensor: make_view(polar::with_shape(p, rows, cols)).
 template <class T>
 struct tensor_traits<shaped_pointer<T>> {
+  /// The element type.
   using scalar = std::remove_cv_t<T>;
+  /// The row-major matrix the pointer and shape describe.
   static matrix_view<T> view(const shaped_pointer<T>& p) noexcept {
     return p.order == layout::row_major ? row_major_view(p.data, p.rows, p.cols, p.ld, p.space)
                                         : col_major_view(p.data, p.rows, p.cols, p.ld, p.space);

@@ -73,11 +73,17 @@ class matrix_view {
       : matrix_view(other.data(), other.rows(), other.cols(), other.row_stride(),
                     other.col_stride(), other.space()) {}
 
+  /// The first element.
   POLAR_HOST_DEVICE constexpr T* data() const noexcept { return data_; }
+  /// The number of rows.
   POLAR_HOST_DEVICE constexpr index rows() const noexcept { return rows_; }
+  /// The number of columns.
   POLAR_HOST_DEVICE constexpr index cols() const noexcept { return cols_; }
+  /// Elements from one row to the next.
   POLAR_HOST_DEVICE constexpr index row_stride() const noexcept { return row_stride_; }
+  /// Elements from one column to the next.
   POLAR_HOST_DEVICE constexpr index col_stride() const noexcept { return col_stride_; }
+  /// Where the elements live.
   POLAR_HOST_DEVICE constexpr memory_space space() const noexcept { return space_; }
   /// rows * cols.
   POLAR_HOST_DEVICE constexpr index size() const noexcept { return rows_ * cols_; }
@@ -136,7 +142,9 @@ class matrix_view {
 template <class T>
 class vector_view {
  public:
+  /// The element type, const-qualified for a read-only view.
   using element_type = T;
+  /// The element type without qualifiers.
   using value_type = std::remove_cv_t<T>;
 
   constexpr vector_view() noexcept = default;
@@ -150,14 +158,21 @@ class vector_view {
 
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> &&
                                               !std::is_same_v<U, T>>>
+  /// A read-only view of a writable one.
   POLAR_HOST_DEVICE constexpr vector_view(const vector_view<U>& other) noexcept
       : vector_view(other.data(), other.size(), other.stride(), other.space()) {}
 
+  /// The first element.
   POLAR_HOST_DEVICE constexpr T* data() const noexcept { return data_; }
+  /// The number of elements.
   POLAR_HOST_DEVICE constexpr index size() const noexcept { return size_; }
+  /// Elements from one entry to the next.
   POLAR_HOST_DEVICE constexpr index stride() const noexcept { return stride_; }
+  /// Where the elements live.
   POLAR_HOST_DEVICE constexpr memory_space space() const noexcept { return space_; }
+  /// Whether the view has no elements.
   POLAR_HOST_DEVICE constexpr bool empty() const noexcept { return size_ == 0; }
+  /// Element i (host memory only).
   POLAR_HOST_DEVICE constexpr T& operator[](index i) const noexcept { return data_[i * stride_]; }
   /// The vector as a size x 1 matrix.
   POLAR_HOST_DEVICE constexpr matrix_view<T> as_column() const noexcept {
@@ -189,7 +204,9 @@ POLAR_HOST_DEVICE constexpr vector_view<T> matrix_view<T>::col(index j) const no
 template <class T>
 class batch_view {
  public:
+  /// The element type, const-qualified for a read-only view.
   using element_type = T;
+  /// The element type without qualifiers.
   using value_type = std::remove_cv_t<T>;
 
   constexpr batch_view() noexcept = default;
@@ -203,6 +220,7 @@ class batch_view {
 
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> &&
                                               !std::is_same_v<U, T>>>
+  /// A read-only view of a writable one.
   POLAR_HOST_DEVICE constexpr batch_view(const batch_view<U>& other) noexcept
       : batch_view(matrix_view<T>(other.matrix(0)), other.count(), other.batch_stride()) {}
 
@@ -211,12 +229,19 @@ class batch_view {
     return matrix_view<T>(first_.data() + k * batch_stride_, first_.rows(), first_.cols(),
                           first_.row_stride(), first_.col_stride(), first_.space());
   }
+  /// Matrix k of the stack.
   POLAR_HOST_DEVICE constexpr matrix_view<T> operator[](index k) const noexcept { return matrix(k); }
+  /// The number of matrices.
   POLAR_HOST_DEVICE constexpr index count() const noexcept { return count_; }
+  /// The rows of each matrix.
   POLAR_HOST_DEVICE constexpr index rows() const noexcept { return first_.rows(); }
+  /// The columns of each matrix.
   POLAR_HOST_DEVICE constexpr index cols() const noexcept { return first_.cols(); }
+  /// Elements from one matrix to the next.
   POLAR_HOST_DEVICE constexpr index batch_stride() const noexcept { return batch_stride_; }
+  /// Where the elements live.
   POLAR_HOST_DEVICE constexpr memory_space space() const noexcept { return first_.space(); }
+  /// The first element of the first matrix.
   POLAR_HOST_DEVICE constexpr T* data() const noexcept { return first_.data(); }
   /// Total number of elements over the stack.
   POLAR_HOST_DEVICE constexpr index size() const noexcept { return count_ * first_.size(); }

@@ -70,11 +70,14 @@ struct adamw_direction {
   /// and the step count that the bias corrections use.
   template <class Backend, class T>
   struct state {
-    typename Backend::template buffer<T> m, v, sums;
+    typename Backend::template buffer<T> m;     ///< first moment, rows x cols
+    typename Backend::template buffer<T> v;     ///< second moment: one per element or per group
+    typename Backend::template buffer<T> sums;  ///< scratch: the groups' mean squares
     double v_matrix = 0;  ///< the second moment of moment_groups::matrix
-    moment_groups groups = moment_groups::element;
-    index rows = 0, cols = 0;
-    long steps = 0;
+    moment_groups groups = moment_groups::element;  ///< what one second moment is shared over
+    index rows = 0;  ///< the rows of the matrix the state was made for
+    index cols = 0;  ///< its columns
+    long steps = 0;  ///< steps taken
   };
 
   /// A fresh state: zero moments, the second moment shared over `groups`.
@@ -95,11 +98,13 @@ struct adamw_direction {
     }
     return s;
   }
+  /// A fresh state for a tensor, seen as its flat matrix (leading extent x the rest).
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend& be, tensor_view<U> w) const {
     return init(be, w.flat());
   }
 
+  /// One step: the moments take G, then W <- W (1 - lr wd) - lr m_hat / (sqrt(v_hat) + eps).
   template <class Backend, class T>
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::adamw::step";
@@ -118,6 +123,7 @@ struct adamw_direction {
            as_const(w), as_const(m), as_const(v));
     s.steps = t;
   }
+  /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>
   void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
     detail::check_same_tensor_shape("polar::adamw::step", w, g);
@@ -174,6 +180,7 @@ struct adamw_direction {
     f(detail::state_view<Backend>(s.m, s.rows, s.cols));
   }
 
+  /// Throws value_error, naming op, for hyperparameters out of range.
   void check(const char* op = "polar::adamw") const {
     detail::check_lr(op, lr);
     detail::check_unit_interval(op, "beta1", beta1);

@@ -93,11 +93,14 @@ struct muon_direction {
   /// all contiguous in the backend's memory.
   template <class Backend, class T>
   struct state {
-    using C = compute_t<T>;
-    typename Backend::template buffer<T> buf;
-    typename Backend::template buffer<C> m, u;
-    typename Orthogonalizer::template workspace<Backend, C> ws;
-    index count = 0, rows = 0, cols = 0;  ///< the stack Muon sees
+    using C = compute_t<T>;  ///< the scalar type the orthogonalizer iterates in
+    typename Backend::template buffer<T> buf;  ///< momentum, in the parameter's precision
+    typename Backend::template buffer<C> m;  ///< the orthogonalizer's input
+    typename Backend::template buffer<C> u;  ///< its output, the polar factor
+    typename Orthogonalizer::template workspace<Backend, C> ws;  ///< the orthogonalizer's buffers
+    index count = 0;  ///< matrices in the stack Muon sees
+    index rows = 0;   ///< rows of each
+    index cols = 0;   ///< columns of each
     long steps = 0;                       ///< steps taken
   };
 
@@ -122,6 +125,7 @@ struct muon_direction {
     return s;
   }
   /// A fresh state for a tensor of rank 2 to 5 (see the header comment).
+  /// A fresh state for a tensor, seen as its flat matrix (leading extent x the rest).
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend& be, tensor_view<U> w) const {
     return init(be, as_matrix_stack("polar::muon::init", w));
@@ -139,6 +143,7 @@ struct muon_direction {
     step(be, as_batch(w), as_batch(g), s);
   }
   /// One step of a tensor of rank 2 to 5.
+  /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>
   void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
     constexpr const char* opname = "polar::muon::step";

@@ -23,22 +23,27 @@ struct sgd_direction {
   double lr = 0.01;           ///< learning rate
   double weight_decay = 0.0;  ///< decoupled: W <- W (1 - lr wd)
 
+  /// The per-matrix state: only the shape.
   template <class Backend, class T>
   struct state {
-    index rows = 0, cols = 0;
-    long steps = 0;
+    index rows = 0;  ///< the rows of the matrix the state was made for
+    index cols = 0;  ///< its columns
+    long steps = 0;  ///< steps taken
   };
 
+  /// A fresh state: only W's shape.
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend&, matrix_view<U> w) const {
     check_input("polar::sgd::init", "W", w);
     return {w.rows(), w.cols(), 0};
   }
+  /// A fresh state for a tensor, seen as its flat matrix (leading extent x the rest).
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend& be, tensor_view<U> w) const {
     return init(be, w.flat());
   }
 
+  /// One step: W <- W (1 - lr wd) - lr G.
   template <class Backend, class T>
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::sgd::step";
@@ -47,6 +52,7 @@ struct sgd_direction {
     be.axpby(T(-lr), g, T(1 - lr * weight_decay), w);
     ++s.steps;
   }
+  /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>
   void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
     detail::check_same_tensor_shape("polar::sgd::step", w, g);
@@ -92,13 +98,16 @@ struct momentum_direction {
   momentum_kind kind = momentum_kind::heavy_ball; ///< how the buffer accumulates
   double weight_decay = 0.0;                      ///< decoupled: W <- W (1 - lr wd)
 
+  /// The per-matrix state: the momentum buffer.
   template <class Backend, class T>
   struct state {
     typename Backend::template buffer<T> buf;  ///< momentum, rows x cols row-major
-    index rows = 0, cols = 0;
-    long steps = 0;
+    index rows = 0;  ///< the rows of the matrix the state was made for
+    index cols = 0;  ///< its columns
+    long steps = 0;  ///< steps taken
   };
 
+  /// A fresh state: zero momentum.
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend& be, matrix_view<U> w) const {
     check_input("polar::momentum::init", "W", w);
@@ -108,11 +117,13 @@ struct momentum_direction {
     s.buf = detail::zero_buffer<T>(be, s.rows, s.cols);
     return s;
   }
+  /// A fresh state for a tensor, seen as its flat matrix (leading extent x the rest).
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend& be, tensor_view<U> w) const {
     return init(be, w.flat());
   }
 
+  /// One step: the buffer takes G, then W <- W (1 - lr wd) - lr (the buffer, or Nesterov's look-ahead).
   template <class Backend, class T>
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::momentum::step";
@@ -128,6 +139,7 @@ struct momentum_direction {
       be.axpby(T(-lr), as_const(buf), keep, w);
     ++s.steps;
   }
+  /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>
   void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
     detail::check_same_tensor_shape("polar::momentum::step", w, g);
@@ -159,6 +171,7 @@ struct momentum_direction {
     f(detail::state_view<Backend>(s.buf, s.rows, s.cols));
   }
 
+  /// Throws value_error, naming op, for hyperparameters out of range.
   void check(const char* op = "polar::momentum") const {
     detail::check_lr(op, lr);
     detail::check_unit_interval(op, "momentum", momentum);

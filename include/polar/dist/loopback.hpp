@@ -32,8 +32,12 @@
 
 namespace polar::dist {
 
+/// Machines as threads of one process (or steps driven by one thread):
+/// publish() a byte per machine and step, collect() every machine's bytes of
+/// a step; schedules say when machines join and leave (docs/decentralized.md).
 class loopback {
  public:
+  /// A loopback whose collect() gives up after timeout (transport_error).
   explicit loopback(std::chrono::milliseconds timeout = std::chrono::seconds(60)) : timeout_(timeout) {}
   loopback(const loopback&) = delete;
   loopback& operator=(const loopback&) = delete;
@@ -112,7 +116,7 @@ class loopback {
     return published_;
   }
 
-  static constexpr std::uint32_t never = std::numeric_limits<std::uint32_t>::max();
+  static constexpr std::uint32_t never = std::numeric_limits<std::uint32_t>::max();  ///< a schedule's step that never comes
 
  private:
   struct interval {

@@ -31,6 +31,8 @@
 
 namespace polar::dist {
 
+/// Machines as MPI ranks: one MPI_Allgather of one byte per rank per step,
+/// and broadcasts for a late rank's byte log (docs/decentralized.md).
 class mpi_transport {
  public:
   /// Uses `comm`, which must outlive the transport; MPI must be initialized.
@@ -78,6 +80,7 @@ class mpi_transport {
 
   /// Bytes this rank sent and received in exchange() so far.
   std::uint64_t bytes_sent() const noexcept { return sent_; }
+  /// Bytes received from the other ranks so far.
   std::uint64_t bytes_received() const noexcept { return received_; }
 
  private:

@@ -110,6 +110,7 @@ class byte_code {
   /// Whether |g| lies beyond the top level (encode saturates it).
   bool saturates(double g) const noexcept { return std::fabs(g) > level_[127]; }
 
+  /// Logarithmic or linear.
   byte_code_kind kind() const noexcept { return kind_; }
   /// The logarithmic code's smallest level, or the linear code's scale.
   double parameter() const noexcept { return parameter_; }
@@ -117,6 +118,7 @@ class byte_code {
   int steps_per_nat() const noexcept { return steps_; }
   /// The smallest and largest non-zero magnitudes.
   double smallest() const noexcept { return level_[1]; }
+  /// The largest magnitude a code decodes to.
   double largest() const noexcept { return level_[127]; }
 
   /// For messages and logs, e.g. "logarithmic(3.6e-04, 8 per nat)".
@@ -126,9 +128,11 @@ class byte_code {
                : detail::concat("linear(", parameter_, ")");
   }
 
+  /// Same kind and the same decode table.
   friend bool operator==(const byte_code& a, const byte_code& b) noexcept {
     return a.kind_ == b.kind_ && a.parameter_ == b.parameter_ && a.steps_ == b.steps_;
   }
+  /// Not ==.
   friend bool operator!=(const byte_code& a, const byte_code& b) noexcept { return !(a == b); }
 
  private:

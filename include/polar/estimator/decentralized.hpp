@@ -56,11 +56,13 @@ namespace polar {
 
 /// One machine's byte in one step.
 struct byte_record {
-  std::uint32_t machine = 0;
-  std::uint8_t byte = 0;
+  std::uint32_t machine = 0;  ///< the machine that proposed it
+  std::uint8_t byte = 0;  ///< its code (byte_code::absent: no update)
+  /// Same machine and byte.
   friend bool operator==(const byte_record& a, const byte_record& b) noexcept {
     return a.machine == b.machine && a.byte == b.byte;
   }
+  /// Not ==.
   friend bool operator!=(const byte_record& a, const byte_record& b) noexcept { return !(a == b); }
 };
 
@@ -71,8 +73,8 @@ struct shared_spsa {
   double epsilon = 1e-3;                                     ///< perturbation size
   double lr = 1e-3;                                          ///< constant learning rate
   distribution dist = distribution::normal;                  ///< of z: normal or rademacher
-  spsa_difference difference = spsa_difference::two_sided;
-  byte_code code = byte_code::logarithmic();
+  spsa_difference difference = spsa_difference::two_sided;  ///< two- or one-sided quotients
+  byte_code code = byte_code::logarithmic();  ///< how a projected gradient becomes a byte
 
   /// Throws value_error for values out of range.
   void check(const char* op = "polar::shared_spsa") const {
@@ -91,6 +93,7 @@ struct shared_spsa {
     s.machine = machine;
     return s;
   }
+  /// Every setting equal (logs and replicas must agree on all of them).
   friend bool operator==(const shared_spsa& a, const shared_spsa& b) noexcept {
     return a.seed == b.seed && a.epsilon == b.epsilon && a.lr == b.lr && a.dist == b.dist &&
            a.difference == b.difference && a.code == b.code;
@@ -128,15 +131,19 @@ inline std::string hex32(std::uint32_t v) {
 /// first_step() it reproduces the weights at end_step() bit for bit.
 class byte_log {
  public:
-  static constexpr std::uint32_t version = 1;
+  static constexpr std::uint32_t version = 1;  ///< the format version serialize() writes
 
   byte_log() = default;
+  /// An empty log of the steps from first_step on, under config.
   byte_log(const shared_spsa& config, std::uint32_t first_step) : config_(config), first_(first_step) {}
 
+  /// The settings every step of the log used.
   const shared_spsa& config() const noexcept { return config_; }
+  /// The step of the log's first entry.
   std::uint32_t first_step() const noexcept { return first_; }
   /// One past the last step recorded.
   std::uint32_t end_step() const noexcept { return first_ + std::uint32_t(steps()); }
+  /// The number of steps recorded.
   std::size_t steps() const noexcept { return start_.size() - 1; }
   /// Records over all steps.
   std::size_t size() const noexcept { return records_.size(); }
@@ -289,6 +296,7 @@ class byte_log {
                                   detail::hex32(detail::crc32(data, n - 4)), ")");
     return log;
   }
+  /// parse() over a whole vector.
   static byte_log parse(const std::vector<std::uint8_t>& bytes) { return parse(bytes.data(), bytes.size()); }
 
   /// Writes the log to `path` through a temporary file renamed into place,
@@ -314,6 +322,7 @@ class byte_log {
     return parse(bytes);
   }
 
+  /// Same settings, first step and records.
   friend bool operator==(const byte_log& a, const byte_log& b) noexcept {
     return a.config_ == b.config_ && a.first_ == b.first_ && a.start_ == b.start_ && a.records_ == b.records_;
   }
@@ -385,7 +394,9 @@ class decentralized_spsa {
     config_.check("polar::decentralized_spsa");
   }
 
+  /// The settings shared by every machine.
   const shared_spsa& config() const noexcept { return config_; }
+  /// This replica's machine number.
   std::uint32_t machine() const noexcept { return machine_; }
   /// The step the weights are at: the next one to propose or apply.
   std::uint32_t step() const noexcept { return step_; }
@@ -394,6 +405,7 @@ class decentralized_spsa {
   /// Starts the log afresh at the current step (after the caller saved a
   /// checkpoint of the weights there).
   void restart_log() { log_ = byte_log(config_, step_); }
+  /// What this replica has done so far.
   const counters& stats() const noexcept { return stats_; }
   /// The unquantized projected gradient of the last propose().
   double last_projected() const noexcept { return last_; }

@@ -62,12 +62,14 @@ enum class spsa_restore {
 /// from 0. Spall's defaults alpha = 0.602, gamma = 0.101; A is commonly a
 /// small fraction of the number of steps (REFERENCE.md: 0.001 to 0.1 of it).
 struct spall_schedule {
-  double a = 0.1;
-  double c = 1e-3;
-  double A = 0;
-  double alpha = 0.602;
-  double gamma = 0.101;
+  double a = 0.1;  ///< the learning rate's scale
+  double c = 1e-3;  ///< the perturbation's scale
+  double A = 0;  ///< the stability constant: the learning rate's offset in steps
+  double alpha = 0.602;  ///< the learning rate's decay exponent
+  double gamma = 0.101;  ///< the perturbation's decay exponent
+  /// a_k = a / (k + 1 + A)^alpha.
   double lr(long k) const { return a / std::pow(double(k) + 1 + A, alpha); }
+  /// c_k = c / (k + 1)^gamma.
   double epsilon(long k) const { return c / std::pow(double(k) + 1, gamma); }
 };
 
@@ -89,8 +91,11 @@ class spsa_params {
   /// Adds a tensor of any rank, its elements in C order.
   void add(tensor_view<T> w) { add(w.flat()); }
 
+  /// The number of tensors.
   index count() const noexcept { return index(views_.size()); }
+  /// Tensor k, as a matrix.
   matrix_view<T> view(index k) const { return views_[std::size_t(k)]; }
+  /// Where tensor k starts in the perturbation's stream: the elements before it.
   std::uint64_t offset(index k) const { return offsets_[std::size_t(k)]; }
   /// All elements.
   std::uint64_t size() const noexcept { return total_; }
@@ -109,6 +114,7 @@ struct spsa_gradient {
   std::vector<double> projected;             ///< per sample: the difference quotient
   std::vector<double> coeff;                 ///< per sample: projected / samples
   double loss = std::numeric_limits<double>::quiet_NaN();  ///< the mean loss evaluated at the perturbed points
+  /// The number of directions averaged.
   index samples() const noexcept { return index(coeff.size()); }
 };
 
@@ -117,16 +123,16 @@ struct spsa_gradient {
 struct spsa {
   double epsilon = 1e-3;                                ///< perturbation size
   int samples = 1;                                      ///< n, averaged
-  spsa_difference difference = spsa_difference::two_sided;
+  spsa_difference difference = spsa_difference::two_sided;  ///< two-sided, or one-sided with L(theta) once per step
   distribution dist = distribution::normal;             ///< normal or rademacher
-  spsa_restore restore = spsa_restore::automatic;
+  spsa_restore restore = spsa_restore::automatic;  ///< how the weights come back after each evaluation
   std::uint64_t seed = 0;                               ///< shared by every machine
   std::uint32_t machine = 0;                            ///< this machine's id
 
   /// The exact mode's copy of the parameters (empty in place).
   template <class Backend, class T>
   struct workspace {
-    std::vector<typename Backend::template buffer<T>> copy;
+    std::vector<typename Backend::template buffer<T>> copy;  ///< the parameters before perturbing (exact restore)
   };
 
   /// Throws value_error for hyperparameters out of range.
@@ -270,8 +276,8 @@ void spsa_sgd_step(Backend& be, const spsa_params<T>& p, const spsa_gradient& g,
 /// on backprop gradients; z is never stored).
 template <class Backend, class T>
 struct spsa_momentum_state {
-  std::vector<typename Backend::template buffer<T>> buf;
-  long steps = 0;
+  std::vector<typename Backend::template buffer<T>> buf;  ///< one momentum buffer per tensor
+  long steps = 0;  ///< steps taken
 };
 
 /// SGD with momentum on a compact estimate, z regenerated into the buffers:

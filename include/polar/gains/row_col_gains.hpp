@@ -184,17 +184,24 @@ struct row_col_gains {
   /// sequence, which gives the same result to rounding.
   bool fast_paths = true;
 
+  /// The per-matrix state: D, the raw gains, their directions' states and scratch.
   template <class Backend, class T>
   struct state {
     typename Backend::template buffer<T> d;        ///< the direction D, rows x cols
-    typename Backend::template buffer<T> r, c;     ///< raw gains (rows, cols; 1 for scalar in r)
+    typename Backend::template buffer<T> r;  ///< raw row gains (one, for a scalar gain)
+    typename Backend::template buffer<T> c;  ///< raw column gains
     typename Direction::template state<Backend, T> dir;            ///< D's direction state
-    typename GainDirection::template state<Backend, T> r_dir, c_dir;  ///< the gains' direction states
+    typename GainDirection::template state<Backend, T> r_dir;  ///< the row gains' direction state
+    typename GainDirection::template state<Backend, T> c_dir;  ///< the column gains'
     typename Backend::template buffer<T> p;        ///< scratch rows x cols
-    typename Backend::template buffer<T> pr, pc, gr, gc;  ///< phi(r), phi(c) and their gradients
-    typename hypersphere::template workspace<Backend, T> ws;
-    index rows = 0, cols = 0;
-    long steps = 0;
+    typename Backend::template buffer<T> pr;  ///< phi(r)
+    typename Backend::template buffer<T> pc;  ///< phi(c)
+    typename Backend::template buffer<T> gr;  ///< the gradient of r
+    typename Backend::template buffer<T> gc;  ///< the gradient of c
+    typename hypersphere::template workspace<Backend, T> ws;  ///< the sphere's scratch
+    index rows = 0;  ///< the rows of the matrix the state was made for
+    index cols = 0;  ///< its columns
+    long steps = 0;  ///< steps taken
   };
 
   /// The sphere D lives on, for a rows x cols weight.
@@ -303,12 +310,14 @@ struct row_col_gains {
   /// (rank 4 or 5: out, in, kh, kw[, kd]) as the matrix (out, in kh kw ...),
   /// with a row gain per output channel and a column gain per input tap.
   /// @throws unsupported_error for other ranks (see tensor_matrix).
+  /// A fresh state for a tensor, seen as its flat matrix (leading extent x the rest).
   template <class Backend, class U, class T = std::remove_const_t<U>>
   state<Backend, T> init(Backend& be, tensor_view<U> w) const {
     return init(be, tensor_matrix("polar::row_col_gains::init", w));
   }
 
   /// One step of a tensor, as init(tensor_view) reads it.
+  /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>
   void step(Backend& be, tensor_view<T> w, tensor_view<const T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::row_col_gains::step";
@@ -417,7 +426,9 @@ struct row_col_gains {
                                  " and ", radius);
   }
 
+  /// Whether there is a gain per row.
   bool has_rows() const noexcept { return gains == gain_scope::both || gains == gain_scope::rows; }
+  /// Whether there is a gain per column.
   bool has_cols() const noexcept { return gains == gain_scope::both || gains == gain_scope::cols; }
 
   /// Whether step() on this W, G and state runs the fused kernel (see

@@ -87,7 +87,11 @@ struct descent_coefficient {
 /// Buffers of a hypersphere's operations.
 template <class Backend, class T>
 struct sphere_workspace {
-  typename Backend::template buffer<T> s, t, v, w;
+  typename Backend::template buffer<T> s;  ///< per-group scratch
+  typename Backend::template buffer<T> t;  ///< per-group scratch
+  typename Backend::template buffer<T> v;  ///< per-group scratch
+  typename Backend::template buffer<T> w;  ///< per-group scratch
+  /// Sizes the buffers for a rows x cols point (no allocation when they fit).
   void reserve(Backend& be, index rows, index cols) {
     if (s.size() < rows * cols) {
       s = be.template allocate<T>(rows * cols);
@@ -103,6 +107,7 @@ struct sphere_workspace {
 
 /// The hypersphere geometry: a plain aggregate of its settings.
 struct hypersphere {
+  /// The buffers the operations reuse.
   template <class Backend, class T>
   using workspace = sphere_workspace<Backend, T>;
 

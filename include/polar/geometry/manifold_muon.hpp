@@ -78,12 +78,19 @@ struct manifold_muon {
   Orthogonalizer orthogonalizer{};          ///< msign
   bool check_point = POLAR_CHECK_MANIFOLD != 0;  ///< check W on the manifold before each step
 
+  /// The per-matrix state: momentum, the dual ascent's buffers, the shape.
   template <class Backend, class T>
   struct state {
-    typename Backend::template buffer<T> buf, m, z, a, lambda, h;
-    typename stiefel<Orthogonalizer>::template workspace<Backend, T> geo;
-    typename Orthogonalizer::template workspace<Backend, T> orth;
-    index rows = 0, cols = 0;     ///< W's shape
+    typename Backend::template buffer<T> buf;     ///< momentum (tangent, transported)
+    typename Backend::template buffer<T> m;       ///< the dual ascent's M, unit Frobenius norm
+    typename Backend::template buffer<T> z;       ///< M + 2 W Lambda
+    typename Backend::template buffer<T> a;       ///< the direction A
+    typename Backend::template buffer<T> lambda;  ///< the multiplier Lambda, p x p
+    typename Backend::template buffer<T> h;       ///< the residual W^T A + A^T W
+    typename stiefel<Orthogonalizer>::template workspace<Backend, T> geo;  ///< the manifold's scratch
+    typename Orthogonalizer::template workspace<Backend, T> orth;  ///< msign's scratch
+    index rows = 0;  ///< W's rows
+    index cols = 0;  ///< W's columns
     long steps = 0;               ///< steps taken
     int dual_iterations = 0;      ///< msign evaluations of the last step's dual ascent (0 when square)
     double dual_residual = 0;     ///< |H|_F / p when the last step's ascent stopped

@@ -81,7 +81,7 @@ D default_direction() {
 /// A direction stepping on a geometry's set (see the header comment).
 template <class Direction, class Geometry>
 struct riemannian {
-  static constexpr bool is_euclidean = std::is_same_v<Geometry, euclidean>;
+  static constexpr bool is_euclidean = std::is_same_v<Geometry, euclidean>;  ///< whether the step is the direction's own
 
   /// The direction's hyperparameters (weight decay 0 on a manifold).
   Direction direction = detail::default_direction<Direction, is_euclidean>();
@@ -94,13 +94,16 @@ struct riemannian {
   /// generic sequence, which gives the same result to rounding.
   bool fast_paths = true;
 
+  /// The per-matrix state: the direction's, the geometry's scratch, the tangent gradient and increment.
   template <class Backend, class T>
   struct state {
     typename Direction::template state<Backend, T> dir;           ///< the direction's buffers
     typename Geometry::template workspace<Backend, T> ws;         ///< the geometry's scratch
-    typename Backend::template buffer<T> g, d;                    ///< tangent gradient, increment
-    index rows = 0, cols = 0;
-    long steps = 0;
+    typename Backend::template buffer<T> g;  ///< the tangent gradient
+    typename Backend::template buffer<T> d;  ///< the increment
+    index rows = 0;  ///< the rows of the matrix the state was made for
+    index cols = 0;  ///< its columns
+    long steps = 0;  ///< steps taken
   };
 
   /// A fresh state for the point W (checked to lie on the set in debug builds).

@@ -69,12 +69,22 @@ struct half_sum_transpose {  // (a + b) / 2
 /// Buffers of the Stiefel operations for n x p points.
 template <class Backend, class T>
 struct stiefel_workspace {
-  typename Backend::template buffer<T> s, u1, v1, pp, pp2, f, k, e, rhs;
-  detail::expm_workspace<Backend, T> expm;
+  typename Backend::template buffer<T> s;    ///< singular values (polar retraction)
+  typename Backend::template buffer<T> u1;   ///< left factor, n x p
+  typename Backend::template buffer<T> v1;   ///< right factor, p x p
+  typename Backend::template buffer<T> pp;   ///< p x p scratch
+  typename Backend::template buffer<T> pp2;  ///< p x p scratch
+  typename Backend::template buffer<T> f;    ///< n x 2p: the low-rank Cayley factors
+  typename Backend::template buffer<T> k;    ///< 2p x 2p: the Cayley system
+  typename Backend::template buffer<T> e;    ///< 2p x p: its right-hand side and solution
+  typename Backend::template buffer<T> rhs;  ///< n x p scratch
+  detail::expm_workspace<Backend, T> expm;  ///< the matrix exponential's (exponential retraction)
   /// The point the last Cayley retraction produced (the Cayley transport
   /// needs that retraction's factors, kept in u1, v1 and k).
   const T* cayley_point = nullptr;
-  index cayley_n = 0, cayley_p = 0;
+  index cayley_n = 0;  ///< the shape of the point the last Cayley retraction produced: rows
+  index cayley_p = 0;  ///< and columns
+  /// Sizes the buffers for an n x p point (no allocation when they fit).
   void reserve(Backend& be, index n, index p) {
     if (s.size() < n * p) s = be.template allocate<T>(n * p);
     if (u1.size() < 2 * n * p) {
@@ -98,10 +108,11 @@ struct stiefel_workspace {
 /// the projection onto the manifold (svd_polar: exact).
 template <class Orthogonalizer = svd_polar>
 struct stiefel {
+  /// The buffers the operations reuse.
   template <class Backend, class T>
   struct workspace {
-    stiefel_workspace<Backend, T> own;
-    typename Orthogonalizer::template workspace<Backend, T> orth;
+    stiefel_workspace<Backend, T> own;  ///< the retractions' and projections' buffers
+    typename Orthogonalizer::template workspace<Backend, T> orth;  ///< the polar retraction's orthogonalizer
   };
 
   stiefel_metric metric = stiefel_metric::euclidean;       ///< the tangent projection's metric

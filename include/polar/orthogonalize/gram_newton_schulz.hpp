@@ -30,7 +30,14 @@ namespace polar {
 /// Buffers of one Gram-form orthogonalization.
 template <class Backend, class T>
 struct gram_ns_workspace {
-  typename Backend::template buffer<T> x, y, a, p, r, t, s, norms;
+  typename Backend::template buffer<T> x;      ///< the iterate X, count x rows x cols
+  typename Backend::template buffer<T> y;      ///< the output X^T or scratch
+  typename Backend::template buffer<T> a;      ///< the Gram matrix X X^T
+  typename Backend::template buffer<T> p;      ///< the accumulated polynomial Q
+  typename Backend::template buffer<T> r;      ///< the Gram matrix after restarts
+  typename Backend::template buffer<T> t;      ///< square scratch
+  typename Backend::template buffer<T> s;      ///< square scratch
+  typename Backend::template buffer<T> norms;  ///< per-matrix norms
   ns_workspace<Backend, T> standard;  ///< used when the standard form is cheaper
 
   /// Room for `count` matrices of n x m (n <= m).
@@ -49,6 +56,7 @@ struct gram_ns_workspace {
 /// Newton–Schulz in Gram form: the same schedules and the same result as
 /// polar::newton_schulz up to rounding, at fewer flops for wide matrices.
 struct gram_newton_schulz {
+  /// The buffers one orthogonalization needs (the orthogonalizer concept).
   template <class Backend, class T>
   using workspace = gram_ns_workspace<Backend, T>;
 
@@ -60,6 +68,7 @@ struct gram_newton_schulz {
   index symmetric_threshold = 128;  ///< below this n, full GEMMs
   bool fallback = true;             ///< run the standard form where it has fewer flops
 
+  /// The number of steps this orthogonalizer runs.
   constexpr int steps() const noexcept { return iterations > 0 ? iterations : schedule.iterations; }
 
   /// True when the iteration restarts before step k.
@@ -104,12 +113,14 @@ struct gram_newton_schulz {
     return uses_gram(rows, cols) ? gram_flops(rows, cols) : standard().flops(rows, cols);
   }
 
+  /// out <- the approximate polar factor of g (out may not alias g).
   template <class Backend, class T>
   void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out, workspace<Backend, T>& ws) const {
     detail::check_orthogonalizer_args("polar::gram_newton_schulz", g, out);
     (*this)(be, as_batch(g), as_batch(out), ws);
   }
 
+  /// The same for each matrix of a stack.
   template <class Backend, class T>
   void operator()(Backend& be, in_batch<T> g, batch_view<T> out, workspace<Backend, T>& ws) const {
     static_assert(is_backend_v<Backend>, POLAR_BACKEND_CONCEPT_MESSAGE);
@@ -177,11 +188,13 @@ struct gram_newton_schulz {
     be.gemm_batched(T(1), op::n, as_const(R), op::n, as_const(X), T(0), ow);
   }
 
+  /// With a workspace of its own (allocated per call).
   template <class Backend, class T>
   void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out) const {
     workspace<Backend, T> ws;
     (*this)(be, g, out, ws);
   }
+  /// With a workspace of its own (allocated per call).
   template <class Backend, class T>
   void operator()(Backend& be, in_batch<T> g, batch_view<T> out) const {
     workspace<Backend, T> ws;

@@ -32,7 +32,11 @@ namespace polar {
 /// after its first.
 template <class Backend, class T>
 struct ns_workspace {
-  typename Backend::template buffer<T> x, y, a, b, norms;
+  typename Backend::template buffer<T> x;      ///< the iterate X
+  typename Backend::template buffer<T> y;      ///< the next iterate
+  typename Backend::template buffer<T> a;      ///< the Gram matrix X X^T
+  typename Backend::template buffer<T> b;      ///< b A + c A^2
+  typename Backend::template buffer<T> norms;  ///< per-matrix norms
 
   /// Room for `count` matrices of n x m (n <= m).
   void reserve(Backend& be, index count, index n, index m) {
@@ -133,6 +137,7 @@ struct newton_schulz {
     ns_workspace<Backend, T> ws;
     (*this)(be, g, out, ws);
   }
+  /// With a workspace of its own (allocated per call).
   template <class Backend, class T>
   void operator()(Backend& be, in_batch<T> g, batch_view<T> out) const {
     ns_workspace<Backend, T> ws;
@@ -151,11 +156,13 @@ struct svd_polar {
   template <class Backend, class T>
   struct workspace {};
 
+  /// out <- the exact polar factor U V^T of g's SVD.
   template <class Backend, class T>
   void operator()(Backend& be, in_matrix<T> g, matrix_view<T> out, workspace<Backend, T>&) const {
     (*this)(be, g, out);
   }
 
+  /// The same for each matrix of a stack.
   template <class Backend, class T>
   void operator()(Backend& be, in_batch<T> g, batch_view<T> out, workspace<Backend, T>&) const {
     (*this)(be, g, out);

@@ -32,19 +32,21 @@ namespace polar {
 
 /// The coefficients of one step: X <- a X + (b A + c A^2) X.
 struct ns_step {
-  double a, b, c;
+  double a;  ///< the coefficient of X
+  double b;  ///< of X X^T X
+  double c;  ///< of (X X^T)^2 X
 };
 
 /// A Newton–Schulz schedule: its steps, its input scaling, and how many
 /// steps to run by default.
 struct ns_schedule {
-  static constexpr std::size_t max_steps = 16;
+  static constexpr std::size_t max_steps = 16;  ///< the most distinct steps a schedule lists
   std::array<ns_step, max_steps> steps{};  ///< the distinct steps, in order
   int count = 0;                           ///< how many of `steps` are set
   int iterations = 0;                      ///< steps run by default
   double norm_scale = 1.0;                 ///< X0 = G / (norm_scale ||G||_F + eps)
-  double eps = 0.0;
-  const char* name = "";
+  double eps = 0.0;  ///< added to the norm the input is divided by
+  const char* name = "";  ///< for messages and benchmarks
 
   /// The coefficients of iteration k; past the listed steps the last one
   /// repeats.
