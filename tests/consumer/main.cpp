@@ -1,19 +1,26 @@
-// A user's program: includes polar, makes views of its Eigen matrices and
-// multiplies them through the Eigen backend.
+// A user's program, the one docs/getting-started.md walks through: Muon on
+// an Eigen matrix, from a separate CMake project that finds polar with
+// find_package (or add_subdirectory).
 #include <polar/polar.hpp>
 
+#include <cmath>
 #include <cstdio>
 
 int main() {
-  Eigen::MatrixXd a = Eigen::MatrixXd::Random(20, 10), c(20, 20);
-  polar::backend::eigen b;
-  b.syrk(polar::uplo::lower, 1.0, polar::op::n, polar::make_view(a), 0.0, polar::make_view(c));
-  b.symmetrize(polar::uplo::lower, polar::make_view(c));
-  const double err = (c - a * a.transpose()).norm();
-  if (err > 1e-10) {
-    std::printf("consumer: syrk error %g\n", err);
-    return 1;
+  // Fit W to a target with the gradient of 1/2 |W - target|^2.
+  Eigen::MatrixXf target = Eigen::MatrixXf::Random(64, 256), w = Eigen::MatrixXf::Zero(64, 256);
+  polar::backend::eigen be;
+  polar::muon_direction<> muon;                     // Nesterov 0.95, Jordan's 5 steps
+  auto state = muon.init(be, polar::make_view(w));  // the momentum and the Newton-Schulz buffers
+  const float start = (w - target).norm();
+  for (int step = 0; step < 150; ++step) {
+    const Eigen::MatrixXf g = w - target;           // the backward pass goes here
+    muon.lr = 2.0 * std::pow(0.97, step);
+    muon.step(be, polar::make_view(w), polar::make_view(g), state);
   }
-  std::printf("consumer: polar %s ok\n", POLAR_VERSION_STRING);
+  const float end = (w - target).norm();
+  std::printf("consumer: polar %s, Muon took |W - target| from %.3f to %.4f\n", POLAR_VERSION_STRING, start, end);
+  if (!(end < 0.05f * start)) return 1;
+  std::printf("consumer: ok\n");
   return 0;
 }
