@@ -24,6 +24,7 @@
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/checkpoint.hpp"
 #include "polar/core/tensor.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
@@ -177,6 +178,52 @@ class parameter_set {
         other_direction.step(*be_, e.w.elements(), grads[i].elements(), other_states_[std::size_t(e.slot)]);
     }
     ++steps_;
+  }
+
+  /// Puts every parameter's weights (under prefix + its name), its route and
+  /// its state (under prefix + name + "/state"), and the set's step count
+  /// into ck.
+  void save(checkpoint& ck, const std::string& prefix = "") const {
+    ck.put_integer(prefix + "steps", steps_);
+    for (const auto& e : entries_) {
+      ck.put(*be_, prefix + e.name, as_const(e.w.elements()));
+      ck.put_integer(prefix + e.name + "/route", e.to_matrix ? 1 : 0);
+      if (e.to_matrix)
+        ck.put_state(*be_, prefix + e.name + "/state", matrix_states_[std::size_t(e.slot)]);
+      else
+        ck.put_state(*be_, prefix + e.name + "/state", other_states_[std::size_t(e.slot)]);
+    }
+  }
+
+  /// Restores what save() wrote into a set with the same names, routes and
+  /// shapes: the weights (written into the parameters' own memory), the
+  /// states and the step count. Everything is checked before anything is
+  /// written.
+  /// @throws format_error (a missing entry, another scalar type),
+  ///         shape_error (another shape or route); nothing is written then.
+  void load(const checkpoint& ck, const std::string& prefix = "") {
+    constexpr const char* op = "polar::parameter_set::load";
+    const auto steps = ck.get_integer(prefix + "steps");
+    for (auto& e : entries_) {
+      ck.check(op, prefix + e.name, e.w.elements());
+      const auto route = ck.get_integer(prefix + e.name + "/route");
+      if (route != (e.to_matrix ? 1 : 0))
+        detail::raise<shape_error>(op, "'", e.name, "' was routed to the ", route ? "matrix" : "other",
+                                   " direction in the checkpoint but to the ", e.to_matrix ? "matrix" : "other",
+                                   " direction here");
+      if (e.to_matrix)
+        ck.check_state(*be_, prefix + e.name + "/state", matrix_states_[std::size_t(e.slot)]);
+      else
+        ck.check_state(*be_, prefix + e.name + "/state", other_states_[std::size_t(e.slot)]);
+    }
+    for (auto& e : entries_) {
+      ck.get(*be_, prefix + e.name, e.w.elements());
+      if (e.to_matrix)
+        ck.get_state(*be_, prefix + e.name + "/state", matrix_states_[std::size_t(e.slot)]);
+      else
+        ck.get_state(*be_, prefix + e.name + "/state", other_states_[std::size_t(e.slot)]);
+    }
+    steps_ = long(steps);
   }
 
  private:

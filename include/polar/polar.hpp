@@ -21,6 +21,7 @@
 #include "polar/backend/concept.hpp"
 #include "polar/backend/eigen.hpp"
 #include "polar/core/tensor.hpp"
+#include "polar/checkpoint.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/direction/sgd.hpp"

@@ -78,6 +78,17 @@ struct adamw_direction {
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the moments, the groups, the shape, the steps.
+    template <class F>
+    void visit(F& f) {
+      f.buffer("m", m);
+      f.buffer("v", v);
+      f.value("v_matrix", v_matrix);
+      f.shape("groups", groups);
+      f.shape("rows", rows);
+      f.shape("cols", cols);
+      f.value("steps", steps);
+    }
   };
 
   /// A fresh state: zero moments, the second moment shared over `groups`.

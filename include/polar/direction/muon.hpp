@@ -102,6 +102,16 @@ struct muon_direction {
     index rows = 0;   ///< rows of each
     index cols = 0;   ///< columns of each
     long steps = 0;                       ///< steps taken
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the momentum,
+    /// the stack's shape, the steps (m, u and ws are scratch).
+    template <class F>
+    void visit(F& f) {
+      f.buffer("buf", buf);
+      f.shape("count", count);
+      f.shape("rows", rows);
+      f.shape("cols", cols);
+      f.value("steps", steps);
+    }
   };
 
   /// A fresh state for the matrix W: zero momentum.

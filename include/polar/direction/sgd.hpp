@@ -29,6 +29,13 @@ struct sgd_direction {
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the shape and the steps.
+    template <class F>
+    void visit(F& f) {
+      f.shape("rows", rows);
+      f.shape("cols", cols);
+      f.value("steps", steps);
+    }
   };
 
   /// A fresh state: only W's shape.
@@ -105,6 +112,14 @@ struct momentum_direction {
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the momentum, the shape, the steps.
+    template <class F>
+    void visit(F& f) {
+      f.buffer("buf", buf);
+      f.shape("rows", rows);
+      f.shape("cols", cols);
+      f.value("steps", steps);
+    }
   };
 
   /// A fresh state: zero momentum.

@@ -118,12 +118,6 @@ void check_records(const char* op, std::uint32_t step, const byte_record* r, std
   }
 }
 
-inline std::string hex32(std::uint32_t v) {
-  char buf[11];
-  std::snprintf(buf, sizeof buf, "0x%08x", unsigned(v));
-  return buf;
-}
-
 }  // namespace detail
 
 /// The record of a decentralized run from a step on: its shared settings
@@ -302,25 +296,9 @@ class byte_log {
   /// Writes the log to `path` through a temporary file renamed into place,
   /// so a crash never leaves half a log under the real name.
   /// @throws format_error when the file cannot be written.
-  void save(const std::string& path) const {
-    const auto bytes = serialize();
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-      f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-      f.flush();
-      if (!f) detail::raise<format_error>("polar::byte_log::save", "cannot write ", tmp);
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0)
-      detail::raise<format_error>("polar::byte_log::save", "cannot rename ", tmp, " to ", path);
-  }
+  void save(const std::string& path) const { detail::write_file_atomically("polar::byte_log::save", path, serialize()); }
   /// Reads a file written by save().
-  static byte_log load(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) detail::raise<format_error>("polar::byte_log::load", "cannot open ", path);
-    const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    return parse(bytes);
-  }
+  static byte_log load(const std::string& path) { return parse(detail::read_file("polar::byte_log::load", path)); }
 
   /// Same settings, first step and records.
   friend bool operator==(const byte_log& a, const byte_log& b) noexcept {

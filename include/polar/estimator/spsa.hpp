@@ -278,6 +278,12 @@ template <class Backend, class T>
 struct spsa_momentum_state {
   std::vector<typename Backend::template buffer<T>> buf;  ///< one momentum buffer per tensor
   long steps = 0;  ///< steps taken
+  /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the momentum buffers and the steps.
+  template <class F>
+  void visit(F& f) {
+    f.buffers("buf", buf);
+    f.value("steps", steps);
+  }
 };
 
 /// SGD with momentum on a compact estimate, z regenerated into the buffers:

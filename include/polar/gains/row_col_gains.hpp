@@ -202,6 +202,19 @@ struct row_col_gains {
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): D, the raw gains, the three directions' states, the shape, the steps.
+    template <class F>
+    void visit(F& f) {
+      f.buffer("d", d);
+      f.buffer("r", r);
+      f.buffer("c", c);
+      f.nested("direction", dir);
+      f.nested("row_gains", r_dir);
+      f.nested("col_gains", c_dir);
+      f.shape("rows", rows);
+      f.shape("cols", cols);
+      f.value("steps", steps);
+    }
   };
 
   /// The sphere D lives on, for a rows x cols weight.

@@ -94,6 +94,16 @@ struct manifold_muon {
     long steps = 0;               ///< steps taken
     int dual_iterations = 0;      ///< msign evaluations of the last step's dual ascent (0 when square)
     double dual_residual = 0;     ///< |H|_F / p when the last step's ascent stopped
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the momentum, the shape, the steps and the last ascent's figures.
+    template <class F>
+    void visit(F& f) {
+      f.buffer("buf", buf);
+      f.shape("rows", rows);
+      f.shape("cols", cols);
+      f.value("steps", steps);
+      f.value("dual_iterations", dual_iterations);
+      f.value("dual_residual", dual_residual);
+    }
   };
 
   /// A fresh state for the point W: zero momentum.

@@ -104,6 +104,14 @@ struct riemannian {
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the direction's state, the shape, the steps.
+    template <class F>
+    void visit(F& f) {
+      f.nested("direction", dir);
+      f.shape("rows", rows);
+      f.shape("cols", cols);
+      f.value("steps", steps);
+    }
   };
 
   /// A fresh state for the point W (checked to lie on the set in debug builds).

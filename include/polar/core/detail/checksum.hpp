@@ -1,13 +1,20 @@
 // polar/core/detail/checksum.hpp: CRC-32 (the IEEE 802.3 polynomial, as zlib
-// and PNG use it) and little-endian encoding of integers and doubles, for
-// polar's binary formats (the byte log of decentralized SPSA). Not for users.
+// and PNG use it), little-endian encoding of integers and doubles, and whole
+// files written through a temporary renamed into place, for polar's binary
+// formats (the byte log of decentralized SPSA, checkpoints). Not for users.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <vector>
+
+#include "polar/core/error.hpp"
 
 namespace polar::detail {
 
@@ -54,6 +61,43 @@ inline double get_le_double(const std::uint8_t* p) noexcept {
   double v;
   std::memcpy(&v, &bits, sizeof v);
   return v;
+}
+
+/// "0x" and eight hex digits, for messages.
+inline std::string hex32(std::uint32_t v) {
+  char buf[11];
+  std::snprintf(buf, sizeof buf, "0x%08x", unsigned(v));
+  return buf;
+}
+
+/// Writes bytes to path through path + ".tmp", renamed into place, so that a
+/// crash mid-write never leaves a partial file under the real name.
+/// @throws format_error (naming op) when the file cannot be written.
+inline void write_file_atomically(const char* op, const std::string& path, const std::vector<std::uint8_t>& bytes) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+    f.flush();
+    if (!f) {
+      std::remove(tmp.c_str());
+      raise<format_error>(op, "cannot write ", tmp);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    raise<format_error>(op, "cannot rename ", tmp, " to ", path);
+  }
+}
+
+/// The whole file at path.
+/// @throws format_error (naming op) when it cannot be opened or read.
+inline std::vector<std::uint8_t> read_file(const char* op, const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) raise<format_error>(op, "cannot open ", path);
+  std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (f.bad()) raise<format_error>(op, "cannot read ", path);
+  return bytes;
 }
 
 }  // namespace polar::detail
