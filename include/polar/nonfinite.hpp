@@ -1,0 +1,143 @@
+// polar/nonfinite.hpp: what an optimizer does with a gradient that holds NaN
+// or infinity, chosen per optimizer.
+//
+//   polar::nonfinite_guard<polar::adamw_direction> opt;
+//   opt.policy = polar::nonfinite_policy::skip;   // or raise (the default), zero
+//   auto s = opt.init(be, W);
+//   opt.step(be, W, G, s);     // a NaN in G: no step, s.skipped counts it
+//
+// Every optimizer of polar already refuses a non-finite gradient with
+// non_finite_error before writing anything; the guard wraps any of them
+// (a direction, a Riemannian composition, manifold Muon, MD gains) and
+// decides instead:
+//
+//   raise  non_finite_error naming the shape and how many entries are bad;
+//          nothing is written (the default, as without the guard);
+//   skip   W and the state stay as they are, s.skipped counts the step;
+//   zero   the bad entries count as 0 (in a copy: G is not written) and the
+//          step is taken; s.zeroed_steps and s.zeroed_entries count them.
+//
+// The weights are never half-updated: the check runs before the step.
+#pragma once
+
+#include <cstdint>
+
+#include "polar/core/check.hpp"
+#include "polar/core/config.hpp"
+#include "polar/core/error.hpp"
+#include "polar/core/view.hpp"
+
+namespace polar {
+
+/// What nonfinite_guard does with a gradient that holds NaN or infinity.
+enum class nonfinite_policy {
+  raise,  ///< throw non_finite_error, write nothing
+  skip,   ///< take no step; count it
+  zero    ///< take the step with the bad entries set to 0; count them
+};
+
+namespace detail {
+
+/// 1 where x is NaN or infinite, else 0 (x - x is NaN exactly then).
+template <class T>
+struct nonfinite_indicator_fn {
+  POLAR_HOST_DEVICE T operator()(T x) const {
+    const T d = x - x;
+    return d == d ? T(0) : T(1);
+  }
+};
+
+/// x, or 0 where x is NaN or infinite.
+template <class T>
+struct zero_nonfinite_fn {
+  POLAR_HOST_DEVICE T operator()(T x) const {
+    const T d = x - x;
+    return d == d ? x : T(0);
+  }
+};
+
+}  // namespace detail
+
+/// Any optimizer with a policy for non-finite gradients (see the header
+/// comment). A plain aggregate: the wrapped optimizer's hyperparameters are
+/// in `optimizer`.
+template <class Optimizer>
+struct nonfinite_guard {
+  Optimizer optimizer{};                             ///< the optimizer that steps
+  nonfinite_policy policy = nonfinite_policy::raise;  ///< what a non-finite gradient does
+
+  /// The wrapped optimizer's state, a scratch gradient for the zero policy,
+  /// and the counts.
+  template <class Backend, class T>
+  struct state {
+    typename Optimizer::template state<Backend, T> inner;  ///< the wrapped optimizer's
+    typename Backend::template buffer<T> clean;            ///< G with the bad entries zeroed (zero policy)
+    long skipped = 0;                                      ///< steps skipped (skip policy)
+    long zeroed_steps = 0;                                 ///< steps taken with entries zeroed (zero policy)
+    long long zeroed_entries = 0;                          ///< entries zeroed, over all steps
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the wrapped
+    /// state and the counts.
+    template <class F>
+    void visit(F& f) {
+      f.nested("inner", inner);
+      f.value("skipped", skipped);
+      f.value("zeroed_steps", zeroed_steps);
+      f.value("zeroed_entries", zeroed_entries);
+    }
+  };
+
+  /// A fresh state: the wrapped optimizer's for W, zero counts.
+  template <class Backend, class U, class T = std::remove_const_t<U>>
+  state<Backend, T> init(Backend& be, matrix_view<U> w) const {
+    state<Backend, T> s;
+    s.inner = optimizer.init(be, w);
+    return s;
+  }
+
+  /// One step of the wrapped optimizer, with G's non-finite entries handled
+  /// by the policy.
+  /// @throws shape_error, value_error as the wrapped step, and
+  ///         non_finite_error under the raise policy; nothing is written then.
+  template <class Backend, class T>
+  void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
+    constexpr const char* op = "polar::nonfinite_guard::step";
+    check_output(op, "W", w);
+    check_input(op, "G", g);
+    check_same_shape(op, "W", w, "G", g);
+    if (be.all_finite(g)) {
+      optimizer.step(be, w, g, s.inner);
+      return;
+    }
+    const index m = g.rows(), n = g.cols();
+    switch (policy) {
+      case nonfinite_policy::skip:
+        // The wrapped optimizer's checks (hyperparameters, the state's shape)
+        // still apply to a skipped step.
+        optimizer.check(op);
+        ++s.skipped;
+        return;
+      case nonfinite_policy::zero: {
+        optimizer.check(op);
+        if (s.clean.size() != m * n) s.clean = be.template allocate<T>(m * n);
+        const auto clean = row_major_view(s.clean.data(), m, n, -1, Backend::space);
+        be.map(detail::nonfinite_indicator_fn<T>{}, clean, g);
+        const auto bad = static_cast<long long>(double(be.sum(as_const(clean))));
+        be.map(detail::zero_nonfinite_fn<T>{}, clean, g);
+        optimizer.step(be, w, as_const(clean), s.inner);
+        ++s.zeroed_steps;
+        s.zeroed_entries += bad;
+        return;
+      }
+      default: {
+        auto scratch = be.template allocate<T>(m * n);
+        const auto v = row_major_view(scratch.data(), m, n, -1, Backend::space);
+        be.map(detail::nonfinite_indicator_fn<T>{}, v, g);
+        const double bad = double(be.sum(as_const(v)));
+        detail::raise<non_finite_error>(op, "G (", m, "x", n, ") holds ", bad,
+                                        " NaN or infinite entries (policy raise; skip or zero would go on)");
+      }
+    }
+  }
+};
+
+}  // namespace polar
