@@ -289,12 +289,21 @@ class checkpoint {
         detail::raise<format_error>(op, "entry '", e.name, "' has kind ", int(kind), " (1 to 3 are defined)");
       e.kind = checkpoint_kind(kind);
       e.code = code;
+      if (e.kind != checkpoint_kind::tensor && (code != 0 || rank != 0))
+        detail::raise<format_error>(op, "entry '", e.name, "' is ", detail::checkpoint_kind_name(e.kind),
+                                    " with scalar code ", int(code), " and rank ", int(rank),
+                                    "; integers and reals have neither (0 and 0)");
+      if (e.kind == checkpoint_kind::tensor && detail::checkpoint_code_size(code) == 0)
+        detail::raise<format_error>(op, "entry '", e.name, "' is a tensor of scalar code ", int(code),
+                                    " (1 to 5 are defined)");
       need(std::size_t(rank) * 8, "the extents");
       std::uint64_t elements = 1;
       for (int d = 0; d < rank; ++d) {
         const auto x = std::int64_t(detail::get_le<std::uint64_t>(data + p));
         p += 8;
-        if (x < 0 || (x > 0 && elements > std::numeric_limits<std::uint64_t>::max() / std::uint64_t(x)))
+        // The payload's byte count, elements times the scalar's size, must fit too.
+        const std::uint64_t cap = std::numeric_limits<std::uint64_t>::max() / detail::checkpoint_code_size(code);
+        if (x < 0 || (x > 0 && elements > cap / std::uint64_t(x)))
           detail::raise<format_error>(op, "entry '", e.name, "' has an impossible extent ", x);
         elements *= std::uint64_t(x);
         e.extents.push_back(x);
@@ -304,7 +313,7 @@ class checkpoint {
       p += 8;
       need(std::size_t(bytes), "the payload");
       const std::uint64_t expect = e.kind == checkpoint_kind::tensor ? elements * detail::checkpoint_code_size(code) : 8;
-      if ((e.kind == checkpoint_kind::tensor && detail::checkpoint_code_size(code) == 0) || bytes != expect)
+      if (bytes != expect)
         detail::raise<format_error>(op, "entry '", e.name, "' (", detail::checkpoint_kind_name(e.kind), ", ",
                                     detail::checkpoint_code_name(code), ", ", elements, " elements) has ", bytes,
                                     " bytes of payload, not ", expect);

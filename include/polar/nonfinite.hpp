@@ -21,6 +21,8 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "polar/core/check.hpp"
 #include "polar/core/config.hpp"
@@ -37,6 +39,13 @@ enum class nonfinite_policy {
 };
 
 namespace detail {
+
+// Whether a state records the shape it was made for (rows and cols).
+template <class S, class = void>
+struct has_shape_fields : std::false_type {};
+template <class S>
+struct has_shape_fields<S, std::void_t<decltype(std::declval<S&>().rows), decltype(std::declval<S&>().cols)>>
+    : std::true_type {};
 
 /// 1 where x is NaN or infinite, else 0 (x - x is NaN exactly then).
 template <class T>
@@ -104,6 +113,13 @@ struct nonfinite_guard {
     check_output(op, "W", w);
     check_input(op, "G", g);
     check_same_shape(op, "W", w, "G", g);
+    // Checked here too: the skip policy does not reach the wrapped step,
+    // and the zero policy hands it a copy of G.
+    check_no_alias(op, "W", w, "G", g);
+    if constexpr (detail::has_shape_fields<typename Optimizer::template state<Backend, T>>::value)
+      if (w.rows() != s.inner.rows || w.cols() != s.inner.cols)
+        detail::raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ",
+                                   s.inner.rows, "x", s.inner.cols);
     if (be.all_finite(g)) {
       optimizer.step(be, w, g, s.inner);
       return;

@@ -192,11 +192,12 @@ class vector_view {
 
 template <class T>
 POLAR_HOST_DEVICE constexpr vector_view<T> matrix_view<T>::row(index i) const noexcept {
-  return vector_view<T>(data_ + i * row_stride_, cols_, col_stride_, space_);
+  // An empty row addresses nothing: its data may be null, with no offset.
+  return vector_view<T>(cols_ == 0 ? data_ : data_ + i * row_stride_, cols_, col_stride_, space_);
 }
 template <class T>
 POLAR_HOST_DEVICE constexpr vector_view<T> matrix_view<T>::col(index j) const noexcept {
-  return vector_view<T>(data_ + j * col_stride_, rows_, row_stride_, space_);
+  return vector_view<T>(rows_ == 0 ? data_ : data_ + j * col_stride_, rows_, row_stride_, space_);
 }
 
 /// A stack of `count` matrices of one shape, `batch_stride` elements apart:

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "polar/core/config.hpp"
+#include "polar/core/detail/state_snapshot.hpp"
 #include "polar/core/error.hpp"
 #include "polar/core/tensor.hpp"
 #include "polar/core/view.hpp"
@@ -202,6 +203,9 @@ struct row_col_gains {
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
+    /// A copy of what visit() lists, taken before a step of the generic
+    /// sequence and put back if it fails (not saved in checkpoints).
+    detail::state_snapshot<Backend, T> backup;
     /// Lists what a checkpoint keeps (polar/checkpoint.hpp): D, the raw gains, the three directions' states, the shape, the steps.
     template <class F>
     void visit(F& f) {
@@ -241,6 +245,10 @@ struct row_col_gains {
     constexpr const char* op = "polar::row_col_gains::init";
     check(op);
     check_input(op, "W", w);
+    // D and the gains are W's direction and norms: NaN or infinity in W
+    // would make all of them NaN.
+    if (!be.all_finite(w))
+      detail::raise<non_finite_error>(op, "W (", w.rows(), "x", w.cols(), ") holds NaN or infinity");
     const index m = w.rows(), n = w.cols();
     const bool absorb_cols = sphere == sphere_scope::cols || (sphere == sphere_scope::flat && !has_rows() && has_cols());
     if (absorb_scale && sphere == sphere_scope::rows && !has_rows())
@@ -375,18 +383,26 @@ struct row_col_gains {
         return;
       }
     }
-    split_unchecked(be, g, s);
-    // D: the base step, then back onto the sphere (a direction with its own
-    // manifold projects and retracts by itself).
-    if constexpr (on_direction_manifold) {
-      direction.step(be, v.D, as_const(v.P), s.dir);
-    } else {
-      if (project_gradient) h.project_tangent(be, as_const(v.D), as_const(v.P), v.P, s.ws);
-      direction.step(be, v.D, as_const(v.P), s.dir);
-      h.project(be, v.D, s.ws);
+    // The base step or the projection may refuse D (a group of D that
+    // stepped to zero, an SVD that does not converge) after the state was
+    // written; W is written last, and the state is put back then.
+    s.backup.save(be, s);
+    try {
+      split_unchecked(be, g, s);
+      // D: the base step, then back onto the sphere (a direction with its
+      // own manifold projects and retracts by itself).
+      if constexpr (on_direction_manifold) {
+        direction.step(be, v.D, as_const(v.P), s.dir);
+      } else {
+        if (project_gradient) h.project_tangent(be, as_const(v.D), as_const(v.P), v.P, s.ws);
+        direction.step(be, v.D, as_const(v.P), s.dir);
+        h.project(be, v.D, s.ws);
+      }
+      step_gains(be, s);
+    } catch (...) {
+      s.backup.restore(be, s);
+      throw;
     }
-
-    step_gains(be, s);
     fuse(be, s, w);
     ++s.steps;
   }

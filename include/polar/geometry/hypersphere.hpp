@@ -252,6 +252,9 @@ struct hypersphere {
     return double(be.max_abs(as_const(nm)));
   }
 
+  /// Throws value_error for settings no step can use (the radius).
+  void check_settings(const char* op) const { check_radius(op); }
+
   /// Throws value_error unless the radius is finite and positive.
   void check_radius(const char* op) const {
     if (!(radius > 0) || !std::isfinite(radius))

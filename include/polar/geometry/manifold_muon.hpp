@@ -49,6 +49,7 @@
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/core/detail/state_snapshot.hpp"
 #include "polar/direction/detail/common.hpp"
 #include "polar/geometry/detail/common.hpp"
 #include "polar/geometry/riemannian.hpp"
@@ -94,6 +95,9 @@ struct manifold_muon {
     long steps = 0;               ///< steps taken
     int dual_iterations = 0;      ///< msign evaluations of the last step's dual ascent (0 when square)
     double dual_residual = 0;     ///< |H|_F / p when the last step's ascent stopped
+    /// A copy of what visit() lists, taken before each step and put back
+    /// if an SVD fails (not saved in checkpoints).
+    detail::state_snapshot<Backend, T> backup;
     /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the momentum, the shape, the steps and the last ascent's figures.
     template <class F>
     void visit(F& f) {
@@ -139,17 +143,37 @@ struct manifold_muon {
     const auto G = wide ? g.transpose() : g;
     const index n = W.rows(), p = W.cols();
     const auto sp = Backend::space;
+    const auto geo = geometry();
+    // An SVD that does not converge (in msign or the retraction) throws
+    // after the momentum moved, but before W is written; the state is put
+    // back then.
+    s.backup.save(be, s);
+    try {
+      advance(be, W, G, s);
+    } catch (...) {
+      s.backup.restore(be, s);
+      throw;
+    }
+    geo.transport(be, as_const(W), row_major_view(s.buf.data(), n, p, -1, sp), s.geo);
+    ++s.steps;
+  }
+
+ private:
+  // The body of step(): the momentum, the dual ascent and the retraction.
+  template <class Backend, class T>
+  void advance(Backend& be, matrix_view<T> W, in_matrix<T> G, state<Backend, T>& s) const {
+    const index n = W.rows(), p = W.cols();
+    const auto sp = Backend::space;
     const auto buf = row_major_view(s.buf.data(), n, p, -1, sp);
     const auto M = row_major_view(s.m.data(), n, p, -1, sp);
     const auto Z = row_major_view(s.z.data(), n, p, -1, sp);
     const auto A = row_major_view(s.a.data(), n, p, -1, sp);
     const auto L = row_major_view(s.lambda.data(), p, p, -1, sp);
     const auto H = row_major_view(s.h.data(), p, p, -1, sp);
-
+    const auto geo = geometry();
     // Momentum of the tangent gradient (the objective <M, A> over tangent A
     // only sees M's tangent part, so projecting first changes no answer and
     // starts the dual ascent at Lambda = 0 from msign of a tangent M).
-    const auto geo = geometry();
     geo.tangent_part(be, as_const(W), G, Z, s.geo);
     const T mu = T(momentum);
     be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), as_const(Z), mu, buf);
@@ -195,9 +219,9 @@ struct manifold_muon {
     // new tangent space.
     be.scale(T(-lr), A);
     geo.retract(be, W, as_const(A), s.geo);
-    geo.transport(be, as_const(W), buf, s.geo);
-    ++s.steps;
   }
+
+ public:
 
   /// Throws value_error for hyperparameters out of range.
   void check(const char* op = "polar::manifold_muon") const {

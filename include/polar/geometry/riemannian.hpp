@@ -35,6 +35,7 @@
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/core/detail/state_snapshot.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/detail/common.hpp"
 #include "polar/direction/muon.hpp"
@@ -59,6 +60,11 @@ template <class D, class = void>
 struct has_weight_decay : std::false_type {};
 template <class D>
 struct has_weight_decay<D, std::void_t<decltype(std::declval<const D&>().weight_decay)>> : std::true_type {};
+
+template <class G, class = void>
+struct has_check_settings : std::false_type {};
+template <class G>
+struct has_check_settings<G, std::void_t<decltype(std::declval<const G&>().check_settings(""))>> : std::true_type {};
 
 template <class D, class B, class T, class = void>
 struct takes_moment_groups : std::false_type {};
@@ -101,6 +107,9 @@ struct riemannian {
     typename Geometry::template workspace<Backend, T> ws;         ///< the geometry's scratch
     typename Backend::template buffer<T> g;  ///< the tangent gradient
     typename Backend::template buffer<T> d;  ///< the increment
+    /// A copy of `dir` taken before each step on a manifold, put back if
+    /// the retraction refuses the step (not saved in checkpoints).
+    detail::state_snapshot<Backend, T> backup;
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
@@ -158,9 +167,18 @@ struct riemannian {
       const auto gt = row_major_view(s.g.data(), s.rows, s.cols, -1, Backend::space);
       const auto d = row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space);
       geometry.project_tangent(be, as_const(w), g, gt, s.ws);
-      direction.update(be, as_const(gt), s.dir, d);
-      geometry.tangent_part(be, as_const(w), as_const(d), d, s.ws);
-      geometry.retract(be, w, as_const(d), s.ws);
+      // The retraction may refuse X + U (a group that overflowed or is
+      // zero, a singular Cayley system) after the direction has moved its
+      // state; it throws before writing W, and the state is put back.
+      s.backup.save(be, s.dir);
+      try {
+        direction.update(be, as_const(gt), s.dir, d);
+        geometry.tangent_part(be, as_const(w), as_const(d), d, s.ws);
+        geometry.retract(be, w, as_const(d), s.ws);
+      } catch (...) {
+        s.backup.restore(be, s.dir);
+        throw;
+      }
       direction.for_each_tangent(s.dir, [&](auto v) { geometry.transport(be, as_const(w), v, s.ws); });
     }
     ++s.steps;
@@ -179,6 +197,7 @@ struct riemannian {
   /// decay on a manifold.
   void check(const char* op = "polar::riemannian") const {
     direction.check(op);
+    if constexpr (detail::has_check_settings<Geometry>::value) geometry.check_settings(op);
     if constexpr (!is_euclidean && detail::has_weight_decay<Direction>::value)
       if (direction.weight_decay != 0)
         detail::raise<value_error>(op, "weight_decay is ", direction.weight_decay,

@@ -176,6 +176,14 @@ struct stiefel {
     be.gemm(T(1), op::n, as_const(U1), op::n, as_const(rhs), T(1), V);
   }
 
+  /// Throws value_error for settings no step can use: the Cayley transport
+  /// needs the Cayley retraction (it reuses that retraction's system).
+  void check_settings(const char* op) const {
+    if (transport_by == stiefel_transport::cayley && retraction != stiefel_retraction::cayley)
+      detail::raise<value_error>(op, "the Cayley transport needs retraction = stiefel_retraction::cayley; "
+                                     "use it, or the projection transport");
+  }
+
   /// x <- R_x(u), the retraction of the tangent step u.
   template <class Backend, class T>
   void retract(Backend& be, matrix_view<T> x, in_matrix<T> u, workspace<Backend, T>& ws) const {

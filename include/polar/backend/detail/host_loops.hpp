@@ -167,9 +167,11 @@ void reduce_rows(matrix_view<const T> x, vector_view<T> out, G g, H h) {
     POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
     for (index i = 0; i < r; ++i) {
       A s = 0;
-      if (x.col_stride() == 1 || c <= 1) {
+      if (c == 0) {
+        // An empty row: no element to address (the data may be null).
+      } else if (x.col_stride() == 1 || c == 1) {
         const T* p = &x(i, 0);
-        s = c > 0 ? contiguous_sum(p, p, c, [&g](T a, T) { return g(a); }) : A(0);
+        s = contiguous_sum(p, p, c, [&g](T a, T) { return g(a); });
       } else {
         for (index j = 0; j < c; ++j) s += g(x(i, j));
       }

@@ -167,7 +167,7 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
 template <class Backend, class T>
 void md_pass2(matrix_view<T> w, T* d, const T* a, const T* b, const T* pr, const T* pc) {
   const index rows = w.rows(), cols = w.cols();
-  const int threads = md_threads<Backend>(rows, cols);
+  [[maybe_unused]] const int threads = md_threads<Backend>(rows, cols);
   T* const w0 = w.data();
   const index ws = w.row_stride();
   POLAR_OMP(parallel for num_threads(threads) if (threads > 1) schedule(static))

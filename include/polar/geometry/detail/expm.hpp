@@ -52,6 +52,9 @@ void expm(Backend& be, matrix_view<const T> a, matrix_view<T> out, expm_workspac
   const auto W = row_major_view(ws.w.data(), k, k, -1, sp);
 
   const double norm = double(be.norm(a));
+  if (!std::isfinite(norm))
+    raise<numerical_error>("polar::expm", "the ", k, "x", k, " matrix has norm ", norm,
+                           ": its exponential is not finite");
   int s = 0;
   if (norm > 0.5) s = int(std::ceil(std::log2(norm / 0.5)));
   be.axpby(T(std::ldexp(1.0, -s)), a, T(0), A);

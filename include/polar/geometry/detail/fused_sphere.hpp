@@ -96,7 +96,7 @@ struct threaded_backend<Backend, std::void_t<decltype(Backend::threaded)>>
 template <class Backend, class T, class F>
 void for_each_row(matrix_view<T> w, matrix_view<const T> g, F&& f) {
   const index rows = w.rows();
-  const bool parallel = threaded_backend<Backend>::value && rows * w.cols() >= host::parallel_threshold;
+  [[maybe_unused]] const bool parallel = threaded_backend<Backend>::value && rows * w.cols() >= host::parallel_threshold;
   if (w.col_stride() == 1 && g.col_stride() == 1) {
     POLAR_OMP(parallel for schedule(static) if (parallel))
     for (index i = 0; i < rows; ++i)
