@@ -80,7 +80,8 @@ void read_tensor(const polar::checkpoint& ck, const polar::checkpoint::entry& e)
   const auto rows = polar::index(e.extents[0]), cols = polar::index(e.extents[1]);
   std::vector<T> w(elements + 1, T(7));
   ck.get(be, e.name, polar::matrix_view<T>(w.data(), rows, cols, cols, 1));
-  if (std::memcmp(w.data(), e.payload.data(), e.payload.size()) != 0) finding("get copied other bytes");
+  if (!e.payload.empty() && std::memcmp(w.data(), e.payload.data(), e.payload.size()) != 0)
+    finding("get copied other bytes");
   if (w.back() != T(7)) finding("get wrote past the tensor");
   // A wrong shape: one more row. Nothing may be written.
   std::vector<T> v(std::size_t(rows + 1) * std::size_t(cols) + 1, T(5));

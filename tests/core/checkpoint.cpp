@@ -312,6 +312,44 @@ BOOST_AUTO_TEST_CASE(errors_say_what_is_wrong) {
   BOOST_TEST(message(entry).find("the checksum of entry 'adamw/steps' does not match") != std::string::npos,
              message(entry));
 
+  // Entries that carry what their kind has not, or a size that wraps (found
+  // by fuzz/checkpoint.cpp), with every checksum made right. One entry
+  // starts at byte 20 and its checksum sits 12 bytes before the end.
+  const auto reseal = [&fix](std::vector<std::uint8_t>& b) {
+    const auto c = polar::detail::crc32(b.data() + 20, b.size() - 12 - 20);
+    for (int k = 0; k < 4; ++k) b[b.size() - 12 + std::size_t(k)] = std::uint8_t(c >> (8 * k));
+    fix(b);
+  };
+  {
+    polar::checkpoint one;
+    one.put_integer("n", 7);
+    auto b = one.serialize();
+    b[24] = 1;  // the scalar code of an integer
+    reseal(b);
+    BOOST_TEST(message(b).find("entry 'n' is an integer with scalar code 1 and rank 0") != std::string::npos,
+               message(b));
+  }
+  {
+    polar::checkpoint one;
+    float x = 1;
+    one.put(be, "t", polar::matrix_view<float>(&x, 1, 1, 1, 1));
+    auto b = one.serialize();
+    b[24] = 9;  // no such scalar code
+    reseal(b);
+    BOOST_TEST(message(b).find("entry 't' is a tensor of scalar code 9") != std::string::npos, message(b));
+  }
+  {
+    // 2^61 x 1 doubles: 2^64 bytes, which wraps to the empty payload's 0.
+    polar::checkpoint one;
+    one.put(be, "t", polar::matrix_view<double>(nullptr, 0, 0, 0, 1));
+    auto b = one.serialize();
+    for (int k = 0; k < 16; ++k) b[std::size_t(26 + k)] = 0;
+    b[26 + 7] = 0x20;  // extent 0: 2^61
+    b[34] = 1;         // extent 1: 1
+    reseal(b);
+    BOOST_TEST(message(b).find("entry 't' has an impossible extent") != std::string::npos, message(b));
+  }
+
   const auto ck = polar::checkpoint::parse(bytes);
   // Other shapes: a state for 2x3 refuses the 3x2 one, and is unchanged.
   polar::adamw_direction opt;

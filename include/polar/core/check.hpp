@@ -12,8 +12,13 @@
 #include <string>
 #include <utility>
 
+#include "polar/core/config.hpp"
 #include "polar/core/error.hpp"
 #include "polar/core/view.hpp"
+
+#if POLAR_DEBUG_CHECKS && defined(__CUDACC__)
+#include <cuda_runtime_api.h>
+#endif
 
 namespace polar {
 
@@ -119,13 +124,31 @@ void check_output(const char* op, const char* name, const batch_view<T>& v) {
     detail::raise<shape_error>(op, name, " is written but its strides overlap: ", describe(v));
 }
 
-/// Throws memory_space_error unless `v` lives in `expected`.
+/// Throws memory_space_error unless `v` lives in `expected`. Under nvcc in
+/// the debug mode (POLAR_DEBUG_CHECKS) the pointer itself is asked too
+/// (cudaPointerGetAttributes): a view that declares host memory for a
+/// device pointer, or device memory for a host one, is refused. Managed
+/// memory suits both.
 template <class View>
 void check_space(const char* op, const char* name, const View& v, memory_space expected) {
   if (v.space() != expected)
     detail::raise<memory_space_error>(op, name, " is in ", to_string(v.space()),
                                       " memory but this backend needs ", to_string(expected),
                                       " memory: ", describe(v));
+#if POLAR_DEBUG_CHECKS && defined(__CUDACC__)
+  if (v.data() == nullptr || v.size() == 0) return;
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, static_cast<const void*>(v.data())) != cudaSuccess) {
+    (void)cudaGetLastError();  // no CUDA context or an unknown pointer: nothing to learn
+    return;
+  }
+  const bool device = a.type == cudaMemoryTypeDevice;
+  const bool host = a.type == cudaMemoryTypeHost || a.type == cudaMemoryTypeUnregistered;
+  if ((v.space() == memory_space::host && device) || (v.space() == memory_space::device && host))
+    detail::raise<memory_space_error>(op, name, " declares ", to_string(v.space()), " memory but its pointer is ",
+                                      device ? "device" : "host",
+                                      " memory (cudaPointerGetAttributes, a debug check): ", describe(v));
+#endif
 }
 
 /// Throws shape_error unless `a` and `b` have the same shape.

@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "polar/backend/concept.hpp"
+#include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/detail/functors.hpp"
 #include "polar/direction/detail/common.hpp"
 
@@ -121,6 +122,7 @@ struct adamw_direction {
     constexpr const char* op = "polar::adamw::step";
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    detail::debug_check_state(be, op, s);
     if (s.groups != moment_groups::element)
       detail::raise<value_error>(op, "the state shares its second moment over groups; step() needs one per "
                                      "element (use update() with a geometry)");

@@ -38,6 +38,7 @@
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/tensor.hpp"
 #include "polar/direction/detail/common.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
@@ -170,6 +171,7 @@ struct muon_direction {
     check_input(opname, "G", g);
     check_same_shape(opname, "W", w, "G", g);
     check_no_alias(opname, "W", w, "G", g);
+    detail::debug_check_state(be, opname, s);
     if (w.count() != s.count || w.rows() != s.rows || w.cols() != s.cols)
       detail::raise<shape_error>(opname, "W is ", shape_of(w.count(), w.rows(), w.cols()),
                                  " but the state was made for ", shape_of(s.count, s.rows, s.cols));

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "polar/backend/concept.hpp"
+#include "polar/core/detail/debug_checks.hpp"
 #include "polar/direction/detail/common.hpp"
 
 namespace polar {
@@ -144,6 +145,7 @@ struct momentum_direction {
     constexpr const char* op = "polar::momentum::step";
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    detail::debug_check_state(be, op, s);
     const auto buf = detail::state_view<Backend>(s.buf, s.rows, s.cols);
     const T mu = T(momentum), keep = T(1 - lr * weight_decay);
     be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), g, mu, buf);

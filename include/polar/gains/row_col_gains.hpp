@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "polar/core/config.hpp"
+#include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/detail/state_snapshot.hpp"
 #include "polar/core/error.hpp"
 #include "polar/core/tensor.hpp"
@@ -373,6 +374,7 @@ struct row_col_gains {
     constexpr const char* op = "polar::row_col_gains::step";
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    detail::debug_check_state(be, op, s);
     const auto v = views_of(s);
     if (phi == gain_map::identity) check_identity_gains(be, op, v.R, v.C);
     const hypersphere h = geometry(s.rows, s.cols);

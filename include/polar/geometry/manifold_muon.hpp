@@ -49,6 +49,7 @@
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
+#include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/detail/state_snapshot.hpp"
 #include "polar/direction/detail/common.hpp"
 #include "polar/geometry/detail/common.hpp"
@@ -136,6 +137,7 @@ struct manifold_muon {
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::manifold_muon::step";
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    detail::debug_check_state(be, op, s);
     check(op);
     if (check_point) check_on_manifold(be, geometry(), w, s.geo, -1, op);
     const bool wide = s.rows < s.cols;

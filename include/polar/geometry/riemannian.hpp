@@ -23,18 +23,20 @@
 // step is the direction's own step, weight decay included. On a manifold
 // weight decay must be 0 (the retraction would undo it).
 //
-// Debug builds (NDEBUG not defined) check that W lies on the set before each
-// step and raise value_error with the measured distance. The member
-// check_point turns that on or off per optimizer (its default follows
-// POLAR_CHECK_MANIFOLD, 1 without NDEBUG); check_on_manifold() is the same
-// check as a function.
+// The debug mode (POLAR_DEBUG_CHECKS, on without NDEBUG) checks that W lies
+// on the set before each step and raises value_error with the measured
+// distance. The member check_point turns that on or off per optimizer (its
+// default follows POLAR_CHECK_MANIFOLD, which follows POLAR_DEBUG_CHECKS);
+// check_on_manifold() is the same check as a function.
 #pragma once
 
 #include <type_traits>
 #include <utility>
 
 #include "polar/backend/concept.hpp"
+#include "polar/core/config.hpp"
 #include "polar/core/check.hpp"
+#include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/detail/state_snapshot.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/detail/common.hpp"
@@ -46,11 +48,7 @@
 #include "polar/geometry/hypersphere.hpp"
 
 #ifndef POLAR_CHECK_MANIFOLD
-#ifdef NDEBUG
-#define POLAR_CHECK_MANIFOLD 0
-#else
-#define POLAR_CHECK_MANIFOLD 1
-#endif
+#define POLAR_CHECK_MANIFOLD POLAR_DEBUG_CHECKS
 #endif
 
 namespace polar {
@@ -155,6 +153,7 @@ struct riemannian {
     } else {
       detail::check_step_args(be, op, w, g, s.rows, s.cols);
       check(op);
+      detail::debug_check_state(be, op, s);
       if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
       if constexpr (fusable<Backend>()) {
         if (takes_fast_path<Backend>() && detail::fused_state_ok(s.dir)) {
