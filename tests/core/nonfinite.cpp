@@ -14,6 +14,7 @@
 #include "polar/geometry/riemannian.hpp"
 #include "polar/geometry/stiefel.hpp"
 #include "polar/nonfinite.hpp"
+#include "core/state_bytes.hpp"
 #include "geometry/geometry_support.hpp"
 
 namespace {
@@ -23,12 +24,7 @@ using fmat = mat<float>;
 using all_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
                                       polar::backend::thrust<polar::system::cpp>>;
 
-template <class B, class S>
-std::vector<std::uint8_t> bytes_of(B& be, const S& s) {
-  polar::checkpoint ck;
-  ck.put_state(be, "s", s);
-  return ck.serialize();
-}
+using core_test::state_bytes;
 
 // Three steps, the second with bad entries in G, under each policy, against
 // the bare optimizer.
@@ -58,7 +54,7 @@ void policies(B& be, const Opt& bare, const fmat& w0, const char* what) {
 
     // raise: non_finite_error with the count, nothing written.
     const fmat w_before = wb;
-    const auto s_before = bytes_of(be, sb);
+    const auto s_before = state_bytes(be, sb);
     try {
       guard.step(be, polar::make_view(wb), gv(g1), sb);
       BOOST_FAIL("no error for NaN under the raise policy");
@@ -66,7 +62,7 @@ void policies(B& be, const Opt& bare, const fmat& w0, const char* what) {
       BOOST_TEST(std::string(e.what()).find("holds 3 NaN or infinite entries") != std::string::npos, e.what());
     }
     BOOST_TEST((wb.array() == w_before.array()).all());
-    BOOST_TEST((bytes_of(be, sb) == s_before));
+    BOOST_TEST((state_bytes(be, sb) == s_before));
 
     // skip: the same as never seeing g1.
     guard.policy = polar::nonfinite_policy::skip;

@@ -15,6 +15,7 @@
 #include "polar/geometry/riemannian.hpp"
 #include "polar/geometry/stiefel.hpp"
 #include "polar/nonfinite.hpp"
+#include "core/state_bytes.hpp"
 #include "geometry/geometry_support.hpp"
 
 namespace {
@@ -24,12 +25,7 @@ using fmat = mat<float>;
 using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
                                        polar::backend::thrust<polar::system::cpp>>;
 
-template <class B, class S>
-std::vector<std::uint8_t> bytes_of(B& be, const S& s) {
-  polar::checkpoint ck;
-  ck.put_state(be, "s", s);
-  return ck.serialize();
-}
+using core_test::state_bytes;
 
 // Two good steps around a failing one (opt_bad), against two good steps.
 template <class B, class Opt, class Error>
@@ -43,14 +39,14 @@ void late_failure_changes_nothing(B& be, const Opt& good, const Opt& bad, const 
     good.step(be, polar::make_view(wa), polar::make_view(g1), sa);
     good.step(be, polar::make_view(wb), polar::make_view(g1), sb);
     const fmat w_before = wb;
-    const auto s_before = bytes_of(be, sb);
+    const auto s_before = state_bytes(be, sb);
     BOOST_CHECK_THROW(bad.step(be, polar::make_view(wb), polar::make_view(g2), sb), Error);
     BOOST_TEST((wb.array() == w_before.array()).all());
-    BOOST_TEST((bytes_of(be, sb) == s_before));
+    BOOST_TEST((state_bytes(be, sb) == s_before));
     good.step(be, polar::make_view(wa), polar::make_view(g2), sa);
     good.step(be, polar::make_view(wb), polar::make_view(g2), sb);
     BOOST_TEST((wa.array() == wb.array()).all());
-    BOOST_TEST((bytes_of(be, sa) == bytes_of(be, sb)));
+    BOOST_TEST((state_bytes(be, sa) == state_bytes(be, sb)));
   }
 }
 
@@ -106,7 +102,7 @@ BOOST_AUTO_TEST_CASE(settings_no_step_can_use_are_refused_before_anything) {
   opt.geometry.project(be, polar::make_view(w), ws);
   auto s = opt.init(be, polar::make_view(w));
   const fmat g = geometry_test::random<float>(be, 6, 3, 46), before = w;
-  const auto s_before = bytes_of(be, s);
+  const auto s_before = state_bytes(be, s);
   try {
     opt.step(be, polar::make_view(w), polar::make_view(g), s);
     BOOST_FAIL("no error for the Cayley transport after a QR retraction");
@@ -116,7 +112,7 @@ BOOST_AUTO_TEST_CASE(settings_no_step_can_use_are_refused_before_anything) {
                e.what());
   }
   BOOST_TEST((w.array() == before.array()).all());
-  BOOST_TEST((bytes_of(be, s) == s_before));
+  BOOST_TEST((state_bytes(be, s) == s_before));
 }
 
 // The debug mode (POLAR_DEBUG_CHECKS: on in the sanitizer build, off in
