@@ -7,10 +7,25 @@
 // after a warm-up. Counters: GFLOP/s for the products, GB/s for the
 // memory-bound operations, and ratio_to_copy, their bandwidth over a
 // device-to-device cudaMemcpy of the same size measured in the same run.
+//
+// The optimizer steps, float, on the device (the generic sequences of
+// backend operations: the fused host kernels do not run here):
+//   bm_md/<base>/r/c          ratio_to_base = an md_<base> step (row and
+//                             column gains, flat sphere) over the base
+//                             direction's own step on the same matrix
+//   bm_row_sphere/<dir>/r/c   ratio_to_euclidean = a Riemannian step on the
+//                             row sphere over the Euclidean step
+// each the median over 21 rounds of one call of each, timed by events.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
 #include <polar/backend/thrust.hpp>
+#include <polar/gains/row_col_gains.hpp>
+#include <polar/geometry/hypersphere.hpp>
+#include <polar/geometry/riemannian.hpp>
+
+#include <algorithm>
+#include <vector>
 
 namespace {
 
@@ -123,7 +138,92 @@ void bm_fill_normal(benchmark::State& state) {
   report(state, 1.0 * 4 * mem_rows * mem_cols);
 }
 
+// Milliseconds of one call of f on the device, timed by events.
+template <class F>
+float device_ms(backend& b, F&& f) {
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaEventRecord(start);
+  f();
+  b.synchronize();
+  cudaEventRecord(stop);
+  cudaEventSynchronize(stop);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms;
+}
+
+// Time of a over time of b: the median over `rounds` rounds of one call of
+// each (after a warm-up call of each).
+template <class A, class B>
+double device_ratio(backend& be, A&& a, B&& b, int rounds = 21) {
+  a();
+  b();
+  std::vector<double> r;
+  for (int k = 0; k < rounds; ++k) {
+    const double ta = device_ms(be, a);
+    r.push_back(ta / device_ms(be, b));
+  }
+  std::nth_element(r.begin(), r.begin() + rounds / 2, r.end());
+  return r[std::size_t(rounds / 2)];
+}
+
+template <class Direction>
+void bm_md(benchmark::State& state, Direction base) {
+  const polar::index rows = state.range(0), cols = state.range(1);
+  backend b;
+  ::thrust::device_vector<float> wm(rows * cols), wb(rows * cols), g(rows * cols);
+  b.fill_random(polar::make_view(wm, rows, cols), polar::rng_key{1}, polar::distribution::normal);
+  b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{2}, polar::distribution::normal);
+  wb = wm;
+  base.weight_decay = 0;
+  base.lr = 1e-4;
+  polar::row_col_gains<Direction> md;
+  md.direction = base;
+  auto sm = md.init(b, polar::make_view(wm, rows, cols));
+  auto sb = base.init(b, polar::make_view(wb, rows, cols));
+  const auto gv = polar::as_const(polar::make_view(g, rows, cols));
+  const auto md_step = [&] { md.step(b, polar::make_view(wm, rows, cols), gv, sm); };
+  const auto base_step = [&] { base.step(b, polar::make_view(wb, rows, cols), gv, sb); };
+  time_device(state, b, md_step);
+  state.counters["ratio_to_base"] = device_ratio(b, md_step, base_step);
+}
+
+template <class Direction>
+void bm_row_sphere(benchmark::State& state, Direction dir) {
+  const polar::index rows = state.range(0), cols = state.range(1);
+  backend b;
+  polar::hypersphere sphere{polar::sphere_scope::rows};
+  typename polar::hypersphere::template workspace<backend, float> ws;
+  ::thrust::device_vector<float> wr(rows * cols), we, g(rows * cols);
+  b.fill_random(polar::make_view(wr, rows, cols), polar::rng_key{5}, polar::distribution::normal);
+  sphere.project(b, polar::make_view(wr, rows, cols), ws);
+  b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{6}, polar::distribution::normal);
+  we = wr;
+  dir.weight_decay = 0;
+  dir.lr = 1e-4;
+  polar::riemannian<Direction, polar::hypersphere> riem{dir, sphere};
+  riem.check_point = false;
+  auto sr = riem.init(b, polar::make_view(wr, rows, cols));
+  auto se = dir.init(b, polar::make_view(we, rows, cols));
+  const auto gv = polar::as_const(polar::make_view(g, rows, cols));
+  const auto riemannian_step = [&] { riem.step(b, polar::make_view(wr, rows, cols), gv, sr); };
+  const auto euclidean_step = [&] { dir.step(b, polar::make_view(we, rows, cols), gv, se); };
+  time_device(state, b, riemannian_step);
+  state.counters["ratio_to_euclidean"] = device_ratio(b, riemannian_step, euclidean_step);
+}
+
 }  // namespace
+
+BENCHMARK_CAPTURE(bm_md, adamw, polar::adamw_direction{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_md, muon, polar::muon_direction<>{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, momentum, polar::momentum_direction{})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, adam, polar::adamw_direction{})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_row_sphere, muon, polar::muon_direction<>{})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_TEMPLATE(bm_gemm, float)->Arg(1024)->Arg(4096)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_gemm, double)->Arg(1024)->Arg(4096)->UseManualTime()->Unit(benchmark::kMillisecond);

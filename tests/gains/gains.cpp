@@ -5,12 +5,14 @@
 #include <Eigen/Dense>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
 #include "polar/backend/thrust.hpp"
+#include "polar/checkpoint.hpp"
 #include "polar/gains/row_col_gains.hpp"
 #include "geometry/geometry_support.hpp"
 
@@ -36,9 +38,11 @@ bool compatible(polar::gain_scope g, polar::sphere_scope s) {
   return true;
 }
 
-/// The state's D, raw gains and gradients as host matrices.
+/// The state's D, raw gains and gradients as host matrices (D with the
+/// fused kernel's pending factors applied: s.settle()).
 template <class B, class S>
-dmat host(B&, const S&, const typename B::template buffer<double>& b, polar::index r, polar::index c) {
+dmat host(B&, S& s, const typename B::template buffer<double>& b, polar::index r, polar::index c) {
+  s.settle();
   dmat m(r, c);
   std::memcpy(m.data(), b.data(), sizeof(double) * std::size_t(r * c));
   return m;
@@ -310,6 +314,12 @@ void fused_matches_generic(B& be, polar::index rows, polar::index cols, double t
             generic.step(be, polar::make_view(b), polar::make_view(gr), sb);
           }
           BOOST_TEST(double((a - b).norm()) <= tol * double(b.norm()));
+          // The fused kernel leaves D's factors pending; the generic
+          // sequence never does.
+          BOOST_TEST(sa.d_rows.size() == std::size_t(rows));
+          BOOST_TEST(sb.d_rows.empty());
+          sa.settle();
+          BOOST_TEST(sa.d_rows.empty());
           const Eigen::Map<const tmat> da(sa.d.data(), rows, cols), db(sb.d.data(), rows, cols);
           BOOST_TEST(double((da - db).norm()) <= tol * double(db.norm()));
           BOOST_TEST(sa.steps == 10);
@@ -324,6 +334,115 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(fused_step_matches_the_generic_step, B, gains_back
   fused_matches_generic<double>(be, 96, 400, 1e-12);
   fused_matches_generic<float>(be, 7, 5, 2e-5);
   fused_matches_generic<float>(be, 96, 400, 2e-5);
+}
+
+// The fused kernel leaves D's sphere factors pending in the state and
+// remembers phi of the gains between steps; neither may show. The same
+// steps through the generic sequence are the reference, while the fused
+// state is checkpointed, stepped by the generic sequence, has gains set by
+// hand, and is loaded from a checkpoint.
+BOOST_AUTO_TEST_CASE_TEMPLATE(pending_factors_and_remembered_gains_do_not_show, B, gains_backends) {
+  B be;
+  for (auto sph : all_spheres)
+    BOOST_TEST_CONTEXT("sphere " << int(sph)) {
+      polar::md_adamw fused;
+      fused.sphere = sph;
+      fused.direction.lr = 0.01;
+      fused.gain_direction.lr = 0.01;
+      auto generic = fused;
+      generic.fast_paths = false;
+      dmat a = random(be, 9, 6, 80), b = a;
+      auto sa = fused.init(be, polar::make_view(a));
+      auto sb = generic.init(be, polar::make_view(b));
+      const auto step = [&](const polar::md_adamw& opt_a, std::uint64_t seed) {
+        const dmat g = random(be, 9, 6, seed);
+        opt_a.step(be, polar::make_view(a), cv(g), sa);
+        generic.step(be, polar::make_view(b), cv(g), sb);
+      };
+      const auto same_w = [&](const char* when) {
+        BOOST_TEST((a - b).norm() <= 1e-12 * b.norm(), when << ": |W_fused - W_generic| = " << (a - b).norm());
+      };
+      for (int k = 0; k < 3; ++k) step(fused, 81 + std::uint64_t(k));
+      BOOST_TEST(sa.d_rows.size() == 9u);
+      // A checkpoint keeps D itself.
+      polar::checkpoint ck;
+      ck.put_state(be, "a", sa);
+      BOOST_TEST(sa.d_rows.empty());
+      dmat saved(1, 54), want(1, 54);  // buffers are saved as 1 x size
+      ck.get(be, "a/d", polar::make_view(saved));
+      std::memcpy(want.data(), sb.d.data(), sizeof(double) * 54);
+      BOOST_TEST((saved - want).norm() <= 1e-12 * want.norm());
+      // The generic sequence on a state whose factors are pending.
+      step(fused, 84);
+      step(generic, 85);
+      step(fused, 86);
+      same_w("after the paths took turns");
+      // Gains set by hand between fused steps.
+      step(fused, 87);
+      sa.r.data()[2] += 0.25;
+      sb.r.data()[2] += 0.25;
+      sa.c.data()[1] -= 0.25;
+      sb.c.data()[1] -= 0.25;
+      step(fused, 88);
+      same_w("after gains were set by hand");
+      // The generic state loaded into the fused one.
+      polar::checkpoint ckb;
+      ckb.put_state(be, "b", sb);
+      ckb.get_state(be, "b", sa);
+      a = b;
+      step(fused, 89);
+      same_w("after a checkpoint was loaded");
+      // fuse() of a state with factors pending gives W.
+      dmat f(9, 6);
+      fused.fuse(be, sa, polar::make_view(f));
+      BOOST_TEST((f - a).norm() <= 1e-14 * a.norm());
+    }
+}
+
+// write_row, which the fused kernel's second pass writes W with: every
+// element, at every alignment and length, with streaming stores (where the
+// machine has them) and without.
+BOOST_AUTO_TEST_CASE(write_row_writes_every_element) {
+  BOOST_TEST_MESSAGE("streaming stores compiled in: " << POLAR_STREAMING_STORES);
+  for (bool streaming : {true, false})
+    for (polar::index offset = 0; offset < 9; ++offset)
+      for (polar::index n : {0, 1, 7, 8, 63, 64, 65, 200, 1031}) {
+        std::vector<float> f(std::size_t(n + 20), -7.0f);
+        std::vector<double> d(std::size_t(n + 20), -7.0);
+        polar::detail::write_row(f.data() + offset, n, streaming, [](polar::index j) { return float(j) * 0.5f; });
+        polar::detail::write_row(d.data() + offset, n, streaming, [](polar::index j) { return double(j) * 0.25; });
+        polar::detail::stream_fence();
+        bool ok = true;
+        for (polar::index j = 0; j < n + 20; ++j) {
+          const bool in = j >= offset && j < offset + n;
+          ok = ok && f[std::size_t(j)] == (in ? float(j - offset) * 0.5f : -7.0f);
+          ok = ok && d[std::size_t(j)] == (in ? double(j - offset) * 0.25 : -7.0);
+        }
+        BOOST_TEST(ok, "streaming " << streaming << " offset " << offset << " n " << n);
+      }
+}
+
+// A matrix large enough that the fused kernel writes W by streaming stores
+// (detail::streaming_bytes), against the generic sequence.
+BOOST_AUTO_TEST_CASE(fused_step_matches_the_generic_step_with_streaming_stores) {
+  polar::backend::eigen be;
+  const polar::index rows = 1024, cols = 2048;
+  static_assert(sizeof(float) * 1024 * 2048 >= polar::detail::streaming_bytes);
+  polar::md_adamw fused;
+  fused.direction.lr = 0.01;
+  fused.gain_direction.lr = 0.01;
+  auto generic = fused;
+  generic.fast_paths = false;
+  using fmat = geometry_test::mat<float>;
+  fmat a = random<float>(be, rows, cols, 90), b = a;
+  auto sa = fused.init(be, polar::make_view(a));
+  auto sb = generic.init(be, polar::make_view(b));
+  for (int k = 0; k < 3; ++k) {
+    const fmat g = random<float>(be, rows, cols, 91 + std::uint64_t(k));
+    fused.step(be, polar::make_view(a), polar::make_view(g), sa);
+    generic.step(be, polar::make_view(b), polar::make_view(g), sb);
+  }
+  BOOST_TEST(double((a - b).norm()) <= 2e-5 * double(b.norm()));
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_is_reported_and_changes_nothing, B, gains_backends) {

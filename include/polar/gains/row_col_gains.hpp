@@ -26,7 +26,9 @@
 // measured costs.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <type_traits>
 #include <vector>
 
@@ -74,17 +76,19 @@ struct gain_phi_fn {
   }
 };
 
-/// g * phi'(x): sigmoid(x) for softplus, 1 for the identity (0 where the
-/// floor holds phi constant).
+/// g * phi'(x), from y = phi(x) (floored, as gain_phi_fn gives it): 0 where
+/// the floor holds phi constant (y at the floor); else 1 for the identity,
+/// and for softplus sigmoid(x) = 1 - e^-y (since e^y = 1 + e^x), one
+/// transcendental function where sigmoid of x would need two more to find
+/// phi for the floor.
 template <class T>
 struct gain_chain_fn {
   bool softplus;
   T floor;
-  POLAR_HOST_DEVICE T operator()(T g, T x) const {
-    if (!softplus) return x > floor ? g : T(0);
-    const T y = x > T(20) ? x : T(std::log1p(std::exp(x)));
+  POLAR_HOST_DEVICE T operator()(T g, T y) const {
     if (!(y > floor)) return T(0);
-    return T(g / (T(1) + std::exp(-x)));
+    if (!softplus) return g;
+    return T(g * -std::expm1(-y));
   }
 };
 
@@ -207,9 +211,32 @@ struct row_col_gains {
     /// A copy of what visit() lists, taken before a step of the generic
     /// sequence and put back if it fails (not saved in checkpoints).
     detail::state_snapshot<Backend, T> backup;
+    /// After a step of the fused host kernel, D is d with factors pending,
+    /// D_ij = d_ij d_rows_i d_cols_j (the kernel then need not write D
+    /// back; see gains/detail/fused_md.hpp); empty when d is D. settle()
+    /// applies them, and every member function of row_col_gains that reads
+    /// D, visit() and so checkpoints, do so first: call it before reading
+    /// `d` yourself.
+    std::vector<T> d_rows;
+    std::vector<T> d_cols;  ///< the column factors pending for d (see d_rows)
+    /// The raw gains (r, then c) and map from which pr and pc were last
+    /// computed by the fused kernel, which skips computing them again while
+    /// they hold (not saved in checkpoints).
+    std::vector<T> phi_of;
+    /// d <- D: applies the pending factors (see d_rows).
+    void settle() {
+      if constexpr (Backend::space == memory_space::host) {
+        if (!d_rows.empty())
+          detail::md_settle<Backend>(d.data(), rows, cols, d_rows.data(), detail::factors_or_null(d_cols));
+      }
+      d_rows.clear();
+      d_cols.clear();
+    }
     /// Lists what a checkpoint keeps (polar/checkpoint.hpp): D, the raw gains, the three directions' states, the shape, the steps.
     template <class F>
     void visit(F& f) {
+      settle();
+      phi_of.clear();
       f.buffer("d", d);
       f.buffer("r", r);
       f.buffer("c", c);
@@ -388,6 +415,7 @@ struct row_col_gains {
     // The base step or the projection may refuse D (a group of D that
     // stepped to zero, an SVD that does not converge) after the state was
     // written; W is written last, and the state is put back then.
+    s.settle();
     s.backup.save(be, s);
     try {
       split_unchecked(be, g, s);
@@ -420,6 +448,7 @@ struct row_col_gains {
     check(op);
     detail::check_update_args(be, op, g, row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space), s.rows,
                               s.cols);
+    s.settle();
     split_unchecked(be, g, s);
     apply_chain(be, s);
   }
@@ -438,6 +467,8 @@ struct row_col_gains {
     if (w.rows() != s.rows || w.cols() != s.cols)
       detail::raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", s.rows, "x",
                                  s.cols);
+    s.settle();
+    s.phi_of.clear();
     const auto v = views_of(s);
     gain_values(be, v.R, v.C, v.PR, v.PC);
     be.copy(as_const(v.D), w);
@@ -498,13 +529,14 @@ struct row_col_gains {
   }
 
   // GR, GC: the gradients of phi(r), phi(c) -> of the raw gains (times
-  // phi'(raw); GC seen as 1 x n, the shape of C).
+  // phi'(raw), from PR and PC, which hold phi(raw); GC seen as 1 x n, the
+  // shape of C).
   template <class Backend, class T>
   void apply_chain(Backend& be, state<Backend, T>& s) const {
     const auto v = views_of(s);
     const detail::gain_chain_fn<T> chain{phi == gain_map::softplus, T(floor)};
-    if (has_r()) be.map(chain, v.GR, as_const(v.GR), as_const(v.R));
-    if (has_cols()) be.map(chain, v.GC, as_const(v.GC), as_const(v.C));
+    if (has_r()) be.map(chain, v.GR, as_const(v.GR), as_const(v.PR).block(0, 0, v.GR.rows(), 1));
+    if (has_cols()) be.map(chain, v.GC, as_const(v.GC), as_const(v.PC).transpose());
   }
 
   // The gains' gradients (GR, GC) times phi', the gains' own steps, and the
@@ -527,13 +559,20 @@ struct row_col_gains {
     constexpr const char* op = "polar::row_col_gains::step";
     const index m = s.rows, n = s.cols;
     const auto v = views_of(s);
-    gain_values(be, v.R, v.C, v.PR, v.PC);
+    fused_gain_values(be, s);
     const long t = s.dir.steps + 1;
     const bool col_sphere = sphere == sphere_scope::cols;
-    const detail::md_sums sums = detail::md_adamw_pass1<Backend>(direction, g, s.d.data(), s.dir.m.data(),
-                                                                 s.dir.v.data(), s.pr.data(), s.pc.data(), t,
-                                                                 has_cols(), col_sphere);
+    if (s.d_rows.empty()) {
+      s.d_rows.assign(std::size_t(m), T(1));
+      s.d_cols.assign(std::size_t(n), T(1));
+    }
+    const detail::md_sums sums = detail::md_adamw_pass1<Backend>(
+        direction, g, s.d.data(), s.d_rows.data(), detail::factors_or_null(s.d_cols), s.dir.m.data(), s.dir.v.data(),
+        s.pr.data(), s.pc.data(), t, has_cols(), col_sphere);
     s.dir.steps = t;
+    // Pass 1 wrote D itself into d.
+    s.d_rows.clear();
+    s.d_cols.clear();
     // The factors that put D back on its sphere.
     std::vector<T> a(std::size_t(m), T(1)), b(std::size_t(n), T(1));
     const auto factor = [&](double sq, const char* what, index k) {
@@ -560,14 +599,48 @@ struct row_col_gains {
       for (index j = 0; j < n; ++j) gc[j] = T(sums.col_grad[std::size_t(j)]);
     step_gains(be, s);
     gain_values(be, v.R, v.C, v.PR, v.PC);
-    detail::md_pass2<Backend>(w, s.d.data(), a.data(), b.data(), s.pr.data(), s.pc.data());
+    remember_gains(s);
+    // W from D on its sphere; the factors stay pending for d.
+    detail::md_pass2<Backend>(w, s.d.data(), a.data(), detail::factors_or_null(b), s.pr.data(), s.pc.data());
+    s.d_rows = std::move(a);
+    s.d_cols = std::move(b);
+  }
+
+  // pr, pc <- phi(r), phi(c) for the fused step, unless they already hold
+  // them: the last fused step left them for the raw gains and map it
+  // recorded in phi_of, and the raw gains are compared with that record
+  // (on the host: the fused step runs there), so that a checkpoint loaded
+  // or a gain set by hand is seen.
+  template <class Backend, class T>
+  void fused_gain_values(Backend& be, state<Backend, T>& s) const {
+    const std::size_t nr = std::size_t(s.r.size()), nc = std::size_t(s.c.size());
+    const T* const r = s.r.data();
+    const T* const c = s.c.data();
+    if (s.phi_of.size() == nr + nc + 2 && s.phi_of[0] == T(phi == gain_map::softplus) && s.phi_of[1] == T(floor) &&
+        std::equal(r, r + nr, s.phi_of.begin() + 2) && std::equal(c, c + nc, s.phi_of.begin() + 2 + std::ptrdiff_t(nr)))
+      return;
+    const auto v = views_of(s);
+    gain_values(be, v.R, v.C, v.PR, v.PC);
+    remember_gains(s);
+  }
+  // Records in phi_of the raw gains and map that pr and pc now hold phi of.
+  template <class Backend, class T>
+  void remember_gains(state<Backend, T>& s) const {
+    const std::size_t nr = std::size_t(s.r.size()), nc = std::size_t(s.c.size());
+    s.phi_of.resize(nr + nc + 2);
+    s.phi_of[0] = T(phi == gain_map::softplus);
+    s.phi_of[1] = T(floor);
+    std::copy(s.r.data(), s.r.data() + nr, s.phi_of.begin() + 2);
+    std::copy(s.c.data(), s.c.data() + nc, s.phi_of.begin() + 2 + std::ptrdiff_t(nr));
   }
 
   template <class Backend, class T>
   void split_unchecked(Backend& be, in_matrix<T> g, state<Backend, T>& s) const {
     const auto v = views_of(s);
     // phi(r) (rows x 1, the scalar gain repeated) and phi(c) (cols x 1);
-    // ones for the gains that are not there.
+    // ones for the gains that are not there. (pr and pc change outside the
+    // fused step: its record of them goes.)
+    s.phi_of.clear();
     gain_values(be, v.R, v.C, v.PR, v.PC);
 
     // P = D . G, then the gradients of phi(r) and phi(c).

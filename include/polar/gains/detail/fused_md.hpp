@@ -16,15 +16,24 @@
 //           (the matrix's, the row's, or a thread's share of the columns');
 //   between: the gains' gradients are reduced and the gains stepped by
 //           their own direction (vectors: cheap);
-//   pass 2, row by row: D is scaled back onto its sphere and the fused
-//           weight phi(r) D phi(c) of the new gains is written into W.
+//   pass 2, row by row: the fused weight phi(r) D phi(c) of the new gains
+//           and of D scaled back onto its sphere is written into W.
 //
-// That reads and writes W, G, D, m and v about as often as AdamW's own step
-// does. The generic and fused steps agree to rounding (tested).
+// Pass 2 does not write D back: the factors that put it on its sphere stay
+// pending in the state (D_ij = d_ij a_i b_j) and the next pass 1, which
+// reads D anyway, applies them; anything else that reads D settles them
+// first (md_settle). With no line of D dirtied, pass 2 only reads D and
+// writes W, and on x86 it writes W with streaming stores, which do not
+// read W's lines into the cache first (write_row). The results are those of
+// writing D back: the same products in the same order. That reads and
+// writes W, G, D, m and v about as often as AdamW's own step does. The
+// generic and fused steps agree to rounding (tested).
 #pragma once
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "polar/core/config.hpp"
@@ -35,6 +44,15 @@
 
 #if defined(_OPENMP)
 #include <omp.h>
+#endif
+#if defined(__AVX__) && (defined(__GNUC__) || defined(_MSC_VER))
+#include <immintrin.h>
+#define POLAR_STREAMING_STORES 1
+#else
+#define POLAR_STREAMING_STORES 0
+#endif
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
 #endif
 
 namespace polar::detail {
@@ -49,6 +67,15 @@ struct md_sums {
   double total_norm = 0;         ///< |D|_F^2 of the new D
 };
 
+/// The column factors b for the kernels below: null where they are all
+/// one, which saves the kernels a vector's reads per row.
+template <class T>
+const T* factors_or_null(const std::vector<T>& b) {
+  for (const T x : b)
+    if (x != T(1)) return b.data();
+  return nullptr;
+}
+
 /// The number of threads polar's host loops use for rows x cols elements.
 template <class Backend>
 int md_threads(index rows, index cols) {
@@ -60,15 +87,18 @@ int md_threads(index rows, index cols) {
   return 1;
 }
 
-/// One row of pass 1; ColGrad and ColNorm say whether the column sums are
-/// wanted (cg, cn: this thread's accumulators). The row's sums are taken in
+/// One row of pass 1; D's row is di times the pending factors ai and, with
+/// ColFactor, b (without, b is all ones and not read: one row of a matrix
+/// of rows x 4096 floats takes 16 KB of L1 a vector); ColGrad and ColNorm
+/// say whether the column sums are wanted (cg, cn: this thread's
+/// accumulators). The row's sums are taken in
 /// sum_t<T> over blocks of sum_block elements and the blocks' totals in
 /// double, as in the fused sphere kernels; a thread's column gradients
 /// likewise in sum_t<T> (a gradient: its rounding is harmless), the column
 /// norms, which set D's radius, in double.
-template <bool ColGrad, bool ColNorm, class T>
-void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, index cols, T b1, T b2, T keep, T lr_bc1,
-                  T isbc2, T eps, sum_t<T>* cg, double* cn, double& sr, double& sp, double& nn) {
+template <bool ColGrad, bool ColNorm, bool ColFactor, class T>
+void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, T ai, const T* b, index cols, T b1, T b2,
+                  T keep, T lr_bc1, T isbc2, T eps, sum_t<T>* cg, double* cn, double& sr, double& sp, double& nn) {
   using A = sum_t<T>;
   sr = sp = nn = 0;
   for (index j0 = 0; j0 < cols; j0 += sum_block) {
@@ -76,7 +106,7 @@ void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, index col
     A a_sr = 0, a_sp = 0, a_nn = 0;
     POLAR_OMP(simd reduction(+ : a_sr, a_sp, a_nn))
     for (index j = j0; j < j1; ++j) {
-      const T dj = di[j], gj = gi[j];
+      const T dj = ColFactor ? T(di[j] * ai * b[j]) : T(di[j] * ai), gj = gi[j];
       const T p = T(dj * gj);
       a_sp += A(p);
       a_sr += A(p) * A(pc[j]);
@@ -97,12 +127,13 @@ void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, index col
   }
 }
 
-/// Pass 1 (see the header comment): D, m, v are contiguous rows x cols; pr,
-/// pc hold phi(r) (rows) and phi(c) (cols) on the host; t is AdamW's step
-/// number after this step.
+/// Pass 1 (see the header comment): D, m, v are contiguous rows x cols, D
+/// held as d with the pending factors a (rows) and b (cols; null: ones); pr, pc hold
+/// phi(r) (rows) and phi(c) (cols) on the host; t is AdamW's step number
+/// after this step. Writes D itself (no factors pending) into d.
 template <class Backend, class T>
-md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, T* m, T* v, const T* pr, const T* pc,
-                       long t, bool col_grad, bool col_norm) {
+md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, const T* a, const T* b, T* m, T* v,
+                       const T* pr, const T* pc, long t, bool col_grad, bool col_norm) {
   const index rows = g.rows(), cols = g.cols();
   const double bc1 = 1 - std::pow(dir.beta1, double(t)), bc2 = 1 - std::pow(dir.beta2, double(t));
   const T b1 = T(dir.beta1), b2 = T(dir.beta2), keep = T(1 - dir.lr * dir.weight_decay);
@@ -132,17 +163,24 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
       T* const mi = m + i * cols;
       T* const vi = v + i * cols;
       double sr = 0, sp = 0, nn = 0;
+      const auto row = [&](auto grad, auto norm, auto factor) {
+        md_adamw_row<decltype(grad)::value, decltype(norm)::value, decltype(factor)::value>(
+            gi, di, mi, vi, pc, pr[i], a[i], b, cols, b1, b2, keep, lr_bc1, isbc2, eps, cgt, cnt, sr, sp, nn);
+      };
+      const auto with_factor = [&](auto grad, auto norm) {
+        if (b)
+          row(grad, norm, std::true_type{});
+        else
+          row(grad, norm, std::false_type{});
+      };
       if (col_grad && col_norm)
-        md_adamw_row<true, true>(gi, di, mi, vi, pc, pr[i], cols, b1, b2, keep, lr_bc1, isbc2, eps, cgt, cnt, sr, sp, nn);
+        with_factor(std::true_type{}, std::true_type{});
       else if (col_grad)
-        md_adamw_row<true, false>(gi, di, mi, vi, pc, pr[i], cols, b1, b2, keep, lr_bc1, isbc2, eps, cgt, cnt, sr, sp,
-                                  nn);
+        with_factor(std::true_type{}, std::false_type{});
       else if (col_norm)
-        md_adamw_row<false, true>(gi, di, mi, vi, pc, pr[i], cols, b1, b2, keep, lr_bc1, isbc2, eps, cgt, cnt, sr, sp,
-                                  nn);
+        with_factor(std::false_type{}, std::true_type{});
       else
-        md_adamw_row<false, false>(gi, di, mi, vi, pc, pr[i], cols, b1, b2, keep, lr_bc1, isbc2, eps, cgt, cnt, sr, sp,
-                                   nn);
+        with_factor(std::false_type{}, std::false_type{});
       out.row_grad[std::size_t(i)] = sr;
       out.row_norm[std::size_t(i)] = nn;
       total_p += sp;
@@ -162,24 +200,102 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
   return out;
 }
 
-/// Pass 2: D_ij <- D_ij a_i b_j (back onto the sphere), W_ij <- D_ij pr_i
-/// pc_j (the new gains).
+/// Matrices of at least this many bytes are written by streaming stores
+/// (see write_row): a smaller W is likely to be read again from the cache
+/// before it leaves it, by the forward pass that follows the step.
+inline constexpr std::size_t streaming_bytes = std::size_t(1) << 23;
+
+/// out[j] = f(j) for j in [0, n). With `streaming`, on x86 with AVX, the
+/// 32-byte aligned middle of out is written by non-temporal (streaming)
+/// stores, in chunks that f fills on the stack: a normal store first reads
+/// the line it writes into the cache, which for a matrix written whole is
+/// a third stream of memory traffic. The caller issues stream_fence()
+/// before another thread reads out.
+template <class T, class F>
+void write_row(T* out, index n, bool streaming, F f) {
+  index j = 0;
+#if POLAR_STREAMING_STORES
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(out);
+    if (streaming && addr % sizeof(T) == 0) {
+      constexpr index lanes = index(32 / sizeof(T)), chunk = 8 * lanes;
+      const index head = index((32 - addr % 32) % 32 / sizeof(T));
+      for (; j < head && j < n; ++j) out[j] = f(j);
+      alignas(32) T tmp[chunk];
+      for (; j + chunk <= n; j += chunk) {
+        POLAR_OMP(simd)
+        for (index k = 0; k < chunk; ++k) tmp[k] = f(j + k);
+        for (index k = 0; k < chunk; k += lanes) {
+          if constexpr (std::is_same_v<T, float>)
+            _mm256_stream_ps(out + j + k, _mm256_load_ps(tmp + k));
+          else
+            _mm256_stream_pd(out + j + k, _mm256_load_pd(tmp + k));
+        }
+      }
+    }
+  }
+#else
+  (void)streaming;
+#endif
+  POLAR_OMP(simd)
+  for (index k = j; k < n; ++k) out[k] = f(k);
+}
+
+/// Orders this thread's streaming stores before what follows (a barrier).
+/// The same on every x86-64 target, so that translation units built with
+/// and without AVX agree on it.
+inline void stream_fence() {
+#if defined(__SSE__) || defined(_M_X64)
+  _mm_sfence();
+#endif
+}
+
+/// Pass 2: W_ij <- (d_ij a_i b_j) pr_i pc_j, the fused weight of D put
+/// back on its sphere (a, b: the factors that do it, which stay pending
+/// for d; b null: ones) and of the new gains (pr, pc: their phi).
 template <class Backend, class T>
-void md_pass2(matrix_view<T> w, T* d, const T* a, const T* b, const T* pr, const T* pc) {
+void md_pass2(matrix_view<T> w, const T* d, const T* a, const T* b, const T* pr, const T* pc) {
   const index rows = w.rows(), cols = w.cols();
   [[maybe_unused]] const int threads = md_threads<Backend>(rows, cols);
   T* const w0 = w.data();
   const index ws = w.row_stride();
+  const bool streaming = std::size_t(rows) * std::size_t(cols) * sizeof(T) >= streaming_bytes;
+  POLAR_OMP(parallel num_threads(threads) if (threads > 1))
+  {
+    POLAR_OMP(for schedule(static))
+    for (index i = 0; i < rows; ++i) {
+      const T* const di = d + i * cols;
+      const T ai = a[i], ri = pr[i];
+      if (b)
+        write_row(w0 + i * ws, cols, streaming, [=](index j) {
+          const T dn = T(di[j] * ai * b[j]);
+          return T(dn * ri * pc[j]);
+        });
+      else
+        write_row(w0 + i * ws, cols, streaming, [=](index j) {
+          const T dn = T(di[j] * ai);
+          return T(dn * ri * pc[j]);
+        });
+    }
+    stream_fence();
+  }
+}
+
+/// d_ij <- d_ij a_i b_j: the pending factors applied (D itself in d; b
+/// null: ones).
+template <class Backend, class T>
+void md_settle(T* d, index rows, index cols, const T* a, const T* b) {
+  [[maybe_unused]] const int threads = md_threads<Backend>(rows, cols);
   POLAR_OMP(parallel for num_threads(threads) if (threads > 1) schedule(static))
   for (index i = 0; i < rows; ++i) {
     T* const di = d + i * cols;
-    T* const wi = w0 + i * ws;
-    const T ai = a[i], ri = pr[i];
-    POLAR_OMP(simd)
-    for (index j = 0; j < cols; ++j) {
-      const T dn = T(di[j] * ai * b[j]);
-      di[j] = dn;
-      wi[j] = T(dn * ri * pc[j]);
+    const T ai = a[i];
+    if (b) {
+      POLAR_OMP(simd)
+      for (index j = 0; j < cols; ++j) di[j] = T(di[j] * ai * b[j]);
+    } else {
+      POLAR_OMP(simd)
+      for (index j = 0; j < cols; ++j) di[j] = T(di[j] * ai);
     }
   }
 }
