@@ -171,6 +171,14 @@ double device_ratio(backend& be, A&& a, B&& b, int rounds = 21) {
   return r[std::size_t(rounds / 2)];
 }
 
+// Times `step` as the benchmark and reports its time over `base`'s (the
+// same run, device_ratio) as the counter `name`.
+template <class Step, class Base>
+void time_against(benchmark::State& state, backend& b, Step&& step, Base&& base, const char* name) {
+  time_device(state, b, step);
+  state.counters[name] = device_ratio(b, step, base);
+}
+
 template <class Direction>
 void bm_md(benchmark::State& state, Direction base) {
   const polar::index rows = state.range(0), cols = state.range(1);
@@ -188,8 +196,7 @@ void bm_md(benchmark::State& state, Direction base) {
   const auto gv = polar::as_const(polar::make_view(g, rows, cols));
   const auto md_step = [&] { md.step(b, polar::make_view(wm, rows, cols), gv, sm); };
   const auto base_step = [&] { base.step(b, polar::make_view(wb, rows, cols), gv, sb); };
-  time_device(state, b, md_step);
-  state.counters["ratio_to_base"] = device_ratio(b, md_step, base_step);
+  time_against(state, b, md_step, base_step, "ratio_to_base");
 }
 
 template <class Direction>
@@ -212,8 +219,7 @@ void bm_row_sphere(benchmark::State& state, Direction dir) {
   const auto gv = polar::as_const(polar::make_view(g, rows, cols));
   const auto riemannian_step = [&] { riem.step(b, polar::make_view(wr, rows, cols), gv, sr); };
   const auto euclidean_step = [&] { dir.step(b, polar::make_view(we, rows, cols), gv, se); };
-  time_device(state, b, riemannian_step);
-  state.counters["ratio_to_euclidean"] = device_ratio(b, riemannian_step, euclidean_step);
+  time_against(state, b, riemannian_step, euclidean_step, "ratio_to_euclidean");
 }
 
 }  // namespace

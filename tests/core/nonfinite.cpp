@@ -21,8 +21,7 @@ namespace {
 
 using geometry_test::mat;
 using fmat = mat<float>;
-using all_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                      polar::backend::thrust<polar::system::cpp>>;
+using core_test::host_backends;
 
 using core_test::state_bytes;
 
@@ -106,7 +105,7 @@ void policies(B& be, const Opt& bare, const fmat& w0, const char* what) {
 
 BOOST_AUTO_TEST_SUITE(nonfinite)
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(every_policy_on_every_kind_of_optimizer, B, all_backends) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(every_policy_on_every_kind_of_optimizer, B, host_backends) {
   B be;
   const fmat w = geometry_test::random<float>(be, 6, 4, 30);
   policies(be, polar::adamw_direction{}, w, "adamw");

@@ -22,8 +22,7 @@ namespace {
 
 using geometry_test::mat;
 using fmat = mat<float>;
-using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                       polar::backend::thrust<polar::system::cpp>>;
+using core_test::host_backends;
 
 using core_test::state_bytes;
 

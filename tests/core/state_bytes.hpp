@@ -1,13 +1,21 @@
 // tests/core/state_bytes.hpp: what the reliability and non-finite tests
-// compare states by: the bytes a checkpoint writes for them.
+// share: the backends they run on, and what they compare states by (the
+// bytes a checkpoint writes for them).
 #pragma once
 
+#include <boost/mpl/list.hpp>
 #include <cstdint>
 #include <vector>
 
+#include "polar/backend/eigen.hpp"
+#include "polar/backend/thrust.hpp"
 #include "polar/checkpoint.hpp"
 
 namespace core_test {
+
+/// Eigen and the Thrust host systems.
+using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
+                                       polar::backend::thrust<polar::system::cpp>>;
 
 /// The checkpoint bytes of the state s, under the name "s".
 template <class B, class S>
