@@ -341,6 +341,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(fused_row_sphere_matches_the_generic_step, B, back
       run(polar::momentum_direction{0.01, 0.9, false});
       run(polar::momentum_direction{0.01, 0.9, true});
       run(polar::momentum_direction{0.01, 0.9, true, polar::momentum_kind::ema});
+      run(polar::momentum_direction{0.01, 0.9, false, polar::momentum_kind::ema});
       run(polar::adamw_direction{0.01, 0.9, 0.999, 1e-8, 0.0});
     }
   }

@@ -171,9 +171,12 @@ void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_v
     if (gt2 < 0) gt2 = 0;
     const double xgt = xg - c * xx;               // <x, g - c x>
     const double y2 = xx - 2 * lr * xgt + lr * lr * gt2;
-    const T scale = T(r / std::sqrt(y2)), step = T(lr), cc = T(c);
+    // x <- s (x - lr (g - c x)) = s (1 + lr c) x - s lr g: two operations
+    // an element, as in the Euclidean step.
+    const double sc = r / std::sqrt(y2);
+    const T ax = T(sc * (1 + lr * c)), ag = T(sc * lr);
     POLAR_OMP(simd)
-    for (index j = 0; j < n; ++j) x[j] = T(scale * (x[j] - step * (gr[j] - cc * x[j])));
+    for (index j = 0; j < n; ++j) x[j] = T(ax * x[j] - ag * gr[j]);
   });
   ++s.steps;
 }
@@ -186,7 +189,8 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   const T lr = T(dir.lr), mu = T(dir.momentum);
   const T cg = dir.kind == momentum_kind::ema ? T(1 - dir.momentum) : T(1);
   // u = ug gt + ub buf: the buffer, or Nesterov's look-ahead (heavy ball:
-  // gt + mu buf; EMA: (1 - mu) gt + mu buf), without a branch in the loop.
+  // gt + mu buf; EMA: (1 - mu) gt + mu buf).
+  const bool nesterov = dir.nesterov;
   const T ug = !dir.nesterov ? T(0) : dir.kind == momentum_kind::heavy_ball ? T(1) : T(1 - dir.momentum);
   const T ub = dir.nesterov ? mu : T(1);
   T* const buf0 = s.buf.data();
@@ -197,45 +201,68 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
     // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
     // terms), with the sums that give everything else:
     //   u = q - c (ug + ub cg) x,  y = alpha x - lr q,  b_new = b' - cg c x.
-    double xg = 0, xx = 0, xq = 0, qq = 0, xb = 0, qb = 0;
-    for (index j0 = 0; j0 < n; j0 += sum_block) {
-      const index j1 = j0 + sum_block < n ? j0 + sum_block : n;
-      A a_xg = 0, a_xx = 0, a_xq = 0, a_qq = 0, a_xb = 0, a_qb = 0;
-      POLAR_OMP(simd reduction(+ : a_xg, a_xx, a_xq, a_qq, a_xb, a_qb))
-      for (index j = j0; j < j1; ++j) {
-        const T bp = T(mu * b[j] + cg * gr[j]);
-        b[j] = bp;
-        const A xj = A(x[j]), gj = A(gr[j]), bj = A(bp);
-        const A q = A(ug) * gj + A(ub) * bj;
-        a_xg += xj * gj;
-        a_xx += xj * xj;
-        a_xq += xj * q;
-        a_qq += q * q;
-        a_xb += xj * bj;
-        a_qb += q * bj;
+    // Without Nesterov q = b' (ug = 0, ub = 1): <x, q> = <x, b'> and
+    // <q, q> = <q, b'> = |b'|^2, so four sums and no q, and pass 2 does
+    // not read g.
+    const auto both_passes = [=](auto look_ahead) {
+      constexpr bool nest = decltype(look_ahead)::value;
+      double xg = 0, xx = 0, xq = 0, qq = 0, xb = 0, qb = 0;
+      for (index j0 = 0; j0 < n; j0 += sum_block) {
+        const index j1 = j0 + sum_block < n ? j0 + sum_block : n;
+        A a_xg = 0, a_xx = 0, a_xq = 0, a_qq = 0, a_xb = 0, a_qb = 0;
+        POLAR_OMP(simd reduction(+ : a_xg, a_xx, a_xq, a_qq, a_xb, a_qb))
+        for (index j = j0; j < j1; ++j) {
+          const T bp = T(mu * b[j] + cg * gr[j]);
+          b[j] = bp;
+          const A xj = A(x[j]), gj = A(gr[j]), bj = A(bp);
+          a_xg += xj * gj;
+          a_xx += xj * xj;
+          a_xb += xj * bj;
+          if constexpr (nest) {
+            const A q = A(ug) * gj + A(ub) * bj;
+            a_xq += xj * q;
+            a_qq += q * q;
+            a_qb += q * bj;
+          } else {
+            a_qq += bj * bj;
+          }
+        }
+        xg += double(a_xg);
+        xx += double(a_xx);
+        xb += double(a_xb);
+        qq += double(a_qq);
+        if constexpr (nest) {
+          xq += double(a_xq);
+          qb += double(a_qb);
+        }
       }
-      xg += double(a_xg);
-      xx += double(a_xx);
-      xq += double(a_xq);
-      qq += double(a_qq);
-      xb += double(a_xb);
-      qb += double(a_qb);
-    }
-    const double c = xg * inv_r2, k = cgd * c;
-    const double alpha = 1 + lrd * c * (ugd + ubd * cgd);
-    const double n2 = alpha * alpha * xx - 2 * alpha * lrd * xq + lrd * lrd * qq;
-    const double yb = alpha * xb - alpha * k * xx - lrd * qb + lrd * k * xq;  // <y, b_new>
-    const double sc = r / std::sqrt(n2);
-    const T scale = T(sc), kt = T(k), at = T(alpha), cb = T(sc * yb * inv_r2);
-    // Pass 2: x <- r y / |y|, b <- b_new - <x, b_new> x / r^2.
-    POLAR_OMP(simd)
-    for (index j = 0; j < n; ++j) {
-      const T bn = T(b[j] - kt * x[j]);
-      const T q = T(ug * gr[j] + ub * b[j]);
-      const T xn = T(scale * (at * x[j] - lr * q));
-      x[j] = xn;
-      b[j] = T(bn - cb * xn);
-    }
+      if constexpr (!nest) {
+        xq = xb;
+        qb = qq;
+      }
+      const double c = xg * inv_r2, k = cgd * c;
+      const double alpha = 1 + lrd * c * (ugd + ubd * cgd);
+      const double n2 = alpha * alpha * xx - 2 * alpha * lrd * xq + lrd * lrd * qq;
+      const double yb = alpha * xb - alpha * k * xx - lrd * qb + lrd * k * xq;  // <y, b_new>
+      const double sc = r / std::sqrt(n2);
+      // Pass 2: x <- r y / |y| = s (alpha x - lr (ug g + ub b')), and
+      // b <- b_new - <x, b_new> x / r^2 = b' - k x - cb x_new, with the
+      // constants multiplied out.
+      const T kt = T(k), cb = T(sc * yb * inv_r2);
+      const T ax = T(sc * alpha), ab = T(sc * lrd * ubd), ag = T(sc * lrd * ugd);
+      POLAR_OMP(simd)
+      for (index j = 0; j < n; ++j) {
+        const T xj = x[j], bj = b[j];
+        T xn = T(ax * xj - ab * bj);
+        if constexpr (nest) xn = T(xn - ag * gr[j]);
+        x[j] = xn;
+        b[j] = T(bj - kt * xj - cb * xn);
+      }
+    };
+    if (nesterov)
+      both_passes(std::true_type{});
+    else
+      both_passes(std::false_type{});
   });
   ++s.steps;
 }
