@@ -190,22 +190,21 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   const T cg = dir.kind == momentum_kind::ema ? T(1 - dir.momentum) : T(1);
   // u = ug gt + ub buf: the buffer, or Nesterov's look-ahead (heavy ball:
   // gt + mu buf; EMA: (1 - mu) gt + mu buf).
-  const bool nesterov = dir.nesterov;
   const T ug = !dir.nesterov ? T(0) : dir.kind == momentum_kind::heavy_ball ? T(1) : T(1 - dir.momentum);
   const T ub = dir.nesterov ? mu : T(1);
   T* const buf0 = s.buf.data();
   const double lrd = double(lr), cgd = double(cg), ugd = double(ug), ubd = double(ub);
   using A = sum_t<T>;
-  for_each_row<Backend>(w, g, [=](index i, auto x, auto gr) {
-    T* const b = buf0 + i * n;
-    // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
-    // terms), with the sums that give everything else:
-    //   u = q - c (ug + ub cg) x,  y = alpha x - lr q,  b_new = b' - cg c x.
-    // Without Nesterov q = b' (ug = 0, ub = 1): <x, q> = <x, b'> and
-    // <q, q> = <q, b'> = |b'|^2, so four sums and no q, and pass 2 does
-    // not read g.
-    const auto both_passes = [=](auto look_ahead) {
+  // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
+  // terms), with the sums that give everything else:
+  //   u = q - c (ug + ub cg) x,  y = alpha x - lr q,  b_new = b' - cg c x.
+  // Without Nesterov q = b' (ug = 0, ub = 1): <x, q> = <x, b'> and
+  // <q, q> = <q, b'> = |b'|^2, so four sums and no q, and pass 2 does not
+  // read g. The kernel is compiled for each case (nest).
+  const auto rows = [&](auto look_ahead) {
+    for_each_row<Backend>(w, g, [=](index i, auto x, auto gr) {
       constexpr bool nest = decltype(look_ahead)::value;
+      T* const b = buf0 + i * n;
       double xg = 0, xx = 0, xq = 0, qq = 0, xb = 0, qb = 0;
       for (index j0 = 0; j0 < n; j0 += sum_block) {
         const index j1 = j0 + sum_block < n ? j0 + sum_block : n;
@@ -258,12 +257,12 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
         x[j] = xn;
         b[j] = T(bj - kt * xj - cb * xn);
       }
-    };
-    if (nesterov)
-      both_passes(std::true_type{});
-    else
-      both_passes(std::false_type{});
-  });
+    });
+  };
+  if (dir.nesterov)
+    rows(std::true_type{});
+  else
+    rows(std::false_type{});
   ++s.steps;
 }
 
