@@ -8,9 +8,20 @@
 // A A^T, n^2 k for one triangle of it) and, for syrk, ratio_to_gemm: its
 // time over the time of a GEMM computing the full A A^T, both measured in the
 // same benchmark (one triangle holds half the flops, so 0.5 is ideal).
+//
+// bm_all_finite/<backend>/<type>/r/c: the check of G that every step makes
+// first. bytes_per_second; ratio_to_isfinite, its time over a count of
+// std::isfinite on every element (widened to double, eight accumulators:
+// polar's check before 2026-11-24), and share_of_adamw, its time over an
+// AdamW step on the same matrix; each the median of 201 pairs of calls.
 #include <benchmark/benchmark.h>
 
+#include "bench_support.hpp"
+
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <polar/polar.hpp>
 #if defined(POLAR_BENCH_THRUST)
 #include <polar/backend/thrust.hpp>
@@ -92,6 +103,39 @@ void bm_syrk(benchmark::State& state) {
   state.counters["ratio_to_gemm"] = syrk_s / gemm_s;
 }
 
+// Whether x holds no NaN and no infinity, as polar checked it before the
+// bit test of detail::contiguous_finite: the baseline of bm_all_finite.
+template <class T>
+bool isfinite_count(const T* x, polar::index n) {
+  constexpr polar::index chunk = 8192;
+  double bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad)
+  for (polar::index lo = 0; lo < n; lo += chunk)
+    bad += polar::detail::contiguous_sum(x + lo, x + lo, std::min(chunk, n - lo),
+                                         [](T a, T) { return std::isfinite(double(a)) ? 0.0 : 1.0; });
+  return bad == 0;
+}
+
+template <class B, class T>
+void bm_all_finite(benchmark::State& state) {
+  const polar::index rows = state.range(0), cols = state.range(1);
+  operands<T> o(rows, cols, 1);
+  Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> w = o.a * T(0.02);
+  B be;
+  const auto g = polar::make_view(static_cast<const decltype(o.a)&>(o.a));
+  for (auto _ : state) benchmark::DoNotOptimize(be.all_finite(g));
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * rows * cols * std::int64_t(sizeof(T)));
+  bool ok = true;
+  const auto check = [&] { ok = ok && be.all_finite(g); };
+  const auto count = [&] { ok = ok && isfinite_count(o.a.data(), rows * cols); };
+  polar::adamw_direction adamw;
+  auto s = adamw.init(be, polar::make_view(w));
+  const auto step = [&] { adamw.step(be, polar::make_view(w), g, s); };
+  state.counters["ratio_to_isfinite"] = polar_bench::paired_ratio(check, count);
+  state.counters["share_of_adamw"] = polar_bench::paired_ratio(check, step);
+  if (!ok) state.SkipWithError("a finite matrix was reported non-finite");
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (int n : {256, 512, 1024, 2048}) b->Args({n, n});
   b->Args({1024, 4096});  // the Muon shape: X X^T for a 1024 x 4096 X
@@ -107,6 +151,8 @@ BENCHMARK_TEMPLATE(bm_gemm_aat, eigen, float)->Apply(shapes);
 BENCHMARK_TEMPLATE(bm_syrk, eigen, float)->Apply(shapes);
 BENCHMARK_TEMPLATE(bm_gemm_aat, eigen, double)->Apply(shapes);
 BENCHMARK_TEMPLATE(bm_syrk, eigen, double)->Apply(shapes);
+BENCHMARK_TEMPLATE(bm_all_finite, eigen, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_all_finite, eigen, double)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
 
 #if defined(POLAR_BENCH_THRUST)
 // The Thrust host systems run their products through the same Eigen kernels;
@@ -117,6 +163,8 @@ BENCHMARK_TEMPLATE(bm_gemm, thrust_omp, float)->Arg(256)->Arg(1024)->Unit(benchm
 BENCHMARK_TEMPLATE(bm_syrk, thrust_omp, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_gemm, thrust_cpp, float)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_syrk, thrust_cpp, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_TEMPLATE(bm_all_finite, thrust_omp, float)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_all_finite, thrust_cpp, float)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
 #endif
 
 BENCHMARK_MAIN();

@@ -237,6 +237,54 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(reductions_handle_extremes, C, conformance_types) 
   BOOST_TEST(b.all_finite(e.cview()));
 }
 
+// all_finite tests bits (detail::contiguous_finite) in chunks of 8192
+// elements: every kind of non-finite value is seen wherever it lies, in
+// every layout, and the finite extremes are not mistaken for one.
+BOOST_AUTO_TEST_CASE_TEMPLATE(all_finite_sees_every_nonfinite_value, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  using lim = std::numeric_limits<T>;
+  B b;
+  const index rows = 97, cols = 181;  // 17557 elements: two full chunks and a ragged third
+  host_matrix h = polar_test::random_matrix(rows, cols, 31);
+  h(0, 1) = double(lim::max());
+  h(1, 0) = -double(lim::max());
+  h(2, 2) = double(lim::denorm_min());
+  h(3, 3) = -0.0;
+  h(4, 4) = double(lim::lowest());
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  const std::pair<index, index> places[] = {{0, 0}, {rows - 1, cols - 1}, {45, 47}, {45, 48}, {90, 93}, {96, 0}};
+  for (auto l : polar_test::all_layouts()) {
+    BOOST_TEST_CONTEXT("layout " << name(l)) {
+      dmatrix<B, T> x(b, h, l);
+      BOOST_TEST(b.all_finite(x.cview()));
+      for (const double bad : {nan, -nan, inf, -inf})
+        for (const auto& [i, j] : places) {
+          BOOST_TEST_CONTEXT(bad << " at (" << i << ", " << j << ")") {
+            host_matrix hb = h;
+            hb(i, j) = bad;
+            x.set(b, hb);
+            BOOST_TEST(!b.all_finite(x.cview()));
+            BOOST_TEST(x.untouched_outside(b));
+          }
+        }
+      // NaN in the memory around and between the elements is not read.
+      x.set(b, h);
+      std::vector<T> all = x.raw(b);
+      std::vector<char> inside(all.size(), 0);
+      for (index i = 0; i < rows; ++i)
+        for (index j = 0; j < cols; ++j)
+          inside[std::size_t(x.guard + i * x.view.row_stride() + j * x.view.col_stride())] = 1;
+      for (std::size_t k = 0; k < all.size(); ++k)
+        if (!inside[k]) all[k] = lim::quiet_NaN();
+      const auto n = index(all.size());
+      b.copy_from_host(polar::matrix_view<const T>(all.data(), 1, n, n, 1),
+                       polar::matrix_view<T>(x.buf.data(), 1, n, n, 1, B::space));
+      BOOST_TEST(b.all_finite(x.cview()));
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(row_and_column_reductions_and_scalings, C, conformance_types) {
   using B = typename C::backend;
   using T = typename C::scalar;

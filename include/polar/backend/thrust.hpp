@@ -332,7 +332,7 @@ class thrust : private detail::thrust_system<System>::resources {
   bool all_finite(matrix_view<U> x) {
     detail::check_reduce<T>("polar::all_finite", space, x);
     const matrix_view<const T> cx = x;
-    return detail::thrust_alg::sum_of<chunked>(policy(), cx, cx, detail::thrust_alg::nonfinite_term{}) == 0.0;
+    return detail::thrust_alg::all_finite<chunked>(policy(), cx);
   }
   /// out(i) = norm of row i.
   template <class T>

@@ -134,9 +134,33 @@ T max_abs(matrix_view<const T> x) {
   return nan ? std::numeric_limits<T>::quiet_NaN() : T(m);
 }
 
+/// Whether no element is NaN or infinite: contiguous_finite over
+/// contiguous chunks or rows, threaded across them.
 template <class T>
 bool all_finite(matrix_view<const T> x) {
-  const auto bad = sum_of(x, x, [](T a, T) -> acc_t<T> { return std::isfinite(widen(a)) ? 0 : 1; });
+  const index r = x.rows(), c = x.cols(), n = r * c;
+  int bad = 0;
+  if (n == 0) return true;
+  if (x.is_contiguous()) {
+    constexpr index chunk = 8192;
+    const index chunks = (n + chunk - 1) / chunk;
+    const T* a = x.data();
+    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
+    for (index q = 0; q < chunks; ++q) {
+      const index lo = q * chunk;
+      bad |= contiguous_finite(a + lo, std::min(chunk, n - lo)) ? 0 : 1;
+    }
+  } else if (x.rows_contiguous()) {
+    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
+    for (index i = 0; i < r; ++i) bad |= contiguous_finite(&x(i, 0), c) ? 0 : 1;
+  } else if (x.cols_contiguous()) {
+    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
+    for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(0, j), r) ? 0 : 1;
+  } else {
+    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
+    for (index i = 0; i < r; ++i)
+      for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(i, j), 1) ? 0 : 1;
+  }
   return bad == 0;
 }
 

@@ -255,6 +255,44 @@ struct nonfinite_term {
     return finite(widen(a)) ? 0.0 : 1.0;
   }
 };
+/// The host form of all_finite: 1 for a chunk of reduce_chunk elements
+/// that holds a NaN or an infinity (contiguous_finite where the view is
+/// contiguous).
+template <class A>
+struct nonfinite_chunk {
+  matrix_view<const A> x;
+  element_order ord;
+  bool flat;
+  index n;
+  POLAR_HOST_DEVICE int operator()(index q) const {
+    const index lo = q * reduce_chunk, hi = lo + reduce_chunk < n ? lo + reduce_chunk : n;
+    if (flat) return contiguous_finite(x.data() + lo, hi - lo) ? 0 : 1;
+    int bad = 0;
+    for (index k = lo; k < hi; ++k) {
+      index i, j;
+      ord(k, i, j);
+      bad |= finite(widen(x(i, j))) ? 0 : 1;
+    }
+    return bad;
+  }
+};
+
+/// Whether no element is NaN or infinite; Chunked for the host systems.
+template <bool Chunked, class Policy, class A>
+bool all_finite(const Policy& policy, matrix_view<const A> x) {
+  const index n = x.size();
+  if (n == 0) return true;
+  if constexpr (Chunked) {
+    ::thrust::counting_iterator<index> first(0);
+    const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
+    return ::thrust::transform_reduce(policy, first, first + chunks,
+                                      nonfinite_chunk<A>{x, order_of(x), x.is_contiguous(), n}, 0,
+                                      ::thrust::bit_or<int>()) == 0;
+  } else {
+    return sum_of<false>(policy, x, x, nonfinite_term{}) == 0.0;
+  }
+}
+
 /// max that keeps a NaN.
 struct nan_max {
   POLAR_HOST_DEVICE double operator()(double a, double b) const {
