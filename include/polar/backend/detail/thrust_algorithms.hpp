@@ -256,24 +256,15 @@ struct nonfinite_term {
   }
 };
 /// The host form of all_finite: 1 for a chunk of reduce_chunk elements
-/// that holds a NaN or an infinity (contiguous_finite where the view is
-/// contiguous).
+/// that holds a NaN or an infinity. contiguous_finite where the view is
+/// contiguous; elsewhere the chunk's count of nonfinite_term.
 template <class A>
 struct nonfinite_chunk {
-  matrix_view<const A> x;
-  element_order ord;
-  bool flat;
-  index n;
+  pair_chunk<nonfinite_term, A, A> count;
   POLAR_HOST_DEVICE int operator()(index q) const {
-    const index lo = q * reduce_chunk, hi = lo + reduce_chunk < n ? lo + reduce_chunk : n;
-    if (flat) return contiguous_finite(x.data() + lo, hi - lo) ? 0 : 1;
-    int bad = 0;
-    for (index k = lo; k < hi; ++k) {
-      index i, j;
-      ord(k, i, j);
-      bad |= finite(widen(x(i, j))) ? 0 : 1;
-    }
-    return bad;
+    if (!count.flat) return count(q) == 0.0 ? 0 : 1;
+    const index lo = q * reduce_chunk, hi = lo + reduce_chunk < count.n ? lo + reduce_chunk : count.n;
+    return contiguous_finite(count.x.data() + lo, hi - lo) ? 0 : 1;
   }
 };
 
@@ -286,7 +277,7 @@ bool all_finite(const Policy& policy, matrix_view<const A> x) {
     ::thrust::counting_iterator<index> first(0);
     const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
     return ::thrust::transform_reduce(policy, first, first + chunks,
-                                      nonfinite_chunk<A>{x, order_of(x), x.is_contiguous(), n}, 0,
+                                      nonfinite_chunk<A>{{nonfinite_term{}, x, x, order_of(x), x.is_contiguous(), n}}, 0,
                                       ::thrust::bit_or<int>()) == 0;
   } else {
     return sum_of<false>(policy, x, x, nonfinite_term{}) == 0.0;

@@ -148,7 +148,7 @@ inline constexpr index sum_block = 512;
 /// its additions waits for the one before (four cycles a fused
 /// multiply-add): three such chains cannot fill the two multiply-add units.
 /// For contiguous float rows on x86 with AVX2 and FMA the sums are taken
-/// with two accumulators each, which in the L2 cache takes 0.08-0.10 ns an
+/// with two accumulators each, which in the L2 cache takes 0.08-0.11 ns an
 /// element instead of 0.13-0.15 on the development machine (docs/hypersphere.md).
 template <class Row, class GRow>
 void dot3(Row x, GRow g, index n, double& xg, double& gg, double& xx) {
