@@ -14,6 +14,11 @@
 // std::isfinite on every element (widened to double, eight accumulators:
 // polar's check before 2026-11-24), and share_of_adamw, its time over an
 // AdamW step on the same matrix; each the median of 201 pairs of calls.
+//
+// bm_small_op/<backend>/n: one axpby of n floats (sizes under the host
+// loops' threading threshold of 32768), ratio_to_loop = its time over the
+// same loop written out in the benchmark, the median of seven interleaved
+// rounds: the fixed cost of a small operation.
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
@@ -136,6 +141,31 @@ void bm_all_finite(benchmark::State& state) {
   if (!ok) state.SkipWithError("a finite matrix was reported non-finite");
 }
 
+// One axpby y <- a x + b y of n floats through the backend, against the
+// same loop written out here: what a call of a small elementwise operation
+// costs beyond its arithmetic (the argument checks, and for the host loops
+// whether they enter the OpenMP runtime at all).
+template <class B>
+void bm_small_op(benchmark::State& state) {
+  const polar::index n = state.range(0);
+  Eigen::Matrix<float, Eigen::Dynamic, 1> x(n), y(n), z(n);
+  polar::backend::eigen setup;
+  setup.fill_random(polar::make_view(x), polar::rng_key{1}, polar::distribution::normal);
+  setup.fill_random(polar::make_view(y), polar::rng_key{2}, polar::distribution::normal);
+  z = y;
+  B be;
+  const auto xv = polar::make_view(static_cast<const decltype(x)&>(x));
+  const auto op = [&] { be.axpby(0.5f, xv, 0.25f, polar::make_view(y)); };
+  const auto loop = [&] {
+    const float* xp = x.data();
+    float* zp = z.data();
+    for (polar::index i = 0; i < n; ++i) zp[i] = 0.5f * xp[i] + 0.25f * zp[i];
+    benchmark::ClobberMemory();
+  };
+  for (auto _ : state) op();
+  state.counters["ratio_to_loop"] = polar_bench::interleaved_ratio(op, loop, 7, 0.02);
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (int n : {256, 512, 1024, 2048}) b->Args({n, n});
   b->Args({1024, 4096});  // the Muon shape: X X^T for a 1024 x 4096 X
@@ -153,6 +183,7 @@ BENCHMARK_TEMPLATE(bm_gemm_aat, eigen, double)->Apply(shapes);
 BENCHMARK_TEMPLATE(bm_syrk, eigen, double)->Apply(shapes);
 BENCHMARK_TEMPLATE(bm_all_finite, eigen, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_all_finite, eigen, double)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_small_op, eigen)->Arg(256)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 
 #if defined(POLAR_BENCH_THRUST)
 // The Thrust host systems run their products through the same Eigen kernels;
@@ -165,6 +196,8 @@ BENCHMARK_TEMPLATE(bm_gemm, thrust_cpp, float)->Arg(256)->Arg(1024)->Unit(benchm
 BENCHMARK_TEMPLATE(bm_syrk, thrust_cpp, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_all_finite, thrust_omp, float)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_all_finite, thrust_cpp, float)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_small_op, thrust_omp)->Arg(256)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
+BENCHMARK_TEMPLATE(bm_small_op, thrust_cpp)->Arg(256)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 #endif
 
 BENCHMARK_MAIN();

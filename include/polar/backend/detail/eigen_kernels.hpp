@@ -232,14 +232,22 @@ void symmetrize(uplo from, matrix_view<T> c) {
   const index tiles = (n + tile - 1) / tile;
   // Writing c^T's upper triangle from its lower one is the same operation.
   const matrix_view<T> s = from == uplo::lower ? c : c.transpose();
-  POLAR_OMP(parallel for schedule(dynamic) if (n >= 256))
-  for (index bi = 0; bi < tiles; ++bi)
+  const auto tile_row = [=](index bi) {
     for (index bj = 0; bj <= bi; ++bj) {
       const index i0 = bi * tile, j0 = bj * tile;
       const index i1 = std::min(n, i0 + tile), j1 = std::min(n, j0 + tile);
       for (index i = i0; i < i1; ++i)
         for (index j = j0; j < std::min(j1, i); ++j) s(j, i) = s(i, j);
     }
+  };
+  // Row bi of tiles has bi + 1 of them: dynamic scheduling; no region at
+  // all for small matrices (see POLAR_PARALLEL_FOR).
+  if (n >= 256) {
+    POLAR_OMP(parallel for schedule(dynamic))
+    for (index bi = 0; bi < tiles; ++bi) tile_row(bi);
+  } else {
+    for (index bi = 0; bi < tiles; ++bi) tile_row(bi);
+  }
 }
 
 /// Copies a view into a column-major Eigen matrix.

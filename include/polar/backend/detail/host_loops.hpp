@@ -39,16 +39,16 @@ void map(F f, matrix_view<T> out, matrix_view<const In>... in) {
   if (n == 0) return;
   if (out.is_contiguous() && (detail::flat_compatible(out, in) && ...)) {
     T* o = out.data();
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index k = 0; k < n; ++k) o[k] = f(in.data()[k]...);
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index k = 0; k < n; ++k) o[k] = f(in.data()[k]...););
   } else if (out.rows_contiguous()) {
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index i = 0; i < r; ++i)
-      for (index j = 0; j < c; ++j) out(i, j) = f(in(i, j)...);
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index i = 0; i < r; ++i)
+        for (index j = 0; j < c; ++j) out(i, j) = f(in(i, j)...););
   } else {
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index j = 0; j < c; ++j)
-      for (index i = 0; i < r; ++i) out(i, j) = f(in(i, j)...);
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index j = 0; j < c; ++j)
+        for (index i = 0; i < r; ++i) out(i, j) = f(in(i, j)...););
   }
 }
 
@@ -58,16 +58,16 @@ void fill(matrix_view<T> x, T value) {
   if (n == 0) return;
   if (x.is_contiguous()) {
     T* o = x.data();
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index k = 0; k < n; ++k) o[k] = value;
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index k = 0; k < n; ++k) o[k] = value;);
   } else if (x.rows_contiguous()) {
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index i = 0; i < r; ++i)
-      for (index j = 0; j < c; ++j) x(i, j) = value;
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index i = 0; i < r; ++i)
+        for (index j = 0; j < c; ++j) x(i, j) = value;);
   } else {
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index j = 0; j < c; ++j)
-      for (index i = 0; i < r; ++i) x(i, j) = value;
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index j = 0; j < c; ++j)
+        for (index i = 0; i < r; ++i) x(i, j) = value;);
   }
 }
 
@@ -83,19 +83,19 @@ acc_t<T> sum_of(matrix_view<const T> x, matrix_view<const T> y, G g) {
     const index chunks = (n + chunk - 1) / chunk;
     const T* a = x.data();
     const T* b = y.data();
-    POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
-    for (index q = 0; q < chunks; ++q) {
-      const index lo = q * chunk;
-      s += contiguous_sum(a + lo, b + lo, std::min(chunk, n - lo), g);
-    }
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(+ : s),
+      for (index q = 0; q < chunks; ++q) {
+        const index lo = q * chunk;
+        s += contiguous_sum(a + lo, b + lo, std::min(chunk, n - lo), g);
+      });
   } else if (x.rows_contiguous()) {
-    POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
-    for (index i = 0; i < r; ++i)
-      for (index j = 0; j < c; ++j) s += g(x(i, j), y(i, j));
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(+ : s),
+      for (index i = 0; i < r; ++i)
+        for (index j = 0; j < c; ++j) s += g(x(i, j), y(i, j)););
   } else {
-    POLAR_OMP(parallel for schedule(static) reduction(+ : s) if (n >= parallel_threshold))
-    for (index j = 0; j < c; ++j)
-      for (index i = 0; i < r; ++i) s += g(x(i, j), y(i, j));
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(+ : s),
+      for (index j = 0; j < c; ++j)
+        for (index i = 0; i < r; ++i) s += g(x(i, j), y(i, j)););
   }
   return s;
 }
@@ -123,13 +123,13 @@ T max_abs(matrix_view<const T> x) {
     if (a > mm) mm = a;
   };
   if (x.rows_contiguous()) {
-    POLAR_OMP(parallel for schedule(static) reduction(max : m) reduction(| : nan) if (n >= parallel_threshold))
-    for (index i = 0; i < r; ++i)
-      for (index j = 0; j < c; ++j) visit(x(i, j), m, nan);
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(max : m) reduction(| : nan),
+      for (index i = 0; i < r; ++i)
+        for (index j = 0; j < c; ++j) visit(x(i, j), m, nan););
   } else {
-    POLAR_OMP(parallel for schedule(static) reduction(max : m) reduction(| : nan) if (n >= parallel_threshold))
-    for (index j = 0; j < c; ++j)
-      for (index i = 0; i < r; ++i) visit(x(i, j), m, nan);
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(max : m) reduction(| : nan),
+      for (index j = 0; j < c; ++j)
+        for (index i = 0; i < r; ++i) visit(x(i, j), m, nan););
   }
   return nan ? std::numeric_limits<T>::quiet_NaN() : T(m);
 }
@@ -145,21 +145,21 @@ bool all_finite(matrix_view<const T> x) {
     constexpr index chunk = 8192;
     const index chunks = (n + chunk - 1) / chunk;
     const T* a = x.data();
-    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
-    for (index q = 0; q < chunks; ++q) {
-      const index lo = q * chunk;
-      bad |= contiguous_finite(a + lo, std::min(chunk, n - lo)) ? 0 : 1;
-    }
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
+      for (index q = 0; q < chunks; ++q) {
+        const index lo = q * chunk;
+        bad |= contiguous_finite(a + lo, std::min(chunk, n - lo)) ? 0 : 1;
+      });
   } else if (x.rows_contiguous()) {
-    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
-    for (index i = 0; i < r; ++i) bad |= contiguous_finite(&x(i, 0), c) ? 0 : 1;
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
+      for (index i = 0; i < r; ++i) bad |= contiguous_finite(&x(i, 0), c) ? 0 : 1;);
   } else if (x.cols_contiguous()) {
-    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
-    for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(0, j), r) ? 0 : 1;
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
+      for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(0, j), r) ? 0 : 1;);
   } else {
-    POLAR_OMP(parallel for schedule(static) reduction(| : bad) if (n >= parallel_threshold))
-    for (index i = 0; i < r; ++i)
-      for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(i, j), 1) ? 0 : 1;
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
+      for (index i = 0; i < r; ++i)
+        for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(i, j), 1) ? 0 : 1;);
   }
   return bad == 0;
 }
@@ -188,32 +188,32 @@ void reduce_rows(matrix_view<const T> x, vector_view<T> out, G g, H h) {
   using A = acc_t<T>;
   const index r = x.rows(), c = x.cols();
   if (x.rows_contiguous() || c <= 1) {
-    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
-    for (index i = 0; i < r; ++i) {
-      A s = 0;
-      if (c == 0) {
-        // An empty row: no element to address (the data may be null).
-      } else if (x.col_stride() == 1 || c == 1) {
-        const T* p = &x(i, 0);
-        s = contiguous_sum(p, p, c, [&g](T a, T) { return g(a); });
-      } else {
-        for (index j = 0; j < c; ++j) s += g(x(i, j));
-      }
-      out[i] = T(h(s, x.row(i)));
-    }
+    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
+      for (index i = 0; i < r; ++i) {
+        A s = 0;
+        if (c == 0) {
+          // An empty row: no element to address (the data may be null).
+        } else if (x.col_stride() == 1 || c == 1) {
+          const T* p = &x(i, 0);
+          s = contiguous_sum(p, p, c, [&g](T a, T) { return g(a); });
+        } else {
+          for (index j = 0; j < c; ++j) s += g(x(i, j));
+        }
+        out[i] = T(h(s, x.row(i)));
+      });
   } else {
     // Columns are contiguous: sweep them, keeping one accumulator per row of
     // a block of rows.
     constexpr index block = 512;
     const index nb = (r + block - 1) / block;
-    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
-    for (index b = 0; b < nb; ++b) {
-      const index i0 = b * block, i1 = std::min(r, i0 + block);
-      A acc[block] = {};
-      for (index j = 0; j < c; ++j)
-        for (index i = i0; i < i1; ++i) acc[i - i0] += g(x(i, j));
-      for (index i = i0; i < i1; ++i) out[i] = T(h(acc[i - i0], x.row(i)));
-    }
+    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
+      for (index b = 0; b < nb; ++b) {
+        const index i0 = b * block, i1 = std::min(r, i0 + block);
+        A acc[block] = {};
+        for (index j = 0; j < c; ++j)
+          for (index i = i0; i < i1; ++i) acc[i - i0] += g(x(i, j));
+        for (index i = i0; i < i1; ++i) out[i] = T(h(acc[i - i0], x.row(i)));
+      });
   }
 }
 
@@ -247,15 +247,15 @@ template <class T>
 void scale_rows(vector_view<const T> s, matrix_view<T> x) {
   const index r = x.rows(), c = x.cols();
   if (x.rows_contiguous()) {
-    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
-    for (index i = 0; i < r; ++i) {
-      const T f = s[i];
-      for (index j = 0; j < c; ++j) x(i, j) = T(x(i, j) * f);
-    }
+    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
+      for (index i = 0; i < r; ++i) {
+        const T f = s[i];
+        for (index j = 0; j < c; ++j) x(i, j) = T(x(i, j) * f);
+      });
   } else {
-    POLAR_OMP(parallel for schedule(static) if (r * c >= parallel_threshold))
-    for (index j = 0; j < c; ++j)
-      for (index i = 0; i < r; ++i) x(i, j) = T(x(i, j) * s[i]);
+    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
+      for (index j = 0; j < c; ++j)
+        for (index i = 0; i < r; ++i) x(i, j) = T(x(i, j) * s[i]););
   }
 }
 
@@ -391,32 +391,32 @@ void random_pass(matrix_view<T> x, const rng_key& key, distribution d, T scale, 
     const std::uint64_t start_block = first / per;
     const std::uint64_t end = first + std::uint64_t(n);
     const index nchunks = index((end - start_block * per + chunk - 1) / chunk);
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index q = 0; q < nchunks; ++q) {
-      const std::uint64_t lo = std::max(first, start_block * per + std::uint64_t(q) * chunk);
-      const std::uint64_t hi = std::min(end, start_block * per + std::uint64_t(q + 1) * chunk);
-      if (lo >= hi) continue;
-      if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
-        if (d == distribution::rademacher) {
-          rademacher_run<Add>(st, p + (lo - first), lo, hi, scale);
-          continue;
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index q = 0; q < nchunks; ++q) {
+        const std::uint64_t lo = std::max(first, start_block * per + std::uint64_t(q) * chunk);
+        const std::uint64_t hi = std::min(end, start_block * per + std::uint64_t(q + 1) * chunk);
+        if (lo >= hi) continue;
+        if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+          if (d == distribution::rademacher) {
+            rademacher_run<Add>(st, p + (lo - first), lo, hi, scale);
+            continue;
+          }
         }
-      }
-      if constexpr (std::is_same_v<T, float>) {
-        if (d == distribution::normal) {
-          normal_run<Add>(st, p + (lo - first), lo, hi, scale);
-          continue;
+        if constexpr (std::is_same_v<T, float>) {
+          if (d == distribution::normal) {
+            normal_run<Add>(st, p + (lo - first), lo, hi, scale);
+            continue;
+          }
         }
-      }
-      generate_range<T>(st, d, lo, hi - lo, [p, lo, first, put](std::uint64_t k, T z) { put(p[lo - first + k], z); });
-    }
+        generate_range<T>(st, d, lo, hi - lo, [p, lo, first, put](std::uint64_t k, T z) { put(p[lo - first + k], z); });
+      });
   } else {
-    POLAR_OMP(parallel for schedule(static) if (n >= parallel_threshold))
-    for (index i = 0; i < r; ++i) {
-      const auto row = x.row(i);
-      generate_range<T>(st, d, offset + std::uint64_t(i) * std::uint64_t(c), std::uint64_t(c),
-                        [row, put](std::uint64_t k, T z) { put(row[index(k)], z); });
-    }
+    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
+      for (index i = 0; i < r; ++i) {
+        const auto row = x.row(i);
+        generate_range<T>(st, d, offset + std::uint64_t(i) * std::uint64_t(c), std::uint64_t(c),
+                          [row, put](std::uint64_t k, T z) { put(row[index(k)], z); });
+      });
   }
 }
 

@@ -105,14 +105,14 @@ void for_each_row(matrix_view<T> w, matrix_view<const T> g, F&& f) {
   const index rows = w.rows();
   [[maybe_unused]] const bool parallel = threaded_backend<Backend>::value && rows * w.cols() >= host::parallel_threshold;
   if (w.col_stride() == 1 && g.col_stride() == 1) {
-    POLAR_OMP(parallel for schedule(static) if (parallel))
-    for (index i = 0; i < rows; ++i)
-      f(i, contiguous_row<T>{w.data() + i * w.row_stride()}, contiguous_row<const T>{g.data() + i * g.row_stride()});
+    POLAR_PARALLEL_FOR(parallel, ,
+      for (index i = 0; i < rows; ++i)
+        f(i, contiguous_row<T>{w.data() + i * w.row_stride()}, contiguous_row<const T>{g.data() + i * g.row_stride()}););
   } else {
-    POLAR_OMP(parallel for schedule(static) if (parallel))
-    for (index i = 0; i < rows; ++i)
-      f(i, strided_row<T>{w.data() + i * w.row_stride(), w.col_stride()},
-        strided_row<const T>{g.data() + i * g.row_stride(), g.col_stride()});
+    POLAR_PARALLEL_FOR(parallel, ,
+      for (index i = 0; i < rows; ++i)
+        f(i, strided_row<T>{w.data() + i * w.row_stride(), w.col_stride()},
+          strided_row<const T>{g.data() + i * g.row_stride(), g.col_stride()}););
   }
 }
 
