@@ -286,6 +286,8 @@ void md_pass2(matrix_view<T> w, const T* d, const T* a, const T* b, const T* pr,
 template <class Backend, class T>
 void md_settle(T* d, index rows, index cols, const T* a, const T* b) {
   [[maybe_unused]] const int threads = md_threads<Backend>(rows, cols);
+  // The row's loops carry pragmas: they stay outside POLAR_PARALLEL_FOR's
+  // argument, in this lambda.
   const auto row = [=](index i) {
     T* const di = d + i * cols;
     const T ai = a[i];
@@ -297,13 +299,7 @@ void md_settle(T* d, index rows, index cols, const T* a, const T* b) {
       for (index j = 0; j < cols; ++j) di[j] = T(di[j] * ai);
     }
   };
-  // The loop carries a pragma, so it cannot be POLAR_PARALLEL_FOR's argument.
-  if (threads > 1) {
-    POLAR_OMP(parallel for num_threads(threads) schedule(static))
-    for (index i = 0; i < rows; ++i) row(i);
-  } else {
-    for (index i = 0; i < rows; ++i) row(i);
-  }
+  POLAR_PARALLEL_FOR(threads > 1, num_threads(threads), for (index i = 0; i < rows; ++i) row(i););
 }
 
 }  // namespace polar::detail
