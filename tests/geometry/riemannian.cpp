@@ -10,8 +10,12 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
@@ -20,6 +24,7 @@
 #include "polar/geometry/manifold_muon.hpp"
 #include "polar/geometry/riemannian.hpp"
 #include "polar/geometry/stiefel.hpp"
+#include "core/state_bytes.hpp"
 #include "geometry/geometry_support.hpp"
 #include "support.hpp"
 
@@ -343,6 +348,179 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(fused_row_sphere_matches_the_generic_step, B, back
       run(polar::momentum_direction{0.01, 0.9, true, polar::momentum_kind::ema});
       run(polar::momentum_direction{0.01, 0.9, false, polar::momentum_kind::ema});
       run(polar::adamw_direction{0.01, 0.9, 0.999, 1e-8, 0.0});
+    }
+  }
+}
+
+// A zero row of W on the fused row-sphere path, with check_point off (the
+// release default, so nothing else looks at W before the kernel writes),
+// against the generic sequence. With something to step along (its gradient
+// row, or the direction's memory of the row) both step it onto the sphere
+// and agree; with nothing, both refuse it before writing anything.
+template <class T, class B, class Direction>
+void fused_zero_row(B& be, Direction dir, polar::index rows, polar::index cols, polar::index z) {
+  using tmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using cmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  dir.lr = 0.05;
+  polar::riemannian<Direction, polar::hypersphere> opt{dir, {polar::sphere_scope::rows, 2.0}};
+  opt.check_point = false;
+  auto generic = opt;
+  generic.fast_paths = false;
+  BOOST_TEST(opt.template takes_fast_path<B>());
+  const double tol = std::is_same_v<T, double> ? 1e-12 : 2e-5;
+  typename polar::hypersphere::template workspace<B, T> ws;
+  tmat w = geometry_test::random<T>(be, rows, cols, 90);
+  opt.geometry.project(be, polar::make_view(w), ws);
+  tmat wg = w;
+  auto s = opt.init(be, polar::make_view(w));
+  auto sg = generic.init(be, polar::make_view(wg));
+  const auto both = [&](const tmat& g, const char* what) {
+    BOOST_TEST_CONTEXT(what) {
+      opt.step(be, polar::make_view(w), cv(g), s);
+      generic.step(be, polar::make_view(wg), cv(g), sg);
+      BOOST_TEST(w.allFinite());
+      BOOST_TEST(double((w - wg).norm()) <= tol * double(wg.norm()));
+      BOOST_TEST(std::abs(double(w.row(z).norm()) - 2.0) <= tol);
+    }
+  };
+  // One ordinary step, so that the state remembers every row.
+  both(geometry_test::random<T>(be, rows, cols, 91), "ordinary");
+  // A zero row whose gradient row is zero but whose memory is not
+  // (momentum, Adam; SGD has none and is refused below).
+  tmat g = geometry_test::random<T>(be, rows, cols, 92);
+  g.row(z).setZero();
+  const bool remembers = !std::is_same_v<Direction, polar::sgd_direction>;
+  if (remembers) {
+    w.row(z).setZero();
+    wg.row(z).setZero();
+    both(g, "zero W and G rows, memory of the row");
+  }
+  // A zero row whose gradient row is not zero.
+  w.row(z).setZero();
+  wg.row(z).setZero();
+  both(geometry_test::random<T>(be, rows, cols, 93), "zero W row");
+  // Nothing to step along: W's row, G's row and the memory of the row zero.
+  w.row(z).setZero();
+  wg.row(z).setZero();
+  const auto forget_row = [&](auto& st) {
+    if constexpr (std::is_same_v<Direction, polar::momentum_direction>)
+      for (polar::index j = 0; j < cols; ++j) st.dir.buf.data()[z * cols + j] = T(0);
+    if constexpr (std::is_same_v<Direction, polar::adamw_direction>)
+      for (polar::index j = 0; j < cols; ++j) st.dir.m.data()[z * cols + j] = T(0);
+  };
+  forget_row(s);
+  forget_row(sg);
+  const tmat w0 = w;
+  const auto s0 = core_test::state_bytes(be, s), sg0 = core_test::state_bytes(be, sg);
+  const long steps = s.steps;
+  const auto refused = [&](auto& o, auto& st, const std::vector<std::uint8_t>& st0, polar::matrix_view<const T> gv,
+                           const char* what) {
+    BOOST_TEST_CONTEXT(what) {
+      try {
+        o.step(be, polar::make_view(w), gv, st);
+        BOOST_ERROR("a zero row with nothing to step along was stepped");
+      } catch (const polar::numerical_error& e) {
+        const std::string msg = e.what();
+        BOOST_TEST(msg.find("zero") != std::string::npos, msg);
+        // The generic sequence's error comes from the retraction.
+        if (o.template takes_fast_path<B>()) {
+          BOOST_TEST(msg.find("polar::riemannian::step") != std::string::npos, msg);
+          BOOST_TEST(msg.find("row " + std::to_string(z) + " of the " + std::to_string(rows) + "x" +
+                              std::to_string(cols)) != std::string::npos,
+                     msg);
+        }
+      }
+      BOOST_TEST((w - w0).norm() == T(0));
+      BOOST_TEST(core_test::state_bytes(be, st) == st0);
+      BOOST_TEST(st.steps == steps);
+    }
+  };
+  refused(opt, s, s0, cv(g), "fused, row-major G");
+  // Rows of G that are not contiguous take the strided scan.
+  const cmat gc = g;
+  refused(opt, s, s0, polar::make_view(gc), "fused, column-major G");
+  refused(generic, sg, sg0, cv(g), "generic");
+  // A NaN in G is found by the same pass, wherever it is.
+  tmat nan_g = g;
+  nan_g(rows - 1, cols - 1) = std::numeric_limits<T>::quiet_NaN();
+  BOOST_CHECK_THROW(opt.step(be, polar::make_view(w), cv(nan_g), s), polar::non_finite_error);
+  BOOST_TEST((w - w0).norm() == T(0));
+  BOOST_TEST(core_test::state_bytes(be, s) == s0);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(fused_row_sphere_reports_a_zero_row, B, backends) {
+  B be;
+  const auto run = [&](auto dir) {
+    // A small matrix (one thread) and one past the threading threshold.
+    for (const auto& [rows, cols, z] : {std::tuple<polar::index, polar::index, polar::index>{6, 11, 2},
+                                        {64, 1100, 37}}) {
+      BOOST_TEST_CONTEXT(rows << "x" << cols) {
+        fused_zero_row<double>(be, dir, rows, cols, z);
+        fused_zero_row<float>(be, dir, rows, cols, z);
+      }
+    }
+  };
+  run(polar::sgd_direction{});
+  run(polar::momentum_direction{0.01, 0.9, false});
+  run(polar::momentum_direction{0.01, 0.9, true});
+  run(polar::adamw_direction{0.01, 0.9, 0.999, 1e-8, 0.0});
+  // A learning rate of 0 takes the generic sequence, which refuses a zero
+  // row of W whatever its gradient (the step leaves it zero).
+  polar::riemannian_sgd<polar::hypersphere> zero_lr;
+  zero_lr.geometry.scope = polar::sphere_scope::rows;
+  zero_lr.check_point = false;
+  zero_lr.direction.lr = 0;
+  BOOST_TEST(!zero_lr.template takes_fast_path<B>());
+  typename polar::hypersphere::template workspace<B, double> ws;
+  dmat w = random(be, 6, 11, 94);
+  zero_lr.geometry.project(be, polar::make_view(w), ws);
+  auto s = zero_lr.init(be, polar::make_view(w));
+  w.row(4).setZero();
+  const dmat w0 = w;
+  BOOST_CHECK_THROW(zero_lr.step(be, polar::make_view(w), cv(dmat(random(be, 6, 11, 95))), s),
+                    polar::numerical_error);
+  BOOST_TEST((w - w0).norm() == 0.0);
+}
+
+// What check_fused_rows cannot see: a zero row of W whose gradient row is
+// not zero but whose update cancels exactly (heavy-ball momentum with mu =
+// 1/2 and a buffer row of -2 g: mu b + g = 0). The kernel leaves that row
+// as it was, steps the others, and the error says so; no NaN is written.
+BOOST_AUTO_TEST_CASE_TEMPLATE(fused_row_sphere_leaves_a_cancelled_row, B, backends) {
+  B be;
+  for (const auto& [rows, cols, z] : {std::tuple<polar::index, polar::index, polar::index>{6, 11, 2},
+                                      {64, 1100, 37}}) {
+    BOOST_TEST_CONTEXT(rows << "x" << cols) {
+      polar::riemannian_momentum<polar::hypersphere> opt;
+      opt.geometry.scope = polar::sphere_scope::rows;
+      opt.check_point = false;
+      opt.direction.momentum = 0.5;
+      opt.direction.lr = 0.1;
+      BOOST_TEST(opt.template takes_fast_path<B>());
+      typename polar::hypersphere::template workspace<B, double> ws;
+      dmat w = random(be, rows, cols, 96);
+      opt.geometry.project(be, polar::make_view(w), ws);
+      auto s = opt.init(be, polar::make_view(w));
+      const dmat g = random(be, rows, cols, 97);
+      w.row(z).setZero();
+      for (polar::index j = 0; j < cols; ++j) s.dir.buf.data()[z * cols + j] = -2 * g(z, j);
+      const dmat w0 = w;
+      try {
+        opt.step(be, polar::make_view(w), cv(g), s);
+        BOOST_ERROR("a cancelled step was not reported");
+      } catch (const polar::numerical_error& e) {
+        const std::string msg = e.what();
+        BOOST_TEST(msg.find("row " + std::to_string(z)) != std::string::npos, msg);
+        BOOST_TEST(msg.find("left as it was") != std::string::npos, msg);
+      }
+      BOOST_TEST(w.allFinite());
+      BOOST_TEST(w.row(z).norm() == 0.0);
+      for (polar::index i = 0; i < rows; ++i)
+        if (i != z) {
+          BOOST_TEST((w.row(i) - w0.row(i)).norm() > 0.0);
+          BOOST_TEST(std::abs(w.row(i).norm() - 1.0) <= 1e-12);
+        }
+      BOOST_TEST(s.steps == 1);
     }
   }
 }

@@ -94,8 +94,11 @@ struct riemannian {
   /// the default tolerance); on by default in debug builds.
   bool check_point = POLAR_CHECK_MANIFOLD != 0;
   /// Use a fused kernel where one exists (SGD, momentum and Adam on the row
-  /// sphere with the normalize retraction, host memory); false runs the
-  /// generic sequence, which gives the same result to rounding.
+  /// sphere with the normalize retraction, host memory, a learning rate
+  /// other than 0); false runs the generic sequence, which gives the same
+  /// result to rounding. Both refuse a zero row of W with nothing to step
+  /// along (its gradient row and the direction's memory of it zero:
+  /// numerical_error, nothing written).
   bool fast_paths = true;
 
   /// The per-matrix state: the direction's, the geometry's scratch, the tangent gradient and increment.
@@ -143,23 +146,40 @@ struct riemannian {
 
   /// One step of W along the direction, kept on the set.
   /// @throws shape_error, value_error (hyperparameters; weight decay on a
-  ///         manifold; in debug builds, W off the set), non_finite_error;
-  ///         nothing is written when it throws.
+  ///         manifold; in debug builds, W off the set), non_finite_error,
+  ///         numerical_error (a step the retraction cannot take: a zero
+  ///         row of the row sphere with nothing to step along); nothing is
+  ///         written when it throws, with one exception: on the fused
+  ///         row-sphere path, a row whose step cancels a point off the
+  ///         sphere exactly, or overflows, is found only once other rows
+  ///         are written; it is left as it was and the error says so.
   template <class Backend, class T>
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::riemannian::step";
     if constexpr (is_euclidean) {
       direction.step(be, w, g, s.dir);
     } else {
-      detail::check_step_args(be, op, w, g, s.rows, s.cols);
+      bool fused = false;
+      if constexpr (fusable<Backend>()) fused = takes_fast_path<Backend>() && detail::fused_state_ok(s.dir);
+      // The fused kernel checks G for NaN in its own pass (check_fused_rows).
+      detail::check_step_args(be, op, w, g, s.rows, s.cols, !fused);
       check(op);
       detail::debug_check_state(be, op, s);
       if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
       if constexpr (fusable<Backend>()) {
-        if (takes_fast_path<Backend>() && detail::fused_state_ok(s.dir)) {
+        if (fused) {
           geometry.check_radius(op);
-          detail::fused_row_sphere<Backend>(direction, geometry, w, g, s.dir);
+          detail::check_fused_rows<Backend>(op, as_const(w), g, detail::fused_memory<Backend>(direction, s.dir),
+                                            geometry.radius);
+          const index bad = detail::fused_row_sphere<Backend>(direction, geometry, w, g, s.dir);
           ++s.steps;
+          if (bad < w.rows())
+            detail::raise<numerical_error>(
+                op, "the step of row ", bad, " of the ", w.rows(), "x", w.cols(),
+                " matrix W is zero or overflows and cannot be scaled onto the sphere of radius ", geometry.radius,
+                "; that row was left as it was, while the other rows and the optimizer state took the step "
+                "(a point off the sphere, or a learning rate of ",
+                direction.lr, ")");
           return;
         }
       }
@@ -187,7 +207,8 @@ struct riemannian {
   template <class Backend>
   bool takes_fast_path() const {
     if constexpr (fusable<Backend>())
-      return fast_paths && geometry.scope == sphere_scope::rows && geometry.retraction == sphere_retraction::normalize;
+      return fast_paths && geometry.scope == sphere_scope::rows && geometry.retraction == sphere_retraction::normalize &&
+             direction.lr != 0;
     else
       return false;
   }

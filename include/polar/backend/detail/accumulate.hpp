@@ -44,17 +44,21 @@ POLAR_HOST_DEVICE double contiguous_sum(const A* a, const B* b, index n, G g) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-/// Whether a[0, n) holds no NaN and no infinity.
+/// What a[0, n) holds: value_kind::nonfinite where a NaN or an infinity is
+/// among it, else value_kind::zero where every element is zero (of either
+/// sign), else value_kind::finite.
 ///
 /// For float and double the test is on the bits: with the sign bit
 /// cleared, a value is finite exactly when its pattern, read as an integer,
-/// is below infinity's. The largest pattern is an integer max-reduction,
-/// which vectorizes without reordering any floating-point arithmetic; it
-/// takes about a third of the time of isfinite on every element (the
-/// check of G that every step makes; docs/benchmarks.md), and -ffast-math,
-/// which lets the compiler assume isfinite true, cannot fold it away.
+/// is below infinity's, and zero when the pattern is 0. The largest pattern
+/// is an integer max-reduction, which vectorizes without reordering any
+/// floating-point arithmetic; it takes about a third of the time of
+/// isfinite on every element (the check of G that every step makes;
+/// docs/benchmarks.md), and -ffast-math, which lets the compiler assume
+/// isfinite true, cannot fold it away.
+enum class value_kind : int { zero = 0, finite = 1, nonfinite = 2 };
 template <class T>
-POLAR_HOST_DEVICE bool contiguous_finite(const T* a, index n) {
+POLAR_HOST_DEVICE value_kind contiguous_kind(const T* a, index n) {
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     using U = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
     constexpr U magnitude = sizeof(T) == 4 ? U(0x7fffffff) : U(0x7fffffffffffffffLL);
@@ -69,15 +73,22 @@ POLAR_HOST_DEVICE bool contiguous_finite(const T* a, index n) {
       bits &= magnitude;
       largest = bits > largest ? bits : largest;
     }
-    return largest < infinity;
+    return largest >= infinity ? value_kind::nonfinite : largest == 0 ? value_kind::zero : value_kind::finite;
   } else {
-    bool ok = true;
+    bool ok = true, nonzero = false;
     for (index k = 0; k < n; ++k) {
       const double v = widen(a[k]);
       ok = ok && v - v == 0.0;
+      nonzero = nonzero || v != 0.0;
     }
-    return ok;
+    return !ok ? value_kind::nonfinite : nonzero ? value_kind::finite : value_kind::zero;
   }
+}
+
+/// Whether a[0, n) holds no NaN and no infinity (contiguous_kind).
+template <class T>
+POLAR_HOST_DEVICE bool contiguous_finite(const T* a, index n) {
+  return contiguous_kind(a, n) != value_kind::nonfinite;
 }
 
 }  // namespace polar::detail

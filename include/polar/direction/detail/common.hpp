@@ -91,17 +91,19 @@ void check_update_args(Backend& be, const char* op, const matrix_view<const T>& 
   if (!be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
-/// The checks every direction's step makes on W and G before writing.
+/// The checks every direction's step makes on W and G before writing; the
+/// pass over G for NaN and infinity is left out where the caller makes it
+/// itself (check_finite false: the fused row-sphere step).
 template <class Backend, class W, class G>
 void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const matrix_view<G>& g,
-                     index rows, index cols) {
+                     index rows, index cols, bool check_finite = true) {
   check_output(op, "W", w);
   check_input(op, "G", g);
   check_same_shape(op, "W", w, "G", g);
   check_no_alias(op, "W", w, "G", g);
   if (w.rows() != rows || w.cols() != cols)
     raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", rows, "x", cols);
-  if (!be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
+  if (check_finite && !be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
 /// A zero-filled rows x cols buffer in the backend's memory (a fresh

@@ -18,8 +18,17 @@
 //
 // in two passes over a row for SGD (|y| follows from <x, g>, |g|, |x|) and
 // momentum (|y| and <y, buf> follow from six sums of the first pass), and
-// three for Adam (the row's sums, then the update, then the scaling and the
-// transport together).
+// four for Adam (<x, g>; the first moment with |gt|^2; |y|^2 and <y, m>;
+// then y, scaled, written with the transport of m), each after the first in
+// the cache.
+//
+// Rows are written one after another, so a row that cannot be put on the
+// sphere must be found before the first is written: check_fused_rows does
+// that for the one case inputs meet (a zero row of W with a zero gradient
+// row) in the pass over G that every step makes for NaN. A row whose step is
+// still zero or overflows (a point off the sphere with an update that
+// cancels it exactly, or an absurd learning rate) is left as it was and
+// returned, and the caller raises after the other rows took the step.
 //
 // The update of these directions is already tangent (a combination of
 // tangent vectors, scaled per row), so the generic path's second projection
@@ -29,7 +38,9 @@
 // float over blocks of 512 elements, then in double (see sum_t).
 #pragma once
 
+#include <atomic>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <utility>
 
@@ -40,8 +51,10 @@
 #define POLAR_FMA_SUMS 0
 #endif
 
+#include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/host_loops.hpp"
 #include "polar/core/config.hpp"
+#include "polar/core/error.hpp"
 #include "polar/core/view.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/sgd.hpp"
@@ -116,16 +129,100 @@ void for_each_row(matrix_view<T> w, matrix_view<const T> g, F&& f) {
   }
 }
 
-/// x <- r y / |y| (y = x - lr u is already in x, |y|^2 = n2), and the
-/// buffer b moved to the new tangent space: b <- b - <x, b> x / r^2, where
+/// What row i of a view holds (contiguous_kind, strided where the columns
+/// are not adjacent).
+template <class T>
+value_kind row_kind(matrix_view<const T> a, index i) {
+  const index n = a.cols();
+  if (n == 0) return value_kind::zero;
+  if (a.col_stride() == 1) return contiguous_kind(&a(i, 0), n);
+  value_kind k = value_kind::zero;
+  for (index j = 0; j < n && k != value_kind::nonfinite; ++j) {
+    const value_kind e = contiguous_kind(&a(i, j), 1);
+    if (int(e) > int(k)) k = e;
+  }
+  return k;
+}
+
+/// The checks that the fused step makes before it writes anything, in one
+/// pass over G (the pass that the check of G for NaN and infinity makes in
+/// every step, taken row by row here):
+///  - G holds no NaN or infinity (non_finite_error, as every step);
+///  - no row has nothing to step along: W's row zero, G's row zero, and the
+///    direction's memory of the row zero too (`memory`, rows x cols
+///    row-major: the momentum buffer, Adam's first moment; null for SGD and
+///    where the memory is not kept, momentum or beta1 0). The generic
+///    sequence finds such a row when it normalizes (numerical_error); the
+///    fused kernel, which writes row after row, would find it too late.
+///    Only the rows whose gradient row is zero are read further.
+/// A zero row of W with something to step along steps to the normalized
+/// update on both paths.
+template <class Backend, class T>
+void check_fused_rows(const char* op, matrix_view<const T> w, matrix_view<const T> g, const T* memory,
+                      double radius) {
+  const index rows = w.rows(), cols = w.cols();
+  [[maybe_unused]] const bool parallel = threaded_backend<Backend>::value && rows * cols >= host::parallel_threshold;
+  int bad = 0;
+  index zero = rows;
+  POLAR_PARALLEL_FOR(parallel, reduction(| : bad) reduction(min : zero),
+    for (index i = 0; i < rows; ++i) {
+      const value_kind k = row_kind(g, i);
+      if (k == value_kind::nonfinite) bad = 1;
+      if (k == value_kind::zero && i < zero && row_kind(w, i) == value_kind::zero &&
+          (memory == nullptr || contiguous_kind(memory + i * cols, cols) == value_kind::zero))
+        zero = i;
+    });
+  if (bad) raise<non_finite_error>(op, "G (", rows, "x", cols, ") holds NaN or infinity");
+  if (zero < rows)
+    raise<numerical_error>(op, "row ", zero, " of the ", rows, "x", cols, " matrix W is zero and so is its gradient",
+                           memory ? " and the optimizer's memory of it" : "",
+                           ": it has no direction to step in and cannot be scaled onto the sphere of radius ", radius,
+                           " (W and the state are unchanged)");
+}
+
+/// The direction's memory of each row that check_fused_rows reads.
+template <class Backend, class T>
+const T* fused_memory(const sgd_direction&, const typename sgd_direction::template state<Backend, T>&) {
+  return nullptr;
+}
+template <class Backend, class T>
+const T* fused_memory(const momentum_direction& dir, const typename momentum_direction::template state<Backend, T>& s) {
+  return dir.momentum == 0 ? nullptr : s.buf.data();
+}
+template <class Backend, class T>
+const T* fused_memory(const adamw_direction& dir, const typename adamw_direction::template state<Backend, T>& s) {
+  return dir.beta1 == 0 ? nullptr : s.m.data();
+}
+
+/// The first row whose step could not be scaled back onto the sphere (its
+/// squared norm zero or not finite), recorded by the kernels' threads:
+/// rows.size() when there is none. check_fused_rows rules out the case that
+/// inputs meet in practice; what is left needs a point off the sphere and an
+/// update that cancels it exactly, or a learning rate that overflows.
+struct degenerate_row {
+  std::atomic<index> first;
+  explicit degenerate_row(index rows) : first(rows) {}
+  void record(index i) {
+    index seen = first.load(std::memory_order_relaxed);
+    while (i < seen && !first.compare_exchange_weak(seen, i, std::memory_order_relaxed)) {
+    }
+  }
+};
+
+/// Whether a squared norm can be scaled to the radius.
+inline bool scalable(double n2) { return n2 > 0 && n2 <= std::numeric_limits<double>::max(); }
+
+/// x <- r y / |y| for y = x + f b (|y|^2 = n2), and the buffer b moved to
+/// the new tangent space: b <- b - <x, b> x / r^2, where
 /// <x, b> = <y, b> r / |y| = yb r / |y|.
 template <class Row, class T>
-void finish_and_transport(Row x, T* b, index n, double n2, double yb, double r) {
+void finish_and_transport(Row x, T* b, T f, index n, double n2, double yb, double r) {
   const double s = r / std::sqrt(n2);
   const T scale = T(s), cb = T(yb * s / (r * r));
   POLAR_OMP(simd)
   for (index j = 0; j < n; ++j) {
-    const T xj = T(x[j] * scale);
+    const T y = T(x[j] + f * b[j]);
+    const T xj = T(y * scale);
     x[j] = xj;
     b[j] = T(b[j] - cb * xj);
   }
@@ -219,11 +316,13 @@ void row_sums(Row x, GRow g, index n, double& xg) {
 // SGD in two passes over a row: the sums <x, g>, |g|^2, |x|^2 give |y|^2 for
 // y = x - lr gt without forming y, then x <- r y / |y| is written at once.
 template <class Backend, class T>
-void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
-                      typename sgd_direction::template state<Backend, T>& s) {
+index fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
+                       typename sgd_direction::template state<Backend, T>& s) {
   const index n = w.cols();
   const double r = sph.radius, inv_r2 = 1.0 / (r * r), lr = dir.lr;
-  for_each_row<Backend>(w, g, [=](index, auto x, auto gr) {
+  degenerate_row degenerate(w.rows());
+  degenerate_row* const dg = &degenerate;
+  for_each_row<Backend>(w, g, [=](index i, auto x, auto gr) {
     double xg, gg, xx;
     dot3(x, gr, n, xg, gg, xx);
     const double c = xg * inv_r2;
@@ -231,6 +330,7 @@ void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_v
     if (gt2 < 0) gt2 = 0;
     const double xgt = xg - c * xx;               // <x, g - c x>
     const double y2 = xx - 2 * lr * xgt + lr * lr * gt2;
+    if (!scalable(y2)) return dg->record(i);  // the row is left as it was
     // x <- s (x - lr (g - c x)) = s (1 + lr c) x - s lr g: two operations
     // an element, as in the Euclidean step.
     const double sc = r / std::sqrt(y2);
@@ -239,11 +339,12 @@ void fused_row_sphere(const sgd_direction& dir, const hypersphere& sph, matrix_v
     for (index j = 0; j < n; ++j) x[j] = T(ax * x[j] - ag * gr[j]);
   });
   ++s.steps;
+  return degenerate.first;
 }
 
 template <class Backend, class T>
-void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
-                      typename momentum_direction::template state<Backend, T>& s) {
+index fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
+                       typename momentum_direction::template state<Backend, T>& s) {
   const index n = w.cols();
   const double r = sph.radius, inv_r2 = 1.0 / (r * r);
   const T lr = T(dir.lr), mu = T(dir.momentum);
@@ -255,6 +356,8 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   T* const buf0 = s.buf.data();
   const double lrd = double(lr), cgd = double(cg), ugd = double(ug), ubd = double(ub);
   using A = sum_t<T>;
+  degenerate_row degenerate(w.rows());
+  degenerate_row* const dg = &degenerate;
   // Pass 1: b' = mu b + cg g and q = ug g + ub b' (u before the projection
   // terms), with the sums that give everything else:
   //   u = q - c (ug + ub cg) x,  y = alpha x - lr q,  b_new = b' - cg c x.
@@ -303,6 +406,7 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
       const double alpha = 1 + lrd * c * (ugd + ubd * cgd);
       const double n2 = alpha * alpha * xx - 2 * alpha * lrd * xq + lrd * lrd * qq;
       const double yb = alpha * xb - alpha * k * xx - lrd * qb + lrd * k * xq;  // <y, b_new>
+      if (!scalable(n2)) return dg->record(i);  // x is left as it was, the buffer holds b'
       const double sc = r / std::sqrt(n2);
       // Pass 2: x <- r y / |y| = s (alpha x - lr (ug g + ub b')), and
       // b <- b_new - <x, b_new> x / r^2 = b' - k x - cb x_new, with the
@@ -324,11 +428,12 @@ void fused_row_sphere(const momentum_direction& dir, const hypersphere& sph, mat
   else
     rows(std::false_type{});
   ++s.steps;
+  return degenerate.first;
 }
 
 template <class Backend, class T>
-void fused_row_sphere(const adamw_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
-                      typename adamw_direction::template state<Backend, T>& s) {
+index fused_row_sphere(const adamw_direction& dir, const hypersphere& sph, matrix_view<T> w, matrix_view<const T> g,
+                       typename adamw_direction::template state<Backend, T>& s) {
   const index n = w.cols();
   const double r = sph.radius, inv_r2 = 1.0 / (r * r);
   const long t = s.steps + 1;
@@ -337,6 +442,8 @@ void fused_row_sphere(const adamw_direction& dir, const hypersphere& sph, matrix
   const double lr_over_bc1 = dir.lr / bc1, inv_sqrt_bc2 = 1 / std::sqrt(bc2), eps = dir.eps;
   T* const m0 = s.m.data();
   T* const v = s.v.data();
+  degenerate_row degenerate(w.rows());
+  degenerate_row* const dg = &degenerate;
   for_each_row<Backend>(w, g, [=](index i, auto x, auto gr) {
     T* const m = m0 + i * n;
     double xg;
@@ -355,13 +462,14 @@ void fused_row_sphere(const adamw_direction& dir, const hypersphere& sph, matrix
     POLAR_OMP(simd reduction(+ : n2, ym))
     for (index j = 0; j < n; ++j) {
       const T y = T(x[j] + f * m[j]);
-      x[j] = y;
       n2 += double(y) * double(y);
       ym += double(y) * double(m[j]);
     }
-    finish_and_transport(x, m, n, n2, ym, r);
+    if (!scalable(n2)) return dg->record(i);  // x is left as it was, the moments took the step
+    finish_and_transport(x, m, f, n, n2, ym, r);
   });
   s.steps = t;
+  return degenerate.first;
 }
 
 }  // namespace detail
