@@ -14,6 +14,7 @@
 #include "polar/backend/thrust.hpp"
 #include "polar/checkpoint.hpp"
 #include "polar/gains/row_col_gains.hpp"
+#include "core/state_bytes.hpp"
 #include "geometry/geometry_support.hpp"
 
 namespace {
@@ -492,6 +493,32 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_input_is_reported_and_changes_nothing, B, gain
   opt.radius = -1;
   BOOST_CHECK_THROW(opt.init(be, polar::make_view(w)), polar::value_error);
   BOOST_TEST(s.steps == 0);
+  // lr * weight_decay = 1 decays D to zero in one step: a row whose update
+  // is zero too (a zero gradient row, fresh moments) cannot be put back on
+  // its sphere. That setting takes the generic sequence, which refuses it
+  // before writing W or the state.
+  polar::md_adamw decays;
+  decays.sphere = polar::sphere_scope::rows;
+  decays.direction.lr = 0.5;
+  decays.direction.weight_decay = 2;
+  dmat wd = random(be, 4, 5, 65);
+  auto sd = decays.init(be, polar::make_view(wd));
+  dmat gz = random(be, 4, 5, 66);
+  gz.row(1).setZero();
+  BOOST_TEST(!decays.takes_fast_path(polar::make_view(wd), cv(gz), sd));
+  const dmat wd0 = wd;
+  const auto sd0 = core_test::state_bytes(be, sd);
+  try {
+    decays.step(be, polar::make_view(wd), cv(gz), sd);
+    BOOST_ERROR("a row of D decayed to zero was stepped");
+  } catch (const polar::numerical_error& e) {
+    BOOST_TEST(std::string(e.what()).find("zero norm") != std::string::npos, e.what());
+  }
+  BOOST_TEST((wd - wd0).norm() == 0.0);
+  BOOST_TEST(core_test::state_bytes(be, sd) == sd0);
+  // Any other weight decay keeps the fused kernel.
+  decays.direction.weight_decay = 1;
+  BOOST_TEST(decays.takes_fast_path(polar::make_view(wd), cv(gz), sd));
 }
 
 // A convolution kernel (out, in, kh, kw) steps as the matrix (out, in kh kw):

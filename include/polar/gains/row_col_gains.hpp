@@ -186,8 +186,11 @@ struct row_col_gains {
   /// which is the same when W already lies on D's sphere).
   bool absorb_scale = true;
   /// Use the fused host kernel where it applies (AdamW on D, host memory,
-  /// unit column strides, no gradient projection); false runs the generic
-  /// sequence, which gives the same result to rounding.
+  /// unit column strides, no gradient projection, lr * weight_decay not 1);
+  /// false runs the generic sequence, which gives the same result to
+  /// rounding. With lr * weight_decay = 1 the decay takes D to zero, and a
+  /// row of D whose update is zero too is refused; the generic sequence
+  /// refuses it before writing anything, the fused kernel could only after.
   bool fast_paths = true;
 
   /// The per-matrix state: D, the raw gains, their directions' states and scratch.
@@ -499,7 +502,7 @@ struct row_col_gains {
   bool takes_fast_path(matrix_view<T> w, in_matrix<T> g, const state<Backend, T>& s) const {
     if constexpr (fusable<Backend>())
       return fast_paths && !project_gradient && w.col_stride() == 1 && g.col_stride() == 1 &&
-             s.dir.groups == moment_groups::element;
+             s.dir.groups == moment_groups::element && T(1 - direction.lr * direction.weight_decay) != T(0);
     else
       return false;
   }
@@ -578,7 +581,9 @@ struct row_col_gains {
     const auto factor = [&](double sq, const char* what, index k) {
       if (!(sq > 0) || !std::isfinite(sq))
         detail::raise<numerical_error>(op, "after the step, ", what, k, " of the ", m, "x", n,
-                                       " direction D has squared norm ", sq, " and cannot be put back on its sphere");
+                                       " direction D has squared norm ", sq,
+                                       " and cannot be put back on its sphere; D and its moments took the step "
+                                       "(the fused kernel writes them as it goes), W and the gains did not");
       return T(h.radius / std::sqrt(sq));
     };
     if (sphere == sphere_scope::flat) {
