@@ -25,6 +25,8 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <string>
+#include <type_traits>
 #include <typeinfo>
 #include <vector>
 
@@ -137,6 +139,12 @@ std::vector<std::uint8_t> state_bytes(polar::backend::eigen& be, const S& s) {
   return ck.serialize();
 }
 
+/// Riemannian steps on the hypersphere, which may take the fused row-sphere kernels.
+template <class Opt>
+struct on_hypersphere : std::false_type {};
+template <class Direction>
+struct on_hypersphere<polar::riemannian<Direction, polar::hypersphere>> : std::true_type {};
+
 template <class T, class Opt>
 void run(FuzzedDataProvider& in, const Opt& opt, bool usual_hyper, bool check_finite) {
   polar::backend::eigen be;
@@ -169,12 +177,15 @@ void run(FuzzedDataProvider& in, const Opt& opt, bool usual_hyper, bool check_fi
       for (polar::index i = 0; i < rows * cols && i < 4; ++i)
         std::fprintf(stderr, "  W[%td] = %g, G[%td] = %g\n", i, double(w.view()(i / cols, i % cols)), i,
                      double(g_view(i / cols, i % cols)));
-    bool threw = false, fused_md = false;
+    bool threw = false, fused_md = false, fused_sphere = false;
     if constexpr (std::is_same_v<Opt, polar::md_adamw>) fused_md = opt.takes_fast_path(w.view(), g_view, *s);
+    if constexpr (on_hypersphere<Opt>::value) fused_sphere = opt.template takes_fast_path<polar::backend::eigen>();
+    std::string what;
     try {
       opt.step(be, w.view(), g_view, *s);
     } catch (const polar::error& e) {
       threw = true;
+      what = e.what();
       if (verbose) std::fprintf(stderr, "step %d threw: %s\n", k, e.what());
     }
     if (threw) {
@@ -191,6 +202,11 @@ void run(FuzzedDataProvider& in, const Opt& opt, bool usual_hyper, bool check_fi
           finding("a fused MD step that threw changed W");
         continue;
       }
+      // The other known gap: a fused row-sphere step with a row whose
+      // update cancels a point off the sphere exactly, or overflows, leaves
+      // that row and steps the others, then raises saying so
+      // (docs/reliability.md). Only that error skips the checks.
+      if (fused_sphere && what.find("left as it was") != std::string::npos) continue;
       if (std::memcmp(w_before.data(), w.storage.data(), w_before.size() * sizeof(T)) != 0)
         finding("a step that threw changed W");
       if (state_bytes(be, *s) != s_before) finding("a step that threw changed the state");
