@@ -103,7 +103,8 @@ void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const
   check_no_alias(op, "W", w, "G", g);
   if (w.rows() != rows || w.cols() != cols)
     raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", rows, "x", cols);
-  if (check_finite && !be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
+  if (check_finite && !be.all_finite(g))
+    raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
 /// A zero-filled rows x cols buffer in the backend's memory (a fresh

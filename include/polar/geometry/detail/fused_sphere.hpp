@@ -24,8 +24,9 @@
 //
 // Rows are written one after another, so a row that cannot be put on the
 // sphere must be found before the first is written: check_fused_rows does
-// that for the one case inputs meet (a zero row of W with a zero gradient
-// row) in the pass over G that every step makes for NaN. A row whose step is
+// that for the one case inputs meet (a zero row of W with nothing to step
+// along: its gradient row and the direction's memory of it zero) in the
+// pass over G that every step makes for NaN. A row whose step is
 // still zero or overflows (a point off the sphere with an update that
 // cancels it exactly, or an absurd learning rate) is left as it was and
 // returned, and the caller raises after the other rows took the step.
