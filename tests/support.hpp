@@ -78,14 +78,14 @@ constexpr double tolerance() {
 
 /// Checks that `f` throws E and that the message contains every fragment.
 template <class E, class F>
-void check_throws(F&& f, std::initializer_list<const char*> fragments) {
+void check_throws(F&& f, std::initializer_list<std::string> fragments) {
   bool thrown = false;
   try {
     f();
   } catch (const E& e) {
     thrown = true;
     const std::string what = e.what();
-    for (const char* frag : fragments)
+    for (const std::string& frag : fragments)
       BOOST_CHECK_MESSAGE(what.find(frag) != std::string::npos,
                           "message \"" << what << "\" lacks \"" << frag << "\"");
   }
