@@ -261,8 +261,10 @@ class thrust : private detail::thrust_system<System>::resources {
     check_space("polar::symmetrize", "C", c, space);
     detail::check_square("polar::symmetrize", "C", c);
     if (c.empty()) return;
-    ::thrust::for_each_n(policy(), ::thrust::counting_iterator<index>(0), c.size(),
-                         detail::thrust_alg::mirror<T>{c, from == uplo::lower});
+    detail::thrust_alg::on_policy(policy(), c.size(), [&](const auto& p) {
+      ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), c.size(),
+                           detail::thrust_alg::mirror<T>{c, from == uplo::lower});
+    });
   }
   /// gemm on each matrix of the stacks (batched cuBLAS calls on the device).
   template <class T>

@@ -109,6 +109,13 @@ namespace polar {
 /// Signed index type used for shapes, strides and offsets.
 using index = std::ptrdiff_t;
 
+namespace detail::host {
+/// Below this many elements a host loop runs on one thread (the Eigen
+/// backend's loops, the fused kernels, and the Thrust OpenMP system's calls):
+/// starting a team costs more than the loop saves.
+inline constexpr index parallel_threshold = index(1) << 15;
+}  // namespace detail::host
+
 /// Version of the headers in use, as {major, minor, patch}.
 struct version_info {
   int major;  ///< incompatible API changes

@@ -23,9 +23,6 @@
 
 namespace polar::detail::host {
 
-/// Below this many elements a loop runs on one thread.
-inline constexpr index parallel_threshold = index(1) << 15;
-
 /// The accumulator of reductions: double for float and the 16-bit types.
 template <class T>
 using acc_t = double;

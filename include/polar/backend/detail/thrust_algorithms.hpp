@@ -14,11 +14,16 @@
 #include <thrust/for_each.h>
 #include <thrust/functional.h>
 #include <thrust/iterator/counting_iterator.h>
+#include <thrust/system/cpp/execution_policy.h>
 #include <thrust/transform_reduce.h>
+#if defined(_OPENMP)
+#include <thrust/system/omp/execution_policy.h>
+#endif
 
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/checks.hpp"
@@ -30,6 +35,26 @@ namespace polar::detail::thrust_alg {
 using detail::widen;
 
 POLAR_HOST_DEVICE bool finite(double x) noexcept { return x - x == 0.0; }
+
+/// f(p) for the policy p that runs a call over n elements: Thrust's serial
+/// system in place of its OpenMP system below host::parallel_threshold
+/// elements, the policy given otherwise. Thrust's OpenMP algorithms open a
+/// parallel region on every call, whatever its size: 0.7 us for an axpby of
+/// 256 floats that the serial system does in 0.05 (docs/benchmarks.md), and
+/// a step over a small matrix or over gain vectors makes a dozen such calls.
+/// Elementwise results do not depend on the system; a reduction below the
+/// threshold adds its chunks' sums in order, on any number of threads.
+template <class Policy, class F>
+decltype(auto) on_policy(const Policy& policy, index n, F&& f) {
+#if defined(_OPENMP)
+  if constexpr (std::is_same_v<Policy, std::decay_t<decltype(::thrust::omp::par)>>) {
+    if (n < host::parallel_threshold) return f(::thrust::cpp::par);
+  }
+#else
+  (void)n;
+#endif
+  return f(policy);
+}
 
 /// (i, j) of element k when k runs along rows (row order) or columns.
 struct element_order {
@@ -123,23 +148,25 @@ void map(const Policy& policy, F f, matrix_view<T> out, matrix_view<const In>...
   const index n = out.size();
   if (n == 0) return;
   const bool flat = out.is_contiguous() && (flat_compatible(out, in) && ...);
-  ::thrust::counting_iterator<index> first(0);
-  if (flat) {
-    if constexpr (sizeof...(In) == 1)
-      ::thrust::for_each_n(policy, first, n, map1_flat<F, T, In...>{f, out.data(), in.data()...});
-    else if constexpr (sizeof...(In) == 2)
-      ::thrust::for_each_n(policy, first, n, map2_flat<F, T, In...>{f, out.data(), in.data()...});
-    else
-      ::thrust::for_each_n(policy, first, n, map3_flat<F, T, In...>{f, out.data(), in.data()...});
-  } else {
-    const auto ord = order_of(out);
-    if constexpr (sizeof...(In) == 1)
-      ::thrust::for_each_n(policy, first, n, map1_strided<F, T, In...>{f, out, in..., ord});
-    else if constexpr (sizeof...(In) == 2)
-      ::thrust::for_each_n(policy, first, n, map2_strided<F, T, In...>{f, out, in..., ord});
-    else
-      ::thrust::for_each_n(policy, first, n, map3_strided<F, T, In...>{f, out, in..., ord});
-  }
+  on_policy(policy, n, [&](const auto& p) {
+    ::thrust::counting_iterator<index> first(0);
+    if (flat) {
+      if constexpr (sizeof...(In) == 1)
+        ::thrust::for_each_n(p, first, n, map1_flat<F, T, In...>{f, out.data(), in.data()...});
+      else if constexpr (sizeof...(In) == 2)
+        ::thrust::for_each_n(p, first, n, map2_flat<F, T, In...>{f, out.data(), in.data()...});
+      else
+        ::thrust::for_each_n(p, first, n, map3_flat<F, T, In...>{f, out.data(), in.data()...});
+    } else {
+      const auto ord = order_of(out);
+      if constexpr (sizeof...(In) == 1)
+        ::thrust::for_each_n(p, first, n, map1_strided<F, T, In...>{f, out, in..., ord});
+      else if constexpr (sizeof...(In) == 2)
+        ::thrust::for_each_n(p, first, n, map2_strided<F, T, In...>{f, out, in..., ord});
+      else
+        ::thrust::for_each_n(p, first, n, map3_strided<F, T, In...>{f, out, in..., ord});
+    }
+  });
 }
 
 template <class T>
@@ -217,17 +244,19 @@ double sum_of(const Policy& policy, matrix_view<const A> x, matrix_view<const B>
   const index n = x.size();
   if (n == 0) return 0.0;
   const bool flat = x.is_contiguous() && flat_compatible(x, y);
-  ::thrust::counting_iterator<index> first(0);
-  if constexpr (Chunked) {
-    const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
-    return ::thrust::transform_reduce(policy, first, first + chunks,
-                                      pair_chunk<G, A, B>{g, x, y, order_of(x), flat, n}, 0.0,
-                                      ::thrust::plus<double>());
-  } else {
-    return ::thrust::transform_reduce(policy, first, first + n,
-                                      pair_term<G, A, B>{g, x, y, order_of(x), flat}, 0.0,
-                                      ::thrust::plus<double>());
-  }
+  return on_policy(policy, n, [&](const auto& p) {
+    ::thrust::counting_iterator<index> first(0);
+    if constexpr (Chunked) {
+      const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
+      return ::thrust::transform_reduce(p, first, first + chunks,
+                                        pair_chunk<G, A, B>{g, x, y, order_of(x), flat, n}, 0.0,
+                                        ::thrust::plus<double>());
+    } else {
+      return ::thrust::transform_reduce(p, first, first + n,
+                                        pair_term<G, A, B>{g, x, y, order_of(x), flat}, 0.0,
+                                        ::thrust::plus<double>());
+    }
+  });
 }
 
 struct product_term {
@@ -276,9 +305,11 @@ bool all_finite(const Policy& policy, matrix_view<const A> x) {
   if constexpr (Chunked) {
     ::thrust::counting_iterator<index> first(0);
     const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
-    return ::thrust::transform_reduce(policy, first, first + chunks,
-                                      nonfinite_chunk<A>{{nonfinite_term{}, x, x, order_of(x), x.is_contiguous(), n}}, 0,
-                                      ::thrust::bit_or<int>()) == 0;
+    return on_policy(policy, n, [&](const auto& p) {
+      return ::thrust::transform_reduce(p, first, first + chunks,
+                                        nonfinite_chunk<A>{{nonfinite_term{}, x, x, order_of(x), x.is_contiguous(), n}},
+                                        0, ::thrust::bit_or<int>()) == 0;
+    });
   } else {
     return sum_of<false>(policy, x, x, nonfinite_term{}) == 0.0;
   }
@@ -307,9 +338,11 @@ T max_abs(const Policy& policy, matrix_view<const T> x) {
   const index n = x.size();
   if (n == 0) return T(0);
   ::thrust::counting_iterator<index> first(0);
-  const double m = ::thrust::transform_reduce(
-      policy, first, first + n, pair_term<abs_term, T, T>{abs_term{}, x, x, order_of(x), x.is_contiguous()},
-      0.0, nan_max{});
+  const double m = on_policy(policy, n, [&](const auto& p) {
+    return ::thrust::transform_reduce(
+        p, first, first + n, pair_term<abs_term, T, T>{abs_term{}, x, x, order_of(x), x.is_contiguous()},
+        0.0, nan_max{});
+  });
   return T(m);
 }
 
@@ -396,8 +429,9 @@ struct line_reduce {
 template <class Policy, class T>
 void reduce_rows(const Policy& policy, matrix_view<const T> x, vector_view<T> out, bool norm) {
   if (x.rows() == 0) return;
-  ::thrust::for_each_n(policy, ::thrust::counting_iterator<index>(0), x.rows(),
-                       line_reduce<T>{x, out, norm});
+  on_policy(policy, x.size(), [&](const auto& p) {
+    ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), x.rows(), line_reduce<T>{x, out, norm});
+  });
 }
 
 template <class T>
@@ -416,8 +450,9 @@ struct scale_lines {
 template <class Policy, class T>
 void scale_rows(const Policy& policy, vector_view<const T> s, matrix_view<T> x) {
   if (x.empty()) return;
-  ::thrust::for_each_n(policy, ::thrust::counting_iterator<index>(0), x.size(),
-                       scale_lines<T>{s, x, order_of(x)});
+  on_policy(policy, x.size(), [&](const auto& p) {
+    ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), x.size(), scale_lines<T>{s, x, order_of(x)});
+  });
 }
 
 /// Copies one triangle of the square c onto the other, element k.
@@ -469,8 +504,10 @@ void random_pass(const Policy& policy, matrix_view<T> x, const rng_key& key, dis
   if (n == 0) return;
   const std::uint64_t per = philox_stream::per_block<T>(d);
   const std::uint64_t b0 = offset / per, b1 = (offset + n - 1) / per;
-  ::thrust::for_each_n(policy, ::thrust::counting_iterator<index>(0), index(b1 - b0 + 1),
-                       random_blocks<T>{philox_stream(key), d, scale, x, offset, offset + n, b0, add});
+  on_policy(policy, x.size(), [&](const auto& p) {
+    ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), index(b1 - b0 + 1),
+                         random_blocks<T>{philox_stream(key), d, scale, x, offset, offset + n, b0, add});
+  });
 }
 
 template <class Policy, class T>
