@@ -403,24 +403,48 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(pending_factors_and_remembered_gains_do_not_show, 
 
 // write_row, which the fused kernel's second pass writes W with: every
 // element, at every alignment and length, with streaming stores (where the
-// machine has them) and without.
+// machine has them, from the vector form of the row) and without, with and
+// without column factors; each element equal to the scalar form's.
+template <class T, bool ColFactor>
+bool write_row_case(bool streaming, polar::index offset, polar::index n) {
+  const std::size_t len = std::size_t(n);
+  std::vector<T> out(len + 20, T(-7)), d(len), b(len), pc(len);
+  for (polar::index j = 0; j < n; ++j) {
+    d[std::size_t(j)] = T(j) * T(0.5);
+    b[std::size_t(j)] = T(0.25) + T(j % 3);
+    pc[std::size_t(j)] = T(1.5) - T(j % 5) * T(0.125);
+  }
+  const polar::detail::fused_weight_row<T, ColFactor> f{d.data(), T(3), ColFactor ? b.data() : nullptr, T(0.75),
+                                                         pc.data()};
+  polar::detail::write_row(out.data() + offset, n, streaming, f);
+  polar::detail::stream_fence();
+  bool ok = true;
+  for (polar::index j = 0; j < n + 20; ++j) {
+    const bool in = j >= offset && j < offset + n;
+    T want = T(-7);
+    if (in) {
+      const polar::index k = j - offset;
+      const T dn = ColFactor ? T(d[std::size_t(k)] * T(3) * b[std::size_t(k)]) : T(d[std::size_t(k)] * T(3));
+      want = T(dn * T(0.75) * pc[std::size_t(k)]);
+    }
+    ok = ok && out[std::size_t(j)] == want;
+  }
+  return ok;
+}
+
 BOOST_AUTO_TEST_CASE(write_row_writes_every_element) {
   BOOST_TEST_MESSAGE("streaming stores compiled in: " << POLAR_STREAMING_STORES);
   for (bool streaming : {true, false})
     for (polar::index offset = 0; offset < 9; ++offset)
-      for (polar::index n : {0, 1, 7, 8, 63, 64, 65, 200, 1031}) {
-        std::vector<float> f(std::size_t(n + 20), -7.0f);
-        std::vector<double> d(std::size_t(n + 20), -7.0);
-        polar::detail::write_row(f.data() + offset, n, streaming, [](polar::index j) { return float(j) * 0.5f; });
-        polar::detail::write_row(d.data() + offset, n, streaming, [](polar::index j) { return double(j) * 0.25; });
-        polar::detail::stream_fence();
-        bool ok = true;
-        for (polar::index j = 0; j < n + 20; ++j) {
-          const bool in = j >= offset && j < offset + n;
-          ok = ok && f[std::size_t(j)] == (in ? float(j - offset) * 0.5f : -7.0f);
-          ok = ok && d[std::size_t(j)] == (in ? double(j - offset) * 0.25 : -7.0);
-        }
-        BOOST_TEST(ok, "streaming " << streaming << " offset " << offset << " n " << n);
+      for (polar::index n : {0, 1, 7, 8, 15, 16, 17, 63, 64, 65, 200, 1031}) {
+        BOOST_TEST((write_row_case<float, false>(streaming, offset, n)),
+                   "float streaming " << streaming << " offset " << offset << " n " << n);
+        BOOST_TEST((write_row_case<float, true>(streaming, offset, n)),
+                   "float with column factors, streaming " << streaming << " offset " << offset << " n " << n);
+        BOOST_TEST((write_row_case<double, false>(streaming, offset, n)),
+                   "double streaming " << streaming << " offset " << offset << " n " << n);
+        BOOST_TEST((write_row_case<double, true>(streaming, offset, n)),
+                   "double with column factors, streaming " << streaming << " offset " << offset << " n " << n);
       }
 }
 

@@ -41,7 +41,6 @@
 
 #include <atomic>
 #include <cmath>
-#include <cstdint>
 #include <limits>
 #include <type_traits>
 #include <utility>
@@ -56,6 +55,7 @@
 #include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/host_loops.hpp"
 #include "polar/core/config.hpp"
+#include "polar/core/detail/prefetch.hpp"
 #include "polar/core/error.hpp"
 #include "polar/core/view.hpp"
 #include "polar/direction/adamw.hpp"
@@ -239,19 +239,6 @@ template <class T>
 using sum_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 inline constexpr index sum_block = 512;
 
-/// How far ahead of the sums dot3 asks for x and g: 512 floats, 2 KB.
-inline constexpr index prefetch_ahead = 512;
-
-#if POLAR_FMA_SUMS
-/// Asks for the cache line of p + k, which may lie past the end of p's
-/// array: the address is formed as an integer, not as a pointer out of
-/// bounds.
-inline void prefetch_line(const float* p, index k) {
-  const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p) + std::uintptr_t(k) * sizeof(float);
-  _mm_prefetch(reinterpret_cast<const char*>(a), _MM_HINT_T0);
-}
-#endif
-
 /// The three sums a = <x, g>, b = |g|^2, c = |x|^2 of n elements, each in
 /// sum_t<T> over blocks of sum_block elements and the blocks' totals in
 /// double.
@@ -263,15 +250,10 @@ inline void prefetch_line(const float* p, index k) {
 /// with two accumulators each, which in the L2 cache takes 0.08-0.11 ns an
 /// element instead of 0.13-0.15 on the development machine (docs/hypersphere.md).
 ///
-/// That path also prefetches each line of x and g prefetch_ahead elements
-/// before it is summed (past the row's end, the next row's first lines,
-/// which a thread's next row usually is). The step leaves memory idle while
-/// it writes a row from L1; where the hardware prefetcher does not run far
-/// enough ahead to cover that (the 2-core Xeon of 2026-12-04, where memory
-/// is slow to answer), the sums then wait on every line: the prefetch took
-/// the first pass over 4096 x 4096 floats from 1.3 to 1.0 times a pass that
-/// only reads (docs/hypersphere.md). A prefetch never faults, so the lines
-/// past the end of the last row cost nothing but the request.
+/// That path also asks for each line of x and g prefetch_bytes before it
+/// is summed (core/detail/prefetch.hpp): the step leaves memory idle while
+/// it writes a row from L1, and without it the sums of the next row wait on
+/// their lines.
 template <class Row, class GRow>
 void dot3(Row x, GRow g, index n, double& xg, double& gg, double& xx) {
   using T = std::remove_const_t<std::remove_reference_t<decltype(g[0])>>;
@@ -286,13 +268,14 @@ void dot3(Row x, GRow g, index n, double& xg, double& gg, double& xx) {
       _mm256_store_ps(t, _mm256_add_ps(a, b));
       return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
     };
+    constexpr index ahead = index(prefetch_bytes / sizeof(float));
     for (index j0 = 0; j0 < n; j0 += sum_block) {
       const index j1 = j0 + sum_block < n ? j0 + sum_block : n;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0;
       index j = j0;
       for (; j + 16 <= j1; j += 16) {
-        prefetch_line(xp, j + prefetch_ahead);
-        prefetch_line(gp, j + prefetch_ahead);
+        prefetch(xp, j + ahead);
+        prefetch(gp, j + ahead);
         const __m256 x0 = _mm256_loadu_ps(xp + j), x1 = _mm256_loadu_ps(xp + j + 8);
         const __m256 g0 = _mm256_loadu_ps(gp + j), g1 = _mm256_loadu_ps(gp + j + 8);
         a0 = _mm256_fmadd_ps(x0, g0, a0);
