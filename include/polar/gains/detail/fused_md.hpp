@@ -88,6 +88,16 @@ int md_threads(index rows, index cols) {
   return 1;
 }
 
+/// Matrices of at least this many bytes are taken to come from memory:
+/// W is written by streaming stores (see write_row), and pass 1 asks for
+/// its lines ahead. A smaller W is likely to be read again from the cache
+/// before it leaves it, by the forward pass that follows the step, and a
+/// smaller step's operands are likely to be in the cache already, where
+/// the prefetch and the shorter vector loops it takes only cost (at
+/// 256 x 256 floats the step's ratio to AdamW's rose from 1.4-2.1 to
+/// 2.0-2.7 with them; docs/gains.md).
+inline constexpr std::size_t streaming_bytes = std::size_t(1) << 23;
+
 /// One row of pass 1; D's row is di times the pending factors ai and, with
 /// ColFactor, b (without, b is all ones and not read: one row of a matrix
 /// of rows x 4096 floats takes 16 KB of L1 a vector); ColGrad and ColNorm
@@ -96,28 +106,30 @@ int md_threads(index rows, index cols) {
 /// sum_t<T> over blocks of sum_block elements and the blocks' totals in
 /// double, as in the fused sphere kernels; a thread's column gradients
 /// likewise in sum_t<T> (a gradient: its rounding is harmless), the column
-/// norms, which set D's radius, in double.
+/// norms, which set D's radius, in double. With `from_memory`, the row goes
+/// in pieces of four cache lines, each after asking for the lines of G, D,
+/// m and v prefetch_bytes ahead (core/detail/prefetch.hpp): the element's
+/// arithmetic keeps too few lines in flight otherwise.
 template <bool ColGrad, bool ColNorm, bool ColFactor, class T>
 void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, T ai, const T* b, index cols, T b1, T b2,
-                  T keep, T lr_bc1, T isbc2, T eps, sum_t<T>* cg, double* cn, double& sr, double& sp, double& nn) {
+                  T keep, T lr_bc1, T isbc2, T eps, sum_t<T>* cg, double* cn, bool from_memory, double& sr,
+                  double& sp, double& nn) {
   using A = sum_t<T>;
-  // The row goes in pieces of four cache lines, each after asking for the
-  // lines of G, D, m and v prefetch_bytes ahead (core/detail/prefetch.hpp):
-  // the element's arithmetic keeps too few lines in flight otherwise.
-  constexpr index piece = index(4 * cache_line_bytes / sizeof(T)), line = index(cache_line_bytes / sizeof(T));
-  constexpr index ahead = index(prefetch_bytes / sizeof(T));
+  constexpr index line = index(cache_line_bytes / sizeof(T)), ahead = index(prefetch_bytes / sizeof(T));
+  const index piece = from_memory ? 4 * line : sum_block;
   sr = sp = nn = 0;
   for (index j0 = 0; j0 < cols; j0 += sum_block) {
     const index j1 = j0 + sum_block < cols ? j0 + sum_block : cols;
     A a_sr = 0, a_sp = 0, a_nn = 0;
     for (index s0 = j0; s0 < j1; s0 += piece) {
       const index s1 = s0 + piece < j1 ? s0 + piece : j1;
-      for (index k = s0 + ahead; k < s1 + ahead; k += line) {
-        prefetch(gi, k);
-        prefetch(di, k);
-        prefetch(mi, k);
-        prefetch(vi, k);
-      }
+      if (from_memory)
+        for (index k = s0 + ahead; k < s1 + ahead; k += line) {
+          prefetch(gi, k);
+          prefetch(di, k);
+          prefetch(mi, k);
+          prefetch(vi, k);
+        }
       POLAR_OMP(simd reduction(+ : a_sr, a_sp, a_nn))
       for (index j = s0; j < s1; ++j) {
         const T dj = ColFactor ? T(di[j] * ai * b[j]) : T(di[j] * ai), gj = gi[j];
@@ -154,6 +166,7 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
   const T b1 = T(dir.beta1), b2 = T(dir.beta2), keep = T(1 - dir.lr * dir.weight_decay);
   const T lr_bc1 = T(dir.lr / bc1), isbc2 = T(1 / std::sqrt(bc2)), eps = T(dir.eps);
   const int threads = md_threads<Backend>(rows, cols);
+  const bool from_memory = std::size_t(rows) * std::size_t(cols) * sizeof(T) >= streaming_bytes;
   md_sums out;
   out.row_grad.assign(std::size_t(rows), 0.0);
   out.row_norm.assign(std::size_t(rows), 0.0);
@@ -180,7 +193,8 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
       double sr = 0, sp = 0, nn = 0;
       const auto row = [&](auto grad, auto norm, auto factor) {
         md_adamw_row<decltype(grad)::value, decltype(norm)::value, decltype(factor)::value>(
-            gi, di, mi, vi, pc, pr[i], a[i], b, cols, b1, b2, keep, lr_bc1, isbc2, eps, cgt, cnt, sr, sp, nn);
+            gi, di, mi, vi, pc, pr[i], a[i], b, cols, b1, b2, keep, lr_bc1, isbc2, eps, cgt, cnt, from_memory, sr, sp,
+            nn);
       };
       const auto with_factor = [&](auto grad, auto norm) {
         if (b)
@@ -214,11 +228,6 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
   if (col_norm) reduce(cn, out.col_norm);
   return out;
 }
-
-/// Matrices of at least this many bytes are written by streaming stores
-/// (see write_row): a smaller W is likely to be read again from the cache
-/// before it leaves it, by the forward pass that follows the step.
-inline constexpr std::size_t streaming_bytes = std::size_t(1) << 23;
 
 /// Element j of a row of the fused weight, (d_j a b_j) r pc_j, where d is
 /// the row of D with its pending row factor a and column factors b

@@ -327,9 +327,8 @@ void row_sums(Row x, GRow g, index n, double& xg) {
 /// L1. Where AVX-512 is there it is written with 512-bit vectors for
 /// contiguous float rows: GCC and Clang vectorize the loop with 256-bit ones
 /// on those processors by default, and a pass that only runs from L1 is
-/// bound by the number of stores (in the harness of docs/hypersphere.md the
-/// step went from 1.10-1.31 to 0.99-1.16 times the Euclidean step with it
-/// and the prefetch in dot3 together).
+/// bound by the number of stores (docs/hypersphere.md has what it and the
+/// prefetch in dot3 gave together).
 template <class Row, class GRow, class T>
 void scale_and_subtract(Row x, GRow g, index n, T ax, T ag) {
 #if defined(__AVX512F__) && POLAR_FMA_SUMS
