@@ -21,13 +21,16 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <type_traits>
 #include <utility>
 
 #include "polar/core/check.hpp"
 #include "polar/core/config.hpp"
 #include "polar/core/error.hpp"
+#include "polar/core/scratch.hpp"
 #include "polar/core/view.hpp"
+#include "polar/direction/detail/common.hpp"
 
 namespace polar {
 
@@ -65,6 +68,35 @@ struct zero_nonfinite_fn {
   }
 };
 
+/// The zero policy's copy of G, shared by an optimizer's guards.
+template <class Backend, class T>
+struct guard_scratch {
+  typename Backend::template buffer<T> clean;  ///< G with the bad entries zeroed
+  /// Room for n elements.
+  void reserve(Backend& be, index n) {
+    if (clean.size() < n) clean = be.template allocate<T>(n);
+  }
+  /// Bytes held.
+  std::size_t bytes() const { return buffer_bytes(clean); }
+};
+
+template <class O, class B, class T, class = void>
+struct has_update : std::false_type {};
+template <class O, class B, class T>
+struct has_update<O, B, T,
+                  std::void_t<decltype(std::declval<const O&>().update(
+                      std::declval<B&>(), std::declval<matrix_view<const T>>(),
+                      std::declval<typename O::template state<B, T>&>(), std::declval<matrix_view<T>>()))>>
+    : std::true_type {};
+
+template <class O, class B, class T, class = void>
+struct has_grouped_init : std::false_type {};
+template <class O, class B, class T>
+struct has_grouped_init<O, B, T,
+                        std::void_t<decltype(std::declval<const O&>().init(
+                            std::declval<B&>(), std::declval<matrix_view<T>>(), moment_groups::element))>>
+    : std::true_type {};
+
 }  // namespace detail
 
 /// Any optimizer with a policy for non-finite gradients (see the header
@@ -75,15 +107,23 @@ struct nonfinite_guard {
   Optimizer optimizer{};                             ///< the optimizer that steps
   nonfinite_policy policy = nonfinite_policy::raise;  ///< what a non-finite gradient does
 
-  /// The wrapped optimizer's state, a scratch gradient for the zero policy,
-  /// and the counts.
+  /// The wrapped optimizer's state, the counts, and a pointer to the zero
+  /// policy's scratch copy of G (the state's own until an optimizer shares
+  /// one among all its states).
   template <class Backend, class T>
   struct state {
+    /// The scratch type a step of this state uses.
+    using scratch_type = detail::guard_scratch<Backend, T>;
     typename Optimizer::template state<Backend, T> inner;  ///< the wrapped optimizer's
-    typename Backend::template buffer<T> clean;            ///< G with the bad entries zeroed (zero policy)
+    std::shared_ptr<scratch_type> scratch;                 ///< G with the bad entries zeroed (zero policy)
     long skipped = 0;                                      ///< steps skipped (skip policy)
     long zeroed_steps = 0;                                 ///< steps taken with entries zeroed (zero policy)
     long long zeroed_entries = 0;                          ///< entries zeroed, over all steps
+    /// Uses the pool's scratch, for this state and the wrapped one, from now on.
+    void share_scratch(scratch_pool& pool) {
+      scratch = pool.get<scratch_type>();
+      detail::share_scratch(inner, pool);
+    }
     /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the wrapped
     /// state and the counts.
     template <class F>
@@ -102,6 +142,55 @@ struct nonfinite_guard {
     s.inner = optimizer.init(be, w);
     return s;
   }
+  /// A fresh state whose second moment is shared over `groups`, for a
+  /// wrapped direction that takes them (the form a geometry composes with).
+  template <class Backend, class U, class T = std::remove_const_t<U>,
+            class = std::enable_if_t<detail::has_grouped_init<Optimizer, Backend, T>::value>>
+  state<Backend, T> init(Backend& be, matrix_view<U> w, moment_groups groups) const {
+    state<Backend, T> s;
+    s.inner = optimizer.init(be, w, groups);
+    return s;
+  }
+
+  /// The increment of the wrapped direction (the form a geometry composes
+  /// with), G's non-finite entries handled by the policy: skip gives a zero
+  /// increment and leaves the wrapped state as it was.
+  template <class Backend, class T, class = std::enable_if_t<detail::has_update<Optimizer, Backend, T>::value>>
+  void update(Backend& be, in_matrix<T> g, state<Backend, T>& s, matrix_view<T> d) const {
+    constexpr const char* op = "polar::nonfinite_guard::update";
+    check_input(op, "G", g);
+    check_output(op, "D", d);
+    check_same_shape(op, "D", d, "G", g);
+    if (be.all_finite(g)) {
+      optimizer.update(be, g, s.inner, d);
+      return;
+    }
+    switch (policy) {
+      case nonfinite_policy::skip:
+        optimizer.check(op);
+        be.fill(d, T(0));
+        ++s.skipped;
+        return;
+      case nonfinite_policy::zero: {
+        optimizer.check(op);
+        const auto [clean, bad] = zeroed(be, g, s);
+        optimizer.update(be, clean, s.inner, d);
+        ++s.zeroed_steps;
+        s.zeroed_entries += bad;
+        return;
+      }
+      default:
+        refuse(be, op, g, s);
+    }
+  }
+  /// Calls f on each state buffer of the wrapped direction that is a
+  /// tangent vector at W.
+  template <class Backend, class T, class F>
+  void for_each_tangent(state<Backend, T>& s, F&& f) const {
+    optimizer.for_each_tangent(s.inner, std::forward<F>(f));
+  }
+  /// Throws value_error for the wrapped optimizer's hyperparameters out of range.
+  void check(const char* op = "polar::nonfinite_guard") const { optimizer.check(op); }
 
   /// One step of the wrapped optimizer, with G's non-finite entries handled
   /// by the policy.
@@ -124,7 +213,6 @@ struct nonfinite_guard {
       optimizer.step(be, w, g, s.inner);
       return;
     }
-    const index m = g.rows(), n = g.cols();
     switch (policy) {
       case nonfinite_policy::skip:
         // The wrapped optimizer's checks (hyperparameters, the state's shape)
@@ -134,25 +222,35 @@ struct nonfinite_guard {
         return;
       case nonfinite_policy::zero: {
         optimizer.check(op);
-        if (s.clean.size() != m * n) s.clean = be.template allocate<T>(m * n);
-        const auto clean = row_major_view(s.clean.data(), m, n, -1, Backend::space);
-        be.map(detail::nonfinite_indicator_fn<T>{}, clean, g);
-        const auto bad = static_cast<long long>(double(be.sum(as_const(clean))));
-        be.map(detail::zero_nonfinite_fn<T>{}, clean, g);
-        optimizer.step(be, w, as_const(clean), s.inner);
+        const auto [clean, bad] = zeroed(be, g, s);
+        optimizer.step(be, w, clean, s.inner);
         ++s.zeroed_steps;
         s.zeroed_entries += bad;
         return;
       }
-      default: {
-        auto scratch = be.template allocate<T>(m * n);
-        const auto v = row_major_view(scratch.data(), m, n, -1, Backend::space);
-        be.map(detail::nonfinite_indicator_fn<T>{}, v, g);
-        const double bad = double(be.sum(as_const(v)));
-        detail::raise<non_finite_error>(op, "G (", m, "x", n, ") holds ", bad,
-                                        " NaN or infinite entries (policy raise; skip or zero would go on)");
-      }
+      default:
+        refuse(be, op, g, s);
     }
+  }
+
+ private:
+  // G with its non-finite entries zeroed, in the scratch, and their count.
+  template <class Backend, class T>
+  static std::pair<matrix_view<const T>, long long> zeroed(Backend& be, in_matrix<T> g, state<Backend, T>& s) {
+    const index m = g.rows(), n = g.cols();
+    auto& scratch = detail::scratch_of(s.scratch);
+    scratch.reserve(be, m * n);
+    const auto clean = row_major_view(scratch.clean.data(), m, n, -1, Backend::space);
+    be.map(detail::nonfinite_indicator_fn<T>{}, clean, g);
+    const auto bad = static_cast<long long>(double(be.sum(as_const(clean))));
+    be.map(detail::zero_nonfinite_fn<T>{}, clean, g);
+    return {as_const(clean), bad};
+  }
+  template <class Backend, class T>
+  [[noreturn]] static void refuse(Backend& be, const char* op, in_matrix<T> g, state<Backend, T>& s) {
+    const auto bad = zeroed(be, g, s).second;
+    detail::raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds ", bad,
+                                    " NaN or infinite entries (policy raise; skip or zero would go on)");
   }
 };
 

@@ -164,7 +164,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(gradients_match_finite_differences, B, gains_backe
         opt.split(be, cv(L.grad(wf)), s);
         const double h = 1e-6;
         // D.
-        const dmat gd = host(be, s, s.p, m, n);
+        const dmat gd = host(be, s, s.scratch->p, m, n);
         double err = 0, scale = 0;
         for (polar::index i = 0; i < m; ++i)
           for (polar::index j = 0; j < n; ++j) {

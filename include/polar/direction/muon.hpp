@@ -33,12 +33,14 @@
 #pragma once
 
 #include <cmath>
+#include <memory>
 #include <string>
 #include <type_traits>
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/debug_checks.hpp"
+#include "polar/core/scratch.hpp"
 #include "polar/core/tensor.hpp"
 #include "polar/direction/detail/common.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
@@ -66,6 +68,27 @@ inline double muon_scale(scale_rule rule, index rows, index cols) noexcept {
   }
 }
 
+namespace detail {
+/// What a Muon step needs only while it runs: the orthogonalizer's input
+/// and output and its workspace, in the iteration precision. Shared by every
+/// state of an optimizer (polar/core/scratch.hpp).
+template <class Backend, class C, class Orthogonalizer>
+struct muon_scratch {
+  typename Backend::template buffer<C> m;  ///< the orthogonalizer's input
+  typename Backend::template buffer<C> u;  ///< its output, the polar factor
+  typename Orthogonalizer::template workspace<Backend, C> ws;  ///< the orthogonalizer's buffers
+  /// Room for n elements in m and u.
+  void reserve(Backend& be, index n) {
+    if (m.size() < n) {
+      m = be.template allocate<C>(n);
+      u = be.template allocate<C>(n);
+    }
+  }
+  /// Bytes held.
+  std::size_t bytes() const { return buffer_bytes(m, u) + workspace_bytes(ws); }
+};
+}  // namespace detail
+
 /// Muon's hyperparameters and its step.
 ///
 /// @tparam Orthogonalizer a policy with
@@ -89,22 +112,26 @@ struct muon_direction {
   template <class T>
   using compute_t = std::conditional_t<std::is_void_v<Compute>, T, Compute>;
 
-  /// The per-tensor state: momentum buffer (parameter precision), the
-  /// orthogonalizer's input and output and workspace (iteration precision),
-  /// all contiguous in the backend's memory.
+  /// The per-tensor state: the momentum buffer (parameter precision, in
+  /// the backend's memory), and a pointer to the scratch a step uses
+  /// (orthogonalizer input, output and workspace in the iteration
+  /// precision): the state's own, allocated at its first step, until an
+  /// optimizer shares one scratch among all its states (share_scratch).
   template <class Backend, class T>
   struct state {
     using C = compute_t<T>;  ///< the scalar type the orthogonalizer iterates in
+    /// The scratch type a step of this state uses.
+    using scratch_type = detail::muon_scratch<Backend, C, Orthogonalizer>;
     typename Backend::template buffer<T> buf;  ///< momentum, in the parameter's precision
-    typename Backend::template buffer<C> m;  ///< the orthogonalizer's input
-    typename Backend::template buffer<C> u;  ///< its output, the polar factor
-    typename Orthogonalizer::template workspace<Backend, C> ws;  ///< the orthogonalizer's buffers
+    std::shared_ptr<scratch_type> scratch;     ///< the step's scratch (not saved in checkpoints)
     index count = 0;  ///< matrices in the stack Muon sees
     index rows = 0;   ///< rows of each
     index cols = 0;   ///< columns of each
     long steps = 0;                       ///< steps taken
+    /// Uses the pool's scratch from now on instead of the state's own.
+    void share_scratch(scratch_pool& pool) { scratch = pool.get<scratch_type>(); }
     /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the momentum,
-    /// the stack's shape, the steps (m, u and ws are scratch).
+    /// the stack's shape, the steps (the scratch is not kept).
     template <class F>
     void visit(F& f) {
       f.buffer("buf", buf);
@@ -131,8 +158,6 @@ struct muon_direction {
     s.rows = w.rows();
     s.cols = w.cols();
     s.buf = detail::zero_buffer<T>(be, s.count * s.rows, s.cols);
-    s.m = be.template allocate<compute_t<T>>(w.size());
-    s.u = be.template allocate<compute_t<T>>(w.size());
     return s;
   }
   /// A fresh state for a tensor of rank 2 to 5 (see the header comment).
@@ -177,7 +202,7 @@ struct muon_direction {
                                  " but the state was made for ", shape_of(s.count, s.rows, s.cols));
     check();
     advance(be, opname, g, s);
-    const auto u = view(s.u, s, Backend::space);
+    const auto u = view(s.scratch->u, s, Backend::space);
     // W <- W (1 - lr wd) - lr scale U
     const double step = lr * muon_scale(scale, s.rows, s.cols), keep = 1 - lr * weight_decay;
     if constexpr (std::is_same_v<C, T>)
@@ -203,7 +228,7 @@ struct muon_direction {
                                  shape_of(s.count, s.rows, s.cols));
     check(opname);
     advance(be, opname, as_batch(g), s);
-    const auto u = row_major_view(s.u.data(), s.rows, s.cols, -1, Backend::space);
+    const auto u = row_major_view(s.scratch->u.data(), s.rows, s.cols, -1, Backend::space);
     const double step = lr * muon_scale(scale, s.rows, s.cols);
     if constexpr (std::is_same_v<C, T>)
       be.axpby(T(-step), as_const(u), T(0), d);
@@ -243,9 +268,11 @@ struct muon_direction {
     if (!finite)
       detail::raise<non_finite_error>(opname, "G (", shape_of(s.count, s.rows, s.cols), ") holds NaN or infinity");
 
+    auto& scratch = detail::scratch_of(s.scratch);
+    scratch.reserve(be, s.count * s.rows * s.cols);
     const auto buf = view(s.buf, s, Backend::space);
-    const auto m = view(s.m, s, Backend::space);
-    const auto u = view(s.u, s, Backend::space);
+    const auto m = view(scratch.m, s, Backend::space);
+    const auto u = view(scratch.u, s, Backend::space);
     const T mu = T(momentum);
     // buf <- mu buf + c g
     const T c = kind == momentum_kind::ema ? T(1 - momentum) : T(1);
@@ -259,7 +286,7 @@ struct muon_direction {
     } else {
       be.map(detail::cast_fn<C>{}, stacked(m), as_const(stacked(buf)));
     }
-    orthogonalizer(be, as_const(m), u, s.ws);
+    orthogonalizer(be, as_const(m), u, scratch.ws);
   }
 
   static std::string shape_of(index count, index rows, index cols) {

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -36,6 +37,7 @@
 #include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/detail/state_snapshot.hpp"
 #include "polar/core/error.hpp"
+#include "polar/core/scratch.hpp"
 #include "polar/core/tensor.hpp"
 #include "polar/core/view.hpp"
 #include "polar/direction/adamw.hpp"
@@ -147,6 +149,21 @@ struct divide_by_fn {
   POLAR_HOST_DEVICE T operator()(T y) const { return T(y / s); }
 };
 
+/// What an MD step needs only while it runs: dL/dD (rows x cols), the
+/// sphere's workspace, and the copy of the state taken before a step of the
+/// generic sequence (polar/core/scratch.hpp).
+template <class Backend, class T>
+struct md_scratch {
+  typename Backend::template buffer<T> p;                   ///< dL/dD, rows x cols
+  typename hypersphere::template workspace<Backend, T> ws;  ///< the sphere's scratch
+  state_snapshot<Backend, T> backup;                        ///< the state before the step
+  /// Room for n elements in p.
+  void reserve(Backend& be, index n) {
+    if (p.size() < n) p = be.template allocate<T>(n);
+  }
+  /// Bytes held.
+  std::size_t bytes() const { return buffer_bytes(p) + ws.bytes() + backup.bytes(); }
+};
 }  // namespace detail
 
 /// Magnitude-direction decoupling over a base direction (see the header
@@ -202,18 +219,20 @@ struct row_col_gains {
     typename Direction::template state<Backend, T> dir;            ///< D's direction state
     typename GainDirection::template state<Backend, T> r_dir;  ///< the row gains' direction state
     typename GainDirection::template state<Backend, T> c_dir;  ///< the column gains'
-    typename Backend::template buffer<T> p;        ///< scratch rows x cols
     typename Backend::template buffer<T> pr;  ///< phi(r)
     typename Backend::template buffer<T> pc;  ///< phi(c)
     typename Backend::template buffer<T> gr;  ///< the gradient of r
     typename Backend::template buffer<T> gc;  ///< the gradient of c
-    typename hypersphere::template workspace<Backend, T> ws;  ///< the sphere's scratch
+    /// The scratch type a step of this state uses.
+    using scratch_type = detail::md_scratch<Backend, T>;
+    /// The step's scratch: dL/dD, the sphere's workspace, the copy of the
+    /// state taken before a step of the generic sequence (not saved in
+    /// checkpoints). The state's own until an optimizer shares one among
+    /// all its states (share_scratch).
+    std::shared_ptr<scratch_type> scratch;
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
-    /// A copy of what visit() lists, taken before a step of the generic
-    /// sequence and put back if it fails (not saved in checkpoints).
-    detail::state_snapshot<Backend, T> backup;
     /// After a step of the fused host kernel, D is d with factors pending,
     /// D_ij = d_ij d_rows_i d_cols_j (the kernel then need not write D
     /// back; see gains/detail/fused_md.hpp); empty when d is D. settle()
@@ -226,6 +245,11 @@ struct row_col_gains {
     /// computed by the fused kernel, which skips computing them again while
     /// they hold (not saved in checkpoints).
     std::vector<T> phi_of;
+    /// Uses the pool's scratch, for this state and D's direction, from now on.
+    void share_scratch(scratch_pool& pool) {
+      scratch = pool.get<scratch_type>();
+      detail::share_scratch(dir, pool);
+    }
     /// d <- D: applies the pending factors (see d_rows).
     void settle() {
       if constexpr (Backend::space == memory_space::host) {
@@ -293,14 +317,13 @@ struct row_col_gains {
     s.cols = n;
     const index nr = gains == gain_scope::scalar ? 1 : m;
     s.d = be.template allocate<T>(m * n);
-    s.p = be.template allocate<T>(m * n);
     s.r = be.template allocate<T>(nr);
     s.c = be.template allocate<T>(n);
     s.pr = be.template allocate<T>(m);
     s.pc = be.template allocate<T>(n);
     s.gr = be.template allocate<T>(nr);
     s.gc = be.template allocate<T>(n);
-    const auto v0 = views_of(s);
+    const auto v0 = views_of(be, s);
     const auto D = v0.D, R = v0.R, C = v0.C;
     be.copy(as_const(w), D);
     if constexpr (on_direction_manifold) {
@@ -351,7 +374,7 @@ struct row_col_gains {
         be.map(inv, cols ? C : R, as_const(vm));
       }
     }
-    h.project(be, D, s.ws);
+    h.project(be, D, detail::scratch_of(s.scratch).ws);
     s.dir = direction.init(be, D);
     s.r_dir = gain_direction.init(be, R);
     s.c_dir = gain_direction.init(be, C);
@@ -405,7 +428,7 @@ struct row_col_gains {
     check(op);
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
     detail::debug_check_state(be, op, s);
-    const auto v = views_of(s);
+    const auto v = views_of(be, s);
     if (phi == gain_map::identity) check_identity_gains(be, op, v.R, v.C);
     const hypersphere h = geometry(s.rows, s.cols);
     if constexpr (fusable<Backend>()) {
@@ -419,7 +442,8 @@ struct row_col_gains {
     // stepped to zero, an SVD that does not converge) after the state was
     // written; W is written last, and the state is put back then.
     s.settle();
-    s.backup.save(be, s);
+    auto& scratch = detail::scratch_of(s.scratch);
+    scratch.backup.save(be, s);
     try {
       split_unchecked(be, g, s);
       // D: the base step, then back onto the sphere (a direction with its
@@ -427,13 +451,13 @@ struct row_col_gains {
       if constexpr (on_direction_manifold) {
         direction.step(be, v.D, as_const(v.P), s.dir);
       } else {
-        if (project_gradient) h.project_tangent(be, as_const(v.D), as_const(v.P), v.P, s.ws);
+        if (project_gradient) h.project_tangent(be, as_const(v.D), as_const(v.P), v.P, scratch.ws);
         direction.step(be, v.D, as_const(v.P), s.dir);
-        h.project(be, v.D, s.ws);
+        h.project(be, v.D, scratch.ws);
       }
       step_gains(be, s);
     } catch (...) {
-      s.backup.restore(be, s);
+      scratch.backup.restore(be, s);
       throw;
     }
     fuse(be, s, w);
@@ -472,7 +496,7 @@ struct row_col_gains {
                                  s.cols);
     s.settle();
     s.phi_of.clear();
-    const auto v = views_of(s);
+    const auto v = views_of(be, s);
     gain_values(be, v.R, v.C, v.PR, v.PC);
     be.copy(as_const(v.D), w);
     scale_by_gains(be, s, w);
@@ -516,11 +540,14 @@ struct row_col_gains {
     matrix_view<T> PR, PC;  // phi(r) rows x 1, phi(c) cols x 1
     matrix_view<T> GR, GC;  // their gradients: nr x 1, 1 x cols (the shapes of R, C)
   };
+  // P is the scratch's, made room for here.
   template <class Backend, class T>
-  views<T> views_of(state<Backend, T>& s) const {
+  views<T> views_of(Backend& be, state<Backend, T>& s) const {
     const index m = s.rows, n = s.cols, nr = gains == gain_scope::scalar ? 1 : m;
     const auto at = [](auto& b, index r, index c) { return row_major_view(b.data(), r, c, -1, Backend::space); };
-    return {at(s.d, m, n), at(s.p, m, n), at(s.r, nr, 1), at(s.c, 1, n),
+    auto& scratch = detail::scratch_of(s.scratch);
+    scratch.reserve(be, m * n);
+    return {at(s.d, m, n), at(scratch.p, m, n), at(s.r, nr, 1), at(s.c, 1, n),
             at(s.pr, m, 1), at(s.pc, n, 1), at(s.gr, nr, 1), at(s.gc, 1, n)};
   }
   // Whether r is stepped: row gains, or the scalar gain.
@@ -536,7 +563,7 @@ struct row_col_gains {
   // shape of C).
   template <class Backend, class T>
   void apply_chain(Backend& be, state<Backend, T>& s) const {
-    const auto v = views_of(s);
+    const auto v = views_of(be, s);
     const detail::gain_chain_fn<T> chain{phi == gain_map::softplus, T(floor)};
     if (has_r()) be.map(chain, v.GR, as_const(v.GR), as_const(v.PR).block(0, 0, v.GR.rows(), 1));
     if (has_cols()) be.map(chain, v.GC, as_const(v.GC), as_const(v.PC).transpose());
@@ -546,7 +573,7 @@ struct row_col_gains {
   // identity gains floored.
   template <class Backend, class T>
   void step_gains(Backend& be, state<Backend, T>& s) const {
-    const auto v = views_of(s);
+    const auto v = views_of(be, s);
     apply_chain(be, s);
     if (has_r()) gain_direction.step(be, v.R, as_const(v.GR), s.r_dir);
     if (has_cols()) gain_direction.step(be, v.C, as_const(v.GC), s.c_dir);
@@ -561,7 +588,7 @@ struct row_col_gains {
   void fused_step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s, const hypersphere& h) const {
     constexpr const char* op = "polar::row_col_gains::step";
     const index m = s.rows, n = s.cols;
-    const auto v = views_of(s);
+    const auto v = views_of(be, s);
     fused_gain_values(be, s);
     const long t = s.dir.steps + 1;
     const bool col_sphere = sphere == sphere_scope::cols;
@@ -624,7 +651,7 @@ struct row_col_gains {
     if (s.phi_of.size() == nr + nc + 2 && s.phi_of[0] == T(phi == gain_map::softplus) && s.phi_of[1] == T(floor) &&
         std::equal(r, r + nr, s.phi_of.begin() + 2) && std::equal(c, c + nc, s.phi_of.begin() + 2 + std::ptrdiff_t(nr)))
       return;
-    const auto v = views_of(s);
+    const auto v = views_of(be, s);
     gain_values(be, v.R, v.C, v.PR, v.PC);
     remember_gains(s);
   }
@@ -641,7 +668,7 @@ struct row_col_gains {
 
   template <class Backend, class T>
   void split_unchecked(Backend& be, in_matrix<T> g, state<Backend, T>& s) const {
-    const auto v = views_of(s);
+    const auto v = views_of(be, s);
     // phi(r) (rows x 1, the scalar gain repeated) and phi(c) (cols x 1);
     // ones for the gains that are not there. (pr and pc change outside the
     // fused step: its record of them goes.)

@@ -21,6 +21,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "polar/core/scratch.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
@@ -103,6 +104,8 @@ struct sphere_workspace {
       w = be.template allocate<T>(lines);
     }
   }
+  /// Bytes held.
+  std::size_t bytes() const { return detail::buffer_bytes(s, t, v, w); }
 };
 
 /// The hypersphere geometry: a plain aggregate of its settings.

@@ -45,12 +45,14 @@
 #pragma once
 
 #include <cmath>
+#include <memory>
 #include <type_traits>
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/detail/state_snapshot.hpp"
+#include "polar/core/scratch.hpp"
 #include "polar/direction/detail/common.hpp"
 #include "polar/geometry/detail/common.hpp"
 #include "polar/geometry/riemannian.hpp"
@@ -64,6 +66,38 @@ namespace detail {
 template <class T>
 struct half_difference {
   POLAR_HOST_DEVICE T operator()(T a, T b) const { return T(T(0.5) * (a - b)); }
+};
+
+/// What a manifold Muon step needs only while it runs: the dual ascent's
+/// buffers, the manifold's and msign's workspaces, and the copy of the state
+/// taken before the step (polar/core/scratch.hpp).
+template <class Backend, class T, class Orthogonalizer>
+struct manifold_muon_scratch {
+  typename Backend::template buffer<T> m;       ///< the dual ascent's M, unit Frobenius norm
+  typename Backend::template buffer<T> z;       ///< M + 2 W Lambda
+  typename Backend::template buffer<T> a;       ///< the direction A
+  typename Backend::template buffer<T> lambda;  ///< the multiplier Lambda, p x p
+  typename Backend::template buffer<T> h;       ///< the residual W^T A + A^T W
+  typename stiefel<Orthogonalizer>::template workspace<Backend, T> geo;  ///< the manifold's scratch
+  typename Orthogonalizer::template workspace<Backend, T> orth;  ///< msign's scratch
+  /// A copy of what the state's visit() lists, put back if an SVD fails.
+  state_snapshot<Backend, T> backup;
+  /// Room for an n x p point (n >= p).
+  void reserve(Backend& be, index n, index p) {
+    if (m.size() < n * p) {
+      m = be.template allocate<T>(n * p);
+      z = be.template allocate<T>(n * p);
+      a = be.template allocate<T>(n * p);
+    }
+    if (lambda.size() < p * p) {
+      lambda = be.template allocate<T>(p * p);
+      h = be.template allocate<T>(p * p);
+    }
+  }
+  /// Bytes held.
+  std::size_t bytes() const {
+    return buffer_bytes(m, z, a, lambda, h) + geo.bytes() + workspace_bytes(orth) + backup.bytes();
+  }
 };
 }  // namespace detail
 
@@ -80,25 +114,22 @@ struct manifold_muon {
   Orthogonalizer orthogonalizer{};          ///< msign
   bool check_point = POLAR_CHECK_MANIFOLD != 0;  ///< check W on the manifold before each step
 
-  /// The per-matrix state: momentum, the dual ascent's buffers, the shape.
+  /// The per-matrix state: momentum, the shape, the last ascent's figures,
+  /// and a pointer to the scratch a step uses: the state's own until an
+  /// optimizer shares one among all its states (share_scratch).
   template <class Backend, class T>
   struct state {
-    typename Backend::template buffer<T> buf;     ///< momentum (tangent, transported)
-    typename Backend::template buffer<T> m;       ///< the dual ascent's M, unit Frobenius norm
-    typename Backend::template buffer<T> z;       ///< M + 2 W Lambda
-    typename Backend::template buffer<T> a;       ///< the direction A
-    typename Backend::template buffer<T> lambda;  ///< the multiplier Lambda, p x p
-    typename Backend::template buffer<T> h;       ///< the residual W^T A + A^T W
-    typename stiefel<Orthogonalizer>::template workspace<Backend, T> geo;  ///< the manifold's scratch
-    typename Orthogonalizer::template workspace<Backend, T> orth;  ///< msign's scratch
+    /// The scratch type a step of this state uses.
+    using scratch_type = detail::manifold_muon_scratch<Backend, T, Orthogonalizer>;
+    typename Backend::template buffer<T> buf;  ///< momentum (tangent, transported)
+    std::shared_ptr<scratch_type> scratch;     ///< the step's scratch (not saved in checkpoints)
     index rows = 0;  ///< W's rows
     index cols = 0;  ///< W's columns
     long steps = 0;               ///< steps taken
     int dual_iterations = 0;      ///< msign evaluations of the last step's dual ascent (0 when square)
     double dual_residual = 0;     ///< |H|_F / p when the last step's ascent stopped
-    /// A copy of what visit() lists, taken before each step and put back
-    /// if an SVD fails (not saved in checkpoints).
-    detail::state_snapshot<Backend, T> backup;
+    /// Uses the pool's scratch from now on instead of the state's own.
+    void share_scratch(scratch_pool& pool) { scratch = pool.get<scratch_type>(); }
     /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the momentum, the shape, the steps and the last ascent's figures.
     template <class F>
     void visit(F& f) {
@@ -121,12 +152,7 @@ struct manifold_muon {
     s.cols = w.cols();
     const index n = tall_rows(s), p = tall_cols(s);
     s.buf = detail::zero_buffer<T>(be, n, p);
-    s.m = be.template allocate<T>(n * p);
-    s.z = be.template allocate<T>(n * p);
-    s.a = be.template allocate<T>(n * p);
-    s.lambda = be.template allocate<T>(p * p);
-    s.h = be.template allocate<T>(p * p);
-    if (check_point) check_on_manifold(be, geometry(), w, s.geo, -1, op);
+    if (check_point) check_on_manifold(be, geometry(), w, detail::scratch_of(s.scratch).geo, -1, op);
     return s;
   }
 
@@ -139,7 +165,8 @@ struct manifold_muon {
     detail::check_step_args(be, op, w, g, s.rows, s.cols);
     detail::debug_check_state(be, op, s);
     check(op);
-    if (check_point) check_on_manifold(be, geometry(), w, s.geo, -1, op);
+    auto& scratch = detail::scratch_of(s.scratch);
+    if (check_point) check_on_manifold(be, geometry(), w, scratch.geo, -1, op);
     const bool wide = s.rows < s.cols;
     const auto W = wide ? w.transpose() : w;
     const auto G = wide ? g.transpose() : g;
@@ -149,34 +176,36 @@ struct manifold_muon {
     // An SVD that does not converge (in msign or the retraction) throws
     // after the momentum moved, but before W is written; the state is put
     // back then.
-    s.backup.save(be, s);
+    scratch.reserve(be, n, p);
+    scratch.backup.save(be, s);
     try {
-      advance(be, W, G, s);
+      advance(be, W, G, s, scratch);
     } catch (...) {
-      s.backup.restore(be, s);
+      scratch.backup.restore(be, s);
       throw;
     }
-    geo.transport(be, as_const(W), row_major_view(s.buf.data(), n, p, -1, sp), s.geo);
+    geo.transport(be, as_const(W), row_major_view(s.buf.data(), n, p, -1, sp), scratch.geo);
     ++s.steps;
   }
 
  private:
   // The body of step(): the momentum, the dual ascent and the retraction.
   template <class Backend, class T>
-  void advance(Backend& be, matrix_view<T> W, in_matrix<T> G, state<Backend, T>& s) const {
+  void advance(Backend& be, matrix_view<T> W, in_matrix<T> G, state<Backend, T>& s,
+               typename state<Backend, T>::scratch_type& ws) const {
     const index n = W.rows(), p = W.cols();
     const auto sp = Backend::space;
     const auto buf = row_major_view(s.buf.data(), n, p, -1, sp);
-    const auto M = row_major_view(s.m.data(), n, p, -1, sp);
-    const auto Z = row_major_view(s.z.data(), n, p, -1, sp);
-    const auto A = row_major_view(s.a.data(), n, p, -1, sp);
-    const auto L = row_major_view(s.lambda.data(), p, p, -1, sp);
-    const auto H = row_major_view(s.h.data(), p, p, -1, sp);
+    const auto M = row_major_view(ws.m.data(), n, p, -1, sp);
+    const auto Z = row_major_view(ws.z.data(), n, p, -1, sp);
+    const auto A = row_major_view(ws.a.data(), n, p, -1, sp);
+    const auto L = row_major_view(ws.lambda.data(), p, p, -1, sp);
+    const auto H = row_major_view(ws.h.data(), p, p, -1, sp);
     const auto geo = geometry();
     // Momentum of the tangent gradient (the objective <M, A> over tangent A
     // only sees M's tangent part, so projecting first changes no answer and
     // starts the dual ascent at Lambda = 0 from msign of a tangent M).
-    geo.tangent_part(be, as_const(W), G, Z, s.geo);
+    geo.tangent_part(be, as_const(W), G, Z, ws.geo);
     const T mu = T(momentum);
     be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), as_const(Z), mu, buf);
     if (nesterov)
@@ -194,7 +223,7 @@ struct manifold_muon {
       // A = W msign(skew(W^T M)).
       be.gemm(T(1), op::t, as_const(W), op::n, as_const(M), T(0), H);
       be.map(detail::half_difference<T>{}, L, as_const(H), as_const(H.transpose()));
-      orthogonalizer(be, as_batch(as_const(L)), as_batch(H), s.orth);
+      orthogonalizer(be, as_batch(as_const(L)), as_batch(H), ws.orth);
       be.gemm(T(1), op::n, as_const(W), op::n, as_const(H), T(0), A);
     } else {
       // Lambda = -(W^T M + M^T W) / 4
@@ -206,7 +235,7 @@ struct manifold_muon {
         // A = msign(M + 2 W Lambda)
         be.copy(as_const(M), Z);
         be.gemm(T(2), op::n, as_const(W), op::n, as_const(L), T(1), Z);
-        orthogonalizer(be, as_batch(as_const(Z)), as_batch(A), s.orth);
+        orthogonalizer(be, as_batch(as_const(Z)), as_batch(A), ws.orth);
         ++s.dual_iterations;
         // H = W^T A + A^T W, symmetric: 2 sym(W^T A)
         be.gemm(T(1), op::t, as_const(W), op::n, as_const(A), T(0), Z.block(0, 0, p, p));
@@ -220,7 +249,7 @@ struct manifold_muon {
     // W <- msign(W - lr A), the polar retraction; the momentum moves to the
     // new tangent space.
     be.scale(T(-lr), A);
-    geo.retract(be, W, as_const(A), s.geo);
+    geo.retract(be, W, as_const(A), ws.geo);
   }
 
  public:

@@ -30,6 +30,7 @@
 // check_on_manifold() is the same check as a function.
 #pragma once
 
+#include <memory>
 #include <type_traits>
 #include <utility>
 
@@ -38,6 +39,7 @@
 #include "polar/core/check.hpp"
 #include "polar/core/detail/debug_checks.hpp"
 #include "polar/core/detail/state_snapshot.hpp"
+#include "polar/core/scratch.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/detail/common.hpp"
 #include "polar/direction/muon.hpp"
@@ -72,6 +74,28 @@ struct takes_moment_groups<D, B, T,
                                std::declval<B&>(), std::declval<matrix_view<T>>(), moment_groups::element))>>
     : std::true_type {};
 
+/// What a Riemannian step needs only while it runs: the geometry's
+/// workspace, the tangent gradient and the increment, and the copy of the
+/// direction's state taken before the retraction (polar/core/scratch.hpp).
+template <class Backend, class T, class Geometry>
+struct riemannian_scratch {
+  typename Geometry::template workspace<Backend, T> ws;  ///< the geometry's scratch
+  typename Backend::template buffer<T> g;  ///< the tangent gradient
+  typename Backend::template buffer<T> d;  ///< the increment
+  /// A copy of the direction's state taken before each step on a manifold,
+  /// put back if the retraction refuses the step.
+  state_snapshot<Backend, T> backup;
+  /// Room for n elements in g and d.
+  void reserve(Backend& be, index n) {
+    if (g.size() < n) {
+      g = be.template allocate<T>(n);
+      d = be.template allocate<T>(n);
+    }
+  }
+  /// Bytes held.
+  std::size_t bytes() const { return workspace_bytes(ws) + buffer_bytes(g, d) + backup.bytes(); }
+};
+
 /// Direction{} with its weight decay set to 0 on a manifold (AdamW's default
 /// of 0.01 would otherwise make every step on a manifold throw).
 template <class D, bool Euclidean>
@@ -101,19 +125,24 @@ struct riemannian {
   /// numerical_error, nothing written).
   bool fast_paths = true;
 
-  /// The per-matrix state: the direction's, the geometry's scratch, the tangent gradient and increment.
+  /// The per-matrix state: the direction's, and a pointer to the scratch a
+  /// step uses (the geometry's workspace, the tangent gradient and
+  /// increment, a copy of the direction's state): the state's own until an
+  /// optimizer shares one among all its states (share_scratch).
   template <class Backend, class T>
   struct state {
-    typename Direction::template state<Backend, T> dir;           ///< the direction's buffers
-    typename Geometry::template workspace<Backend, T> ws;         ///< the geometry's scratch
-    typename Backend::template buffer<T> g;  ///< the tangent gradient
-    typename Backend::template buffer<T> d;  ///< the increment
-    /// A copy of `dir` taken before each step on a manifold, put back if
-    /// the retraction refuses the step (not saved in checkpoints).
-    detail::state_snapshot<Backend, T> backup;
+    /// The scratch type a step of this state uses.
+    using scratch_type = detail::riemannian_scratch<Backend, T, Geometry>;
+    typename Direction::template state<Backend, T> dir;  ///< the direction's buffers
+    std::shared_ptr<scratch_type> scratch;               ///< the step's scratch (not saved in checkpoints)
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
+    /// Uses the pool's scratch, for this state and the direction's, from now on.
+    void share_scratch(scratch_pool& pool) {
+      scratch = pool.get<scratch_type>();
+      detail::share_scratch(dir, pool);
+    }
     /// Lists what a checkpoint keeps (polar/checkpoint.hpp): the direction's state, the shape, the steps.
     template <class F>
     void visit(F& f) {
@@ -136,11 +165,8 @@ struct riemannian {
       s.dir = direction.init(be, w, is_euclidean ? moment_groups::element : geometry.natural_groups());
     else
       s.dir = direction.init(be, w);
-    if constexpr (!is_euclidean) {
-      s.g = be.template allocate<T>(s.rows * s.cols);
-      s.d = be.template allocate<T>(s.rows * s.cols);
-      if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
-    }
+    if constexpr (!is_euclidean)
+      if (check_point) check_on_manifold(be, geometry, w, detail::scratch_of(s.scratch).ws, -1, op);
     return s;
   }
 
@@ -165,7 +191,8 @@ struct riemannian {
       detail::check_step_args(be, op, w, g, s.rows, s.cols, !fused);
       check(op);
       detail::debug_check_state(be, op, s);
-      if (check_point) check_on_manifold(be, geometry, w, s.ws, -1, op);
+      auto& scratch = detail::scratch_of(s.scratch);
+      if (check_point) check_on_manifold(be, geometry, w, scratch.ws, -1, op);
       if constexpr (fusable<Backend>()) {
         if (fused) {
           geometry.check_radius(op);
@@ -183,22 +210,24 @@ struct riemannian {
           return;
         }
       }
-      const auto gt = row_major_view(s.g.data(), s.rows, s.cols, -1, Backend::space);
-      const auto d = row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space);
-      geometry.project_tangent(be, as_const(w), g, gt, s.ws);
+      scratch.reserve(be, s.rows * s.cols);
+      const auto gt = row_major_view(scratch.g.data(), s.rows, s.cols, -1, Backend::space);
+      const auto d = row_major_view(scratch.d.data(), s.rows, s.cols, -1, Backend::space);
+      auto& ws = scratch.ws;
+      geometry.project_tangent(be, as_const(w), g, gt, ws);
       // The retraction may refuse X + U (a group that overflowed or is
       // zero, a singular Cayley system) after the direction has moved its
       // state; it throws before writing W, and the state is put back.
-      s.backup.save(be, s.dir);
+      scratch.backup.save(be, s.dir);
       try {
         direction.update(be, as_const(gt), s.dir, d);
-        geometry.tangent_part(be, as_const(w), as_const(d), d, s.ws);
-        geometry.retract(be, w, as_const(d), s.ws);
+        geometry.tangent_part(be, as_const(w), as_const(d), d, ws);
+        geometry.retract(be, w, as_const(d), ws);
       } catch (...) {
-        s.backup.restore(be, s.dir);
+        scratch.backup.restore(be, s.dir);
         throw;
       }
-      direction.for_each_tangent(s.dir, [&](auto v) { geometry.transport(be, as_const(w), v, s.ws); });
+      direction.for_each_tangent(s.dir, [&](auto v) { geometry.transport(be, as_const(w), v, ws); });
     }
     ++s.steps;
   }

@@ -29,6 +29,7 @@
 
 #include <cmath>
 
+#include "polar/core/scratch.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
@@ -102,6 +103,8 @@ struct stiefel_workspace {
       rhs = be.template allocate<T>(2 * p * p);
     }
   }
+  /// Bytes held.
+  std::size_t bytes() const { return detail::buffer_bytes(s, u1, v1, pp, pp2, f, k, e, rhs) + expm.bytes(); }
 };
 
 /// The Stiefel geometry. `Orthogonalizer` computes the polar retraction and
@@ -113,6 +116,8 @@ struct stiefel {
   struct workspace {
     stiefel_workspace<Backend, T> own;  ///< the retractions' and projections' buffers
     typename Orthogonalizer::template workspace<Backend, T> orth;  ///< the polar retraction's orthogonalizer
+    /// Bytes held.
+    std::size_t bytes() const { return own.bytes() + detail::workspace_bytes(orth); }
   };
 
   stiefel_metric metric = stiefel_metric::euclidean;       ///< the tangent projection's metric

@@ -23,6 +23,7 @@
 #include <array>
 #include <utility>
 
+#include "polar/core/scratch.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 namespace polar {
@@ -51,6 +52,8 @@ struct gram_ns_workspace {
     }
     if (norms.size() < count) norms = be.template allocate<T>(count);
   }
+  /// Bytes held.
+  std::size_t bytes() const { return detail::buffer_bytes(x, y, a, p, r, t, s, norms) + standard.bytes(); }
 };
 
 /// Newton–Schulz in Gram form: the same schedules and the same result as

@@ -20,6 +20,7 @@
 #include <limits>
 #include <utility>
 
+#include "polar/core/scratch.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/orthogonalize/detail/stack_ops.hpp"
@@ -50,6 +51,8 @@ struct ns_workspace {
     }
     if (norms.size() < count) norms = be.template allocate<T>(count);
   }
+  /// Bytes held.
+  std::size_t bytes() const { return detail::buffer_bytes(x, y, a, b, norms); }
 };
 
 /// Newton–Schulz orthogonalizer with a coefficient schedule.

@@ -6,7 +6,9 @@
 // retraction: the retraction can refuse a point only after the direction
 // has moved its moments (a group of X + U that overflowed, a singular Cayley
 // system), and the step must then leave the state as it found it. The copy's
-// buffers are allocated once and reused.
+// buffers are allocated once and reused (a copy's buffer is kept when it is
+// at least as large as the field, so one snapshot serves states of many
+// sizes).
 #pragma once
 
 #include <cstdint>
@@ -33,6 +35,13 @@ class state_snapshot {
     s.visit(f);
   }
 
+ /// Bytes of the backend's memory held by the copies.
+  std::size_t bytes() const {
+    std::size_t n = 0;
+    for (const auto& b : buffers_) n += std::size_t(b.size()) * sizeof(T);
+    return n;
+  }
+
  private:
   using buffer_t = typename Backend::template buffer<T>;
 
@@ -49,7 +58,7 @@ class state_snapshot {
       if constexpr (Save) {
         if (snap.buffers_.size() == buffer_at) snap.buffers_.emplace_back();
         auto& c = snap.buffers_[buffer_at];
-        if (index(c.size()) != n) c = be.template allocate<T>(n);
+        if (index(c.size()) < n) c = be.template allocate<T>(n);
         if (n > 0) be.copy(view_of(static_cast<const T*>(b.data()), n), view_of(c.data(), n));
       } else {
         const auto& c = snap.buffers_[buffer_at];

@@ -115,7 +115,7 @@ void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, T ai, con
                   T keep, T lr_bc1, T isbc2, T eps, sum_t<T>* cg, double* cn, bool from_memory, double& sr,
                   double& sp, double& nn) {
   using A = sum_t<T>;
-  constexpr index line = index(cache_line_bytes / sizeof(T)), ahead = index(prefetch_bytes / sizeof(T));
+  constexpr index line = line_elements<T>;
   const index piece = from_memory ? 4 * line : sum_block;
   sr = sp = nn = 0;
   for (index j0 = 0; j0 < cols; j0 += sum_block) {
@@ -124,11 +124,11 @@ void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, T ai, con
     for (index s0 = j0; s0 < j1; s0 += piece) {
       const index s1 = s0 + piece < j1 ? s0 + piece : j1;
       if (from_memory)
-        for (index k = s0 + ahead; k < s1 + ahead; k += line) {
-          prefetch(gi, k);
-          prefetch(di, k);
-          prefetch(mi, k);
-          prefetch(vi, k);
+        for (index k = s0; k < s1; k += line) {
+          prefetch_ahead(gi, k);
+          prefetch_ahead(di, k);
+          prefetch_ahead(mi, k);
+          prefetch_ahead(vi, k);
         }
       POLAR_OMP(simd reduction(+ : a_sr, a_sp, a_nn))
       for (index j = s0; j < s1; ++j) {
@@ -278,12 +278,11 @@ void write_row(T* out, index n, bool streaming, const fused_weight_row<T, ColFac
   if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
     const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(out);
     if (streaming && addr % sizeof(T) == 0) {
-      constexpr index lanes = index(32 / sizeof(T)), line = index(cache_line_bytes / sizeof(T));
-      constexpr index ahead = index(prefetch_bytes / sizeof(T));
+      constexpr index lanes = index(32 / sizeof(T)), line = line_elements<T>;
       const index head = index((32 - addr % 32) % 32 / sizeof(T));
       for (; j < head && j < n; ++j) out[j] = f(j);
       for (; j + line <= n; j += line) {
-        prefetch(f.d, j + ahead);
+        prefetch_ahead(f.d, j);
         for (index k = j; k < j + line; k += lanes) {
           if constexpr (std::is_same_v<T, float>)
             _mm256_stream_ps(out + k, f.lanes(k));

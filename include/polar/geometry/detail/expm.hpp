@@ -15,6 +15,7 @@
 
 #include <cmath>
 
+#include "polar/core/scratch.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
@@ -36,6 +37,8 @@ struct expm_workspace {
     u = be.template allocate<T>(k * k);
     w = be.template allocate<T>(k * k);
   }
+  /// Bytes held.
+  std::size_t bytes() const { return buffer_bytes(a, a2, a4, v, u, w); }
 };
 
 /// out = exp(a) for the k x k matrix a; out must not share memory with a.

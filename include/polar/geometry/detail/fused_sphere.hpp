@@ -268,14 +268,13 @@ void dot3(Row x, GRow g, index n, double& xg, double& gg, double& xx) {
       _mm256_store_ps(t, _mm256_add_ps(a, b));
       return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
     };
-    constexpr index ahead = index(prefetch_bytes / sizeof(float));
     for (index j0 = 0; j0 < n; j0 += sum_block) {
       const index j1 = j0 + sum_block < n ? j0 + sum_block : n;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0;
       index j = j0;
       for (; j + 16 <= j1; j += 16) {
-        prefetch(xp, j + ahead);
-        prefetch(gp, j + ahead);
+        prefetch_ahead(xp, j);
+        prefetch_ahead(gp, j);
         const __m256 x0 = _mm256_loadu_ps(xp + j), x1 = _mm256_loadu_ps(xp + j + 8);
         const __m256 g0 = _mm256_loadu_ps(gp + j), g1 = _mm256_loadu_ps(gp + j + 8);
         a0 = _mm256_fmadd_ps(x0, g0, a0);
@@ -331,20 +330,17 @@ void row_sums(Row x, GRow g, index n, double& xg) {
 /// prefetch in dot3 gave together).
 template <class Row, class GRow, class T>
 void scale_and_subtract(Row x, GRow g, index n, T ax, T ag) {
+  index j = 0;
 #if defined(__AVX512F__) && POLAR_FMA_SUMS
   if constexpr (std::is_same_v<Row, contiguous_row<float>> && std::is_same_v<GRow, contiguous_row<const float>>) {
-    float* const xp = x.p;
-    const float* const gp = g.p;
     const __m512 vx = _mm512_set1_ps(ax), vg = _mm512_set1_ps(ag);
-    index j = 0;
     for (; j + 16 <= n; j += 16)
-      _mm512_storeu_ps(xp + j, _mm512_fnmadd_ps(vg, _mm512_loadu_ps(gp + j), _mm512_mul_ps(vx, _mm512_loadu_ps(xp + j))));
-    for (; j < n; ++j) xp[j] = ax * xp[j] - ag * gp[j];
-    return;
+      _mm512_storeu_ps(x.p + j,
+                       _mm512_fnmadd_ps(vg, _mm512_loadu_ps(g.p + j), _mm512_mul_ps(vx, _mm512_loadu_ps(x.p + j))));
   }
 #endif
   POLAR_OMP(simd)
-  for (index j = 0; j < n; ++j) x[j] = T(ax * x[j] - ag * g[j]);
+  for (index k = j; k < n; ++k) x[k] = T(ax * x[k] - ag * g[k]);
 }
 
 // SGD in two passes over a row: the sums <x, g>, |g|^2, |x|^2 give |y|^2 for
