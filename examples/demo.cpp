@@ -53,57 +53,11 @@ using examples::network;
 using examples::rmatrix;
 using eigen = polar::backend::eigen;
 
-constexpr double pi = 3.14159265358979323846;
 
 // ---- the optimizers ---------------------------------------------------------
 
-// Sets every learning rate of opt to its peak (in base) times f.
-template <class O, class = void>
-struct has_gains : std::false_type {};
-template <class O>
-struct has_gains<O, std::void_t<decltype(std::declval<O&>().gain_direction)>> : std::true_type {};
-template <class O, class = void>
-struct has_direction : std::false_type {};
-template <class O>
-struct has_direction<O, std::void_t<decltype(std::declval<O&>().direction)>> : std::true_type {};
-
-template <class O>
-void scale_lr(O& opt, const O& base, double f) {
-  if constexpr (has_gains<O>::value) {
-    opt.direction.lr = base.direction.lr * f;
-    opt.gain_direction.lr = base.gain_direction.lr * f;
-  } else if constexpr (has_direction<O>::value) {
-    opt.direction.lr = base.direction.lr * f;
-  } else {
-    opt.lr = base.lr * f;
-  }
-}
-
-// One matrix's optimizer and state, behind one interface.
-class layer_rule {
- public:
-  virtual ~layer_rule() = default;
-  virtual void step(eigen& be, rmatrix& w, const rmatrix& g, double lr_factor) = 0;
-};
-
-template <class Opt>
-class rule_for final : public layer_rule {
- public:
-  rule_for(eigen& be, rmatrix& w, const Opt& opt) : base_(opt), opt_(opt), state_(opt_.init(be, polar::make_view(w))) {}
-  void step(eigen& be, rmatrix& w, const rmatrix& g, double lr_factor) override {
-    scale_lr(opt_, base_, lr_factor);
-    opt_.step(be, polar::make_view(w), polar::make_view(g), state_);
-  }
-
- private:
-  Opt base_, opt_;
-  decltype(std::declval<Opt&>().init(std::declval<eigen&>(), polar::make_view(std::declval<rmatrix&>()))) state_;
-};
-
-template <class Opt>
-std::unique_ptr<layer_rule> rule(eigen& be, rmatrix& w, const Opt& opt) {
-  return std::make_unique<rule_for<Opt>>(be, w, opt);
-}
+// The model's optimizer: one group per policy, the layers added as w0, w1, ...
+using model_optimizer = polar::optimizer<eigen, float>;
 
 // The head's optimizer where the method is for the hidden layers only:
 // AdamW (betas 0.9/0.999, weight decay 0.01) at 3e-3.
@@ -127,23 +81,19 @@ struct method {
   const char* name;    // for the table
   const char* recipe;  // the settings, for --list and the CSV
   bool spsa;           // no backward pass: the SPSA loop below
-  std::function<std::vector<std::unique_ptr<layer_rule>>(eigen&, network&, double)> make;
+  std::function<void(eigen&, network&, double, model_optimizer&)> make;  // adds the groups
 };
 
-// The hidden layers with opt, the head with AdamW.
+// The hidden layers with opt, the head (the last layer) with AdamW.
 template <class Opt>
-std::vector<std::unique_ptr<layer_rule>> hidden_and_head(eigen& be, network& net, const Opt& opt, double scale) {
-  std::vector<std::unique_ptr<layer_rule>> rules;
-  for (std::size_t l = 0; l + 1 < net.w.size(); ++l) rules.push_back(rule(be, net.w[l], opt));
-  rules.push_back(rule(be, net.w.back(), head_adamw(scale)));
-  return rules;
+void hidden_and_head(network& net, const Opt& opt, double scale, model_optimizer& o) {
+  o.add_group("head", head_adamw(scale), polar::rule::name("w" + std::to_string(net.w.size() - 1)));
+  o.add_group("hidden", opt);
 }
 
 template <class Opt>
-std::vector<std::unique_ptr<layer_rule>> every_layer(eigen& be, network& net, const Opt& opt) {
-  std::vector<std::unique_ptr<layer_rule>> rules;
-  for (auto& w : net.w) rules.push_back(rule(be, w, opt));
-  return rules;
+void every_layer(const Opt& opt, model_optimizer& o) {
+  o.add_group("layers", opt);
 }
 
 // SPSA's settings (MeZO's recipe: two-sided, one normal direction, eps 1e-3).
@@ -152,31 +102,31 @@ constexpr double spsa_lr = 5e-3, spsa_eps = 1e-3;
 const std::vector<method>& methods() {
   static const std::vector<method> all = {
       {"adamw", "AdamW", "AdamW lr 3e-3, betas 0.9/0.999, wd 0.01, every layer", false,
-       [](eigen& be, network& net, double s) { return every_layer(be, net, head_adamw(s)); }},
+       [](eigen&, network&, double s, model_optimizer& o) { every_layer(head_adamw(s), o); }},
       {"muon", "Muon (Jordan)", "Muon lr 0.02, Nesterov 0.95, jordan5 quintic; AdamW head", false,
-       [](eigen& be, network& net, double s) {
-         return hidden_and_head(be, net, muon(polar::schedules::jordan5, s), s);
+       [](eigen&, network& net, double s, model_optimizer& o) {
+         hidden_and_head(net, muon(polar::schedules::jordan5, s), s, o);
        }},
       {"muon-pe", "Muon (Polar Express)", "Muon lr 0.02, Nesterov 0.95, polar_express5; AdamW head", false,
-       [](eigen& be, network& net, double s) {
-         return hidden_and_head(be, net, muon(polar::schedules::polar_express5, s), s);
+       [](eigen&, network& net, double s, model_optimizer& o) {
+         hidden_and_head(net, muon(polar::schedules::polar_express5, s), s, o);
        }},
       {"md-adamw", "MD-AdamW", "AdamW on D lr 3e-3, Adam on gains lr 1e-2, no wd, every layer", false,
-       [](eigen& be, network& net, double s) {
+       [](eigen&, network&, double s, model_optimizer& opt) {
          polar::md_adamw o;
          o.direction.lr = 3e-3 * s;
          o.gain_direction.lr = 1e-2 * s;
-         return every_layer(be, net, o);
+         every_layer(o, opt);
        }},
       {"md-muon", "MD-Muon", "Muon on D lr 0.02, Adam on gains lr 1e-2; AdamW head", false,
-       [](eigen& be, network& net, double s) {
+       [](eigen&, network& net, double s, model_optimizer& opt) {
          polar::md_muon o;
          o.direction.lr = 0.02 * s;
          o.gain_direction.lr = 1e-2 * s;
-         return hidden_and_head(be, net, o, s);
+         hidden_and_head(net, o, s, opt);
        }},
       {"manifold-muon", "Manifold Muon", "Stiefel hidden layers, eta 0.05, 10 dual steps, polar retraction; AdamW head", false,
-       [](eigen& be, network& net, double s) {
+       [](eigen& be, network& net, double s, model_optimizer& opt) {
          polar::manifold_muon<> o;
          o.lr = 0.05 * s;
          o.max_dual_steps = 10;  // of the default 100: 14 ms a step instead of 90 at width 128
@@ -184,20 +134,20 @@ const std::vector<method>& methods() {
          auto geometry = o.geometry();
          decltype(geometry)::workspace<eigen, float> ws;
          for (std::size_t l = 0; l + 1 < net.w.size(); ++l) geometry.project(be, polar::make_view(net.w[l]), ws);
-         return hidden_and_head(be, net, o, s);
+         hidden_and_head(net, o, s, opt);
        }},
       {"radam-sphere", "Riemannian Adam (rows)", "Adam lr 3e-3 on the row sphere, radius sqrt(2); AdamW head", false,
-       [](eigen& be, network& net, double s) {
+       [](eigen& be, network& net, double s, model_optimizer& opt) {
          polar::riemannian_adam<polar::hypersphere> o;
          o.direction.lr = 3e-3 * s;
          o.geometry.scope = polar::sphere_scope::rows;
          o.geometry.radius = std::sqrt(2.0);  // He's initialization's row norm
          polar::hypersphere::workspace<eigen, float> ws;
          for (std::size_t l = 0; l + 1 < net.w.size(); ++l) o.geometry.project(be, polar::make_view(net.w[l]), ws);
-         return hidden_and_head(be, net, o, s);
+         hidden_and_head(net, o, s, opt);
        }},
       {"spsa", "SPSA-SGD", "two-sided, 1 normal direction, eps 1e-3, lr 5e-3; no backward pass", true,
-       [](eigen&, network&, double) { return std::vector<std::unique_ptr<layer_rule>>{}; }},
+       [](eigen&, network&, double, model_optimizer&) {}},
   };
   return all;
 }
@@ -419,7 +369,8 @@ struct result {
   int steps_to_target = -1;  // -1: not reached
   double ms_per_step = 0;    // forward, backward (or the two loss evaluations) and the step
   double ms_optimizer = 0;   // the optimizer's share
-  long long state_bytes = 0;
+  long long state_bytes = 0;    // heap the optimizer held after its first step, less its scratch
+  long long scratch_bytes = 0;  // the step buffers all of its tensors share
   bool diverged = false;
   std::string error;
 };
@@ -429,8 +380,6 @@ std::string loss_text(double v) {
   std::snprintf(text, sizeof text, v < 0.01 ? "%.2e" : "%.4f", v);
   return text;
 }
-
-double cosine(int t, int n) { return 0.5 * (1 + std::cos(pi * t / n)); }
 
 result train(const method& m, const options& o, const split& data) {
   result r;
@@ -466,13 +415,21 @@ result train(const method& m, const options& o, const split& data) {
   polar::spsa_params<float> params;
   polar::spsa est;
   polar::spsa::workspace<eigen, float> ws;
-  std::vector<std::unique_ptr<layer_rule>> rules;
+  model_optimizer opt(be);
+  const auto spsa_schedule = polar::schedule::cosine(o.steps);
+  std::vector<polar::param_view<const float>> grad_views;
   if (m.spsa) {
     for (auto& w : net.w) params.add(polar::make_view(w));
     est.epsilon = spsa_eps;
     est.seed = o.seed;
   } else {
-    rules = m.make(be, net, o.lr_scale);
+    m.make(be, net, o.lr_scale, opt);
+    // Every learning rate follows one cosine from its peak to 0.
+    for (polar::index k = 0; k < opt.groups(); ++k) opt.group_at(k).lr_schedule = polar::schedule::cosine(o.steps);
+    for (std::size_t l = 0; l < net.w.size(); ++l) {
+      opt.add("w" + std::to_string(l), polar::make_view(net.w[l]));
+      grad_views.emplace_back(polar::make_view(static_cast<const rmatrix&>(grads[l])));
+    }
   }
 
   const int eval_every = std::max(1, o.steps / 60);
@@ -483,7 +440,7 @@ result train(const method& m, const options& o, const split& data) {
   try {
     for (int t = 0; t < o.steps; ++t) {
       next_batch();
-      const double f = cosine(t, o.steps);
+      const double f = spsa_schedule(t);
       const auto t0 = clock::now();
       auto t1 = t0;
       if (m.spsa) {
@@ -495,12 +452,15 @@ result train(const method& m, const options& o, const split& data) {
         const double loss = loss_and_grads(net, xb, yb.data(), &grads, acts);
         if (!std::isfinite(loss)) throw std::runtime_error("the batch loss is not finite");
         t1 = clock::now();
-        for (std::size_t l = 0; l < net.w.size(); ++l) rules[l]->step(be, net.w[l], grads[l], f);
+        opt.step(grad_views);
       }
       const auto t2 = clock::now();
       step_seconds += std::chrono::duration<double>(t2 - t0).count();
       optimizer_seconds += std::chrono::duration<double>(t2 - t1).count();
-      if (t == 0) r.state_bytes = heap_count::live() - heap_before;
+      if (t == 0) {
+        r.scratch_bytes = (long long)(opt.scratch_bytes());
+        r.state_bytes = heap_count::live() - heap_before - r.scratch_bytes;
+      }
       if ((t + 1) % eval_every == 0 || t + 1 == o.steps) {
         const double loss = train_loss();
         r.curve.emplace_back(t + 1, loss);
@@ -544,11 +504,11 @@ std::string bytes_text(long long b) {
 
 void print_table(const std::vector<result>& rs, const options& o, long long param_bytes, polar::index n_train,
                  polar::index n_test) {
-  std::printf("\n%-24s %10s %9s %10s %9s %9s %12s\n", "optimizer", "train loss", "test acc", "steps to", "ms/step",
-              "opt ms", "state");
+  std::printf("\n%-24s %10s %9s %10s %9s %9s %12s %12s\n", "optimizer", "train loss", "test acc", "steps to",
+              "ms/step", "opt ms", "state", "scratch");
   char target[32];
   std::snprintf(target, sizeof target, "%g", o.target);
-  std::printf("%-24s %10s %9s %10s %9s %9s %12s\n", "", "", "", target, "", "", "");
+  std::printf("%-24s %10s %9s %10s %9s %9s %12s %12s\n", "", "", "", target, "", "", "", "");
   for (const result& r : rs) {
     char steps[16];
     if (r.steps_to_target >= 0)
@@ -556,18 +516,20 @@ void print_table(const std::vector<result>& rs, const options& o, long long para
     else
       std::snprintf(steps, sizeof steps, "-");
     if (r.diverged)
-      std::printf("%-24s %10s %9s %10s %9.2f %9.2f %12s\n", r.m->name, "diverged", "-", steps, r.ms_per_step,
-                  r.ms_optimizer, bytes_text(r.state_bytes).c_str());
+      std::printf("%-24s %10s %9s %10s %9.2f %9.2f %12s %12s\n", r.m->name, "diverged", "-", steps, r.ms_per_step,
+                  r.ms_optimizer, bytes_text(r.state_bytes).c_str(), bytes_text(r.scratch_bytes).c_str());
     else
-      std::printf("%-24s %10s %8.1f%% %10s %9.2f %9.2f %12s\n", r.m->name, loss_text(r.final_loss).c_str(),
-                  100 * r.test_accuracy, steps, r.ms_per_step, r.ms_optimizer, bytes_text(r.state_bytes).c_str());
+      std::printf("%-24s %10s %8.1f%% %10s %9.2f %9.2f %12s %12s\n", r.m->name, loss_text(r.final_loss).c_str(),
+                  100 * r.test_accuracy, steps, r.ms_per_step, r.ms_optimizer, bytes_text(r.state_bytes).c_str(),
+                  bytes_text(r.scratch_bytes).c_str());
   }
   std::printf(
       "\ntrain loss: mean cross-entropy over the %ld training images after the last step;\n"
       "test acc: on the other %ld images; steps to: the first evaluation (every %d steps)\n"
       "at or below the target; ms/step: forward, backward and optimizer step (SPSA: two\n"
       "forward passes and its step); opt ms: the optimizer's share; state: heap held by\n"
-      "the optimizer after its first step (the parameters are %s).\n",
+      "the optimizer after its first step, less the scratch; scratch: the step buffers\n"
+      "that all its tensors share (the parameters are %s).\n",
       long(n_train), long(n_test), std::max(1, o.steps / 60), bytes_text(param_bytes).c_str());
 }
 
@@ -583,12 +545,12 @@ void write_csv(const std::vector<result>& rs, const options& o, const std::strin
   if (!f) throw std::runtime_error("cannot write " + summary);
   std::fprintf(f,
                "optimizer,name,settings,steps,batch,width,seed,final_train_loss,test_accuracy,steps_to_target,target,"
-               "ms_per_step,optimizer_ms_per_step,state_bytes,diverged\n");
+               "ms_per_step,optimizer_ms_per_step,state_bytes,scratch_bytes,diverged\n");
   for (const result& r : rs)
-    std::fprintf(f, "%s,%s,\"%s\",%d,%d,%d,%llu,%.6g,%.4f,%d,%g,%.4f,%.4f,%lld,%d\n", r.m->key, r.m->name,
+    std::fprintf(f, "%s,%s,\"%s\",%d,%d,%d,%llu,%.6g,%.4f,%d,%g,%.4f,%.4f,%lld,%lld,%d\n", r.m->key, r.m->name,
                  r.m->recipe, o.steps, o.batch, o.width, static_cast<unsigned long long>(o.seed), r.final_loss,
                  r.test_accuracy, r.steps_to_target, o.target, r.ms_per_step, r.ms_optimizer, r.state_bytes,
-                 int(r.diverged));
+                 r.scratch_bytes, int(r.diverged));
   std::fclose(f);
 }
 

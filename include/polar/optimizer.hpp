@@ -460,6 +460,8 @@ class optimizer {
   const std::string& name(index i) const { return entries_.at(std::size_t(i)).name; }
   /// The group tensor i is in.
   optimizer_group<Backend, T>& group_of(index i) const { return *groups_[entries_.at(std::size_t(i)).group]; }
+  /// Group k, in the order add_group() added them.
+  optimizer_group<Backend, T>& group_at(index k) const { return *groups_.at(std::size_t(k)); }
   /// The group of that name. @throws value_error naming the groups there are.
   optimizer_group<Backend, T>& group(const std::string& name) const { return group_named("polar::optimizer::group", name); }
   /// The group's policy settings (change them between steps freely; the

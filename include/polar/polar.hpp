@@ -6,9 +6,9 @@
 // orthogonalizers, the directions (SGD, momentum, AdamW, Muon), the
 // geometries, the gains, the SPSA estimator with its one-byte codes and
 // decentralized protocol (with the in-process loopback transport), and the
-// parameter set. Opt-in: the Thrust backend (include polar/backend/thrust.hpp
-// and link polar::thrust) and the MPI transport (include polar/dist/mpi.hpp
-// and link polar::mpi).
+// model-level optimizer (groups, rules, schedules, clipping). Opt-in: the
+// Thrust backend (include polar/backend/thrust.hpp and link polar::thrust)
+// and the MPI transport (include polar/dist/mpi.hpp and link polar::mpi).
 #pragma once
 
 #include "polar/core/check.hpp"
@@ -38,4 +38,4 @@
 #include "polar/nonfinite.hpp"
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
-#include "polar/parameter_set.hpp"
+#include "polar/optimizer.hpp"

@@ -19,7 +19,6 @@
 #include "polar/geometry/manifold_muon.hpp"
 #include "polar/geometry/riemannian.hpp"
 #include "polar/geometry/stiefel.hpp"
-#include "polar/parameter_set.hpp"
 #include "geometry/geometry_support.hpp"
 
 namespace {
@@ -138,55 +137,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(resume_is_bit_exact_for_every_optimizer, B, all_ba
   resumes_bit_exactly(be, polar::row_col_gains<polar::riemannian_adam<polar::stiefel<>>>{}, w, "md over stiefel adam");
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(parameter_sets_resume_bit_exactly, B, all_backends) {
-  B be;
-  // Two matrices (Muon) and a vector (AdamW), three steps, save, three more.
-  fmat w1 = geometry_test::random<float>(be, 6, 10, 1), w2 = geometry_test::random<float>(be, 10, 4, 2);
-  fmat b1 = geometry_test::random<float>(be, 1, 10, 3);
-  const fmat s1 = w1, s2 = w2, s3 = b1;
-  const auto make = [&](fmat& a, fmat& b, fmat& c) {
-    polar::parameter_set<B, float> ps(be);
-    ps.add("w1", polar::make_view(a));
-    ps.add("w2", polar::make_view(b));
-    ps.add("b1", polar::tensor_view<float>(c.data(), {10}));
-    return ps;
-  };
-  const auto steps = [&](polar::parameter_set<B, float>& ps, fmat& a, fmat& b, fmat& c, int from, int to) {
-    for (int k = from; k < to; ++k) {
-      const fmat ga = gradient(be, a, k), gb = gradient(be, b, k), gc = gradient(be, c, k);
-      ps.step({polar::make_view(ga), polar::make_view(gb), polar::tensor_view<const float>(gc.data(), {10})});
-    }
-  };
-  auto straight = make(w1, w2, b1);
-  steps(straight, w1, w2, b1, 0, 6);
-
-  fmat x1 = s1, x2 = s2, x3 = s3;
-  auto first = make(x1, x2, x3);
-  steps(first, x1, x2, x3, 0, 3);
-  polar::checkpoint ck;
-  first.save(ck, "model/");
-  const auto bytes = ck.serialize();
-
-  fmat y1 = s1, y2 = s2, y3 = s3;
-  auto resumed = make(y1, y2, y3);
-  resumed.load(polar::checkpoint::parse(bytes), "model/");
-  BOOST_TEST((y1.array() == x1.array()).all());  // the weights came back into the parameters' memory
-  BOOST_TEST(resumed.steps() == 3);
-  steps(resumed, y1, y2, y3, 3, 6);
-  BOOST_TEST((y1.array() == w1.array()).all());
-  BOOST_TEST((y2.array() == w2.array()).all());
-  BOOST_TEST((y3.array() == b1.array()).all());
-
-  // A set with another route or shape refuses it and keeps its weights.
-  fmat z1 = s1, z2 = s2, z3 = s3;
-  polar::parameter_set<B, float> other(be);
-  other.add("w1", polar::make_view(z1));
-  other.add("w2", polar::make_view(z2), polar::route::other);
-  other.add("b1", polar::tensor_view<float>(z3.data(), {10}));
-  BOOST_CHECK_THROW(other.load(polar::checkpoint::parse(bytes), "model/"), polar::shape_error);
-  BOOST_TEST((z1.array() == s1.array()).all());
-  BOOST_CHECK_THROW(resumed.load(polar::checkpoint::parse(bytes), "other/"), polar::format_error);
-}
+// A whole model (every group, schedule positions, counts) resumes bit
+// exactly in tests/optimizer/optimizer.cpp.
 
 BOOST_AUTO_TEST_CASE(spsa_momentum_resumes_bit_exactly) {
   polar::backend::eigen be;

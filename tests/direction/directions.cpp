@@ -1,8 +1,9 @@
-// Tests of polar/direction/sgd.hpp and adamw.hpp, and of the parameter set
-// (polar/parameter_set.hpp): each direction against a plain loop written
-// from the formulas, tensors of several ranks, hyperparameter and input
-// checks that leave everything unchanged, and the routing of a model's
-// tensors between Muon and AdamW. On the Eigen backend and Thrust's OMP
+// Tests of polar/direction/sgd.hpp and adamw.hpp, and of the model-level
+// optimizer's common setup (polar/optimizer.hpp: Muon for matrices, AdamW
+// for the rest): each direction against a plain loop written from the
+// formulas, tensors of several ranks, hyperparameter and input checks that
+// leave everything unchanged, and the routing of a model's tensors between
+// Muon and AdamW. On the Eigen backend and Thrust's OMP
 // and CPP systems.
 #include <Eigen/Dense>
 #include <boost/mpl/list.hpp>
@@ -15,10 +16,21 @@
 #include "polar/backend/thrust.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/sgd.hpp"
-#include "polar/parameter_set.hpp"
+#include "polar/direction/muon.hpp"
+#include "polar/optimizer.hpp"
 #include "support.hpp"
 
 namespace {
+
+using muon = polar::muon_direction<>;
+
+// Muon for matrices, stacks and kernels, AdamW for the rest: the routing
+// Muon's authors use.
+template <class B, class T>
+void muon_and_adamw(polar::optimizer<B, T>& opt) {
+  opt.add_group("muon", muon{}, polar::rule::matrices());
+  opt.add_group("adamw", polar::adamw_direction{});
+}
 
 template <class T>
 using rmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -147,7 +159,7 @@ BOOST_AUTO_TEST_CASE(bad_hyperparameters_and_gradients_change_nothing) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
-BOOST_AUTO_TEST_SUITE(parameter_set)
+BOOST_AUTO_TEST_SUITE(muon_and_adamw_routing)
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(routes_matrices_to_muon_and_the_rest_to_adamw, B, backends) {
   B be;
@@ -162,24 +174,27 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(routes_matrices_to_muon_and_the_rest_to_adamw, B, 
     be.fill_random(polar::row_major_view(v->data(), 1, polar::index(v->size())), polar::rng_key{5, 0, std::uint32_t(v->size())},
                    polar::distribution::normal);
 
-  polar::parameter_set<B, float> params(be);
-  params.matrix_direction.lr = 0.05;
-  params.other_direction.lr = 0.01;
+  polar::optimizer<B, float> params(be);
+  muon_and_adamw(params);
+  auto& matrix_direction = params.template settings<muon>("muon");
+  auto& other_direction = params.template settings<polar::adamw_direction>("adamw");
+  matrix_direction.lr = 0.05;
+  other_direction.lr = 0.01;
   const rmat<float> w1_0 = w1, emb_0 = emb;
   const std::vector<float> bias_0 = bias, experts_0 = experts, conv_0 = conv;
   params.add("fc.weight", polar::make_view(w1));
   params.add("fc.bias", polar::tensor_view<float>(bias.data(), {16}));
-  params.add("embed", polar::make_view(emb), polar::route::other);
+  params.add("embed", polar::make_view(emb), "adamw");
   params.add("experts", polar::tensor_view<float>(experts.data(), {3, 8, 12}));
   params.add("conv", polar::tensor_view<float>(conv.data(), {4, 2, 3, 3}));
   BOOST_TEST(params.size() == 5);
-  BOOST_TEST(params.routed_to_matrix(0));
-  BOOST_TEST(!params.routed_to_matrix(1));
-  BOOST_TEST(!params.routed_to_matrix(2));
-  BOOST_TEST(params.routed_to_matrix(3));
-  BOOST_TEST(params.routed_to_matrix(4));
-  BOOST_TEST(params.state_of_matrix(3).count == 3);
-  BOOST_TEST(params.state_of_matrix(4).cols == 18);
+  BOOST_TEST(params.group_of(0).name() == "muon");
+  BOOST_TEST(params.group_of(1).name() == "adamw");
+  BOOST_TEST(params.group_of(2).name() == "adamw");
+  BOOST_TEST(params.group_of(3).name() == "muon");
+  BOOST_TEST(params.group_of(4).name() == "muon");
+  BOOST_TEST(params.template state_of<muon>(3).count == 3);
+  BOOST_TEST(params.template state_of<muon>(4).cols == 18);
 
   params.step({polar::make_view(g1), polar::tensor_view<const float>(gbias.data(), {16}), polar::make_view(gemb),
                polar::tensor_view<const float>(gexp.data(), {3, 8, 12}),
@@ -188,22 +203,22 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(routes_matrices_to_muon_and_the_rest_to_adamw, B, 
 
   // The same steps taken directly with the directions give the same bits.
   auto ref_w1 = w1_0;
-  auto s1 = params.matrix_direction.init(be, cview(ref_w1));
-  params.matrix_direction.step(be, polar::make_view(ref_w1), cview(g1), s1);
+  auto s1 = matrix_direction.init(be, cview(ref_w1));
+  matrix_direction.step(be, polar::make_view(ref_w1), cview(g1), s1);
   BOOST_TEST((ref_w1 - w1).norm() == 0.0f);
   auto ref_emb = emb_0;
-  auto se = params.other_direction.init(be, cview(ref_emb));
-  params.other_direction.step(be, polar::make_view(ref_emb), cview(gemb), se);
+  auto se = other_direction.init(be, cview(ref_emb));
+  other_direction.step(be, polar::make_view(ref_emb), cview(gemb), se);
   BOOST_TEST((ref_emb - emb).norm() == 0.0f);
   auto ref_bias = bias_0;
   const polar::tensor_view<float> rb(ref_bias.data(), {16});
-  auto sb = params.other_direction.init(be, rb);
-  params.other_direction.step(be, rb, polar::tensor_view<const float>(gbias.data(), {16}), sb);
+  auto sb = other_direction.init(be, rb);
+  other_direction.step(be, rb, polar::tensor_view<const float>(gbias.data(), {16}), sb);
   BOOST_TEST(ref_bias == bias);
   auto ref_exp = experts_0;
   const polar::tensor_view<float> rx(ref_exp.data(), {3, 8, 12});
-  auto sx = params.matrix_direction.init(be, rx);
-  params.matrix_direction.step(be, rx, polar::tensor_view<const float>(gexp.data(), {3, 8, 12}), sx);
+  auto sx = matrix_direction.init(be, rx);
+  matrix_direction.step(be, rx, polar::tensor_view<const float>(gexp.data(), {3, 8, 12}), sx);
   BOOST_TEST(ref_exp == experts);
   BOOST_TEST(conv != conv_0);
 }
@@ -215,27 +230,28 @@ BOOST_AUTO_TEST_CASE(a_bad_gradient_anywhere_changes_nothing) {
   w.setRandom();
   g.setRandom();
   const rmat<double> w0 = w;
-  polar::parameter_set<polar::backend::eigen, double> params(be);
+  polar::optimizer<polar::backend::eigen, double> params(be);
+  muon_and_adamw(params);
   params.add("w", polar::make_view(w));
   params.add("b", polar::tensor_view<double>(b.data(), {6}));
   gb[5] = std::numeric_limits<double>::quiet_NaN();
   polar_test::check_throws<polar::non_finite_error>(
       [&] { params.step({polar::make_view(g), polar::tensor_view<const double>(gb.data(), {6})}); },
-      {"polar::parameter_set::step", "gradient of 'b' (6)", "NaN"});
+      {"polar::optimizer::step", "gradients of 'b' (6)", "NaN", "nothing was stepped"});
   BOOST_TEST((w - w0).norm() == 0.0);
-  BOOST_TEST(params.state_of_matrix(0).steps == 0);
+  BOOST_TEST(params.state_of<muon>(0).steps == 0);
   gb[5] = 0.0;
   polar_test::check_throws<polar::shape_error>(
-      [&] { params.step({polar::make_view(g)}); }, {"polar::parameter_set::step", "got 1 gradients for 2 parameters"});
+      [&] { params.step({polar::make_view(g)}); }, {"polar::optimizer::step", "got 1 gradients for 2 tensors"});
   polar_test::check_throws<polar::shape_error>(
       [&] { params.step({polar::make_view(g), polar::tensor_view<const double>(gb.data(), {3, 2})}); },
-      {"gradient of 'b' is 3x2 but the parameter is 6"});
+      {"gradient of 'b' is 3x2 but the tensor is 6"});
   polar_test::check_throws<polar::value_error>([&] { params.add("w", polar::make_view(g)); },
-                                               {"polar::parameter_set::add", "'w' is already in the set"});
+                                               {"polar::optimizer::add", "'w' is already there"});
   std::vector<double> v(8);
   polar_test::check_throws<polar::unsupported_error>(
-      [&] { params.add("v", polar::tensor_view<double>(v.data(), {8}), polar::route::matrix); },
-      {"polar::parameter_set::add", "1-D tensor (8)", "AdamW"});
+      [&] { params.add("v", polar::tensor_view<double>(v.data(), {8}), "muon"); },
+      {"polar::optimizer::add", "1-D tensor (8)", "AdamW"});
   BOOST_TEST(params.size() == 2);
   params.step({polar::make_view(g), polar::tensor_view<const double>(gb.data(), {6})});
   BOOST_TEST((w - w0).norm() > 0.0);
@@ -251,18 +267,21 @@ BOOST_AUTO_TEST_CASE(trains_a_linear_model) {
   be.fill_random(polar::make_view(wstar), polar::rng_key{12}, polar::distribution::normal);
   Eigen::VectorXd bstar = Eigen::VectorXd::LinSpaced(dout, -1, 1), b = Eigen::VectorXd::Zero(dout), gb(dout);
   const rmat<double> y = (x * wstar.transpose()).rowwise() + bstar.transpose();
-  polar::parameter_set<polar::backend::eigen, double> params(be);
+  polar::optimizer<polar::backend::eigen, double> params(be);
+  muon_and_adamw(params);
   params.add("w", polar::make_view(w));
   params.add("b", polar::tensor_view<double>(b.data(), {dout}));
-  params.other_direction.weight_decay = 0;
+  auto& matrix_direction = params.settings<muon>("muon");
+  auto& other_direction = params.settings<polar::adamw_direction>("adamw");
+  other_direction.weight_decay = 0;
   auto loss = [&] { return 0.5 * ((x * w.transpose()).rowwise() + b.transpose() - y).squaredNorm() / n; };
   const double start = loss();
   for (int k = 0; k < 300; ++k) {
     const rmat<double> r = ((x * w.transpose()).rowwise() + b.transpose() - y) / n;
     gw = r.transpose() * x;
     gb = r.colwise().sum().transpose();
-    params.matrix_direction.lr = 0.2 * std::pow(0.985, k);
-    params.other_direction.lr = 0.1 * std::pow(0.985, k);
+    matrix_direction.lr = 0.2 * std::pow(0.985, k);
+    other_direction.lr = 0.1 * std::pow(0.985, k);
     params.step({polar::make_view(static_cast<const rmat<double>&>(gw)), polar::tensor_view<const double>(gb.data(), {dout})});
   }
   BOOST_TEST(loss() <= 1e-3 * start);
