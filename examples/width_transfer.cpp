@@ -7,7 +7,7 @@
 // start and one batch order, the same for every optimizer and learning rate;
 // every cell of the table is the geometric mean of the final losses over
 // --seeds seeds.
-// Each matrix has its own optimizer state:
+// Every matrix is in one group of a polar::optimizer, with
 //
 //   AdamW     betas 0.9/0.999, weight decay 0.1, linear warmup over the first
 //             10% of the steps (the usual recipe);
@@ -100,16 +100,19 @@ double schedule(int t, int n, int warmup) {
   return t < warmup ? cosine * double(t + 1) / warmup : cosine;
 }
 
-// Trains a fresh network with opt (set_lr(opt, factor) sets its learning
-// rates) and returns the final training loss, NaN where the run diverged.
-template <class Opt, class SetLr>
-double train(const digits& data, const options& o, std::uint64_t seed, int width, Opt opt, SetLr set_lr,
-             int warmup) {
+// Trains a fresh network with opt (its learning rates at their peaks; the
+// schedule scales all of them) and returns the final training loss, NaN
+// where the run diverged.
+template <class Opt>
+double train(const digits& data, const options& o, std::uint64_t seed, int width, const Opt& opt, int warmup) {
   polar::backend::eigen be;
   network net = make_network(width, o.depth, seed);
-  using state_t = decltype(opt.init(be, polar::make_view(net.w[0])));
-  std::vector<state_t> states;
-  for (auto& w : net.w) states.push_back(opt.init(be, polar::make_view(w)));
+  polar::optimizer<polar::backend::eigen, float> model(be);
+  const int steps = o.steps;
+  model.add_group("layers", opt).lr_schedule = polar::schedule(
+      [steps, warmup](long t) { return schedule(int(t), steps, warmup); }, "cosine with a warmup ramp");
+  for (std::size_t l = 0; l < net.w.size(); ++l) model.add("w" + std::to_string(l), polar::make_view(net.w[l]));
+  std::vector<polar::param_view<const float>> grad_views;
 
   const Eigen::Index n = data.x.rows();
   std::vector<int> order(std::size_t(n), 0);
@@ -132,9 +135,9 @@ double train(const digits& data, const options& o, std::uint64_t seed, int width
       }
       const double loss = loss_and_grads(net, xb, yb.data(), &grads, acts);
       if (!std::isfinite(loss) || loss > 1e3) return nan_value;
-      set_lr(opt, schedule(t, o.steps, warmup));
-      for (std::size_t l = 0; l < net.w.size(); ++l)
-        opt.step(be, polar::make_view(net.w[l]), polar::make_view(std::as_const(grads[l])), states[l]);
+      if (grad_views.empty())  // the gradients' buffers exist from the first backward pass on
+        for (const auto& g : grads) grad_views.emplace_back(polar::make_view(g));
+      model.step(grad_views);
     }
   } catch (const polar::error&) {  // a diverged run: non-finite gradients, a zero row of D
     return nan_value;
@@ -148,27 +151,25 @@ double run(const digits& data, const options& o, std::uint64_t seed, int which, 
     case 0: {
       polar::adamw_direction opt;
       opt.weight_decay = 0.1;
-      return train(data, o, seed, width, opt, [lr](auto& a, double f) { a.lr = lr * f; }, std::max(1, o.steps / 10));
+      opt.lr = lr;
+      return train(data, o, seed, width, opt, std::max(1, o.steps / 10));
     }
-    case 1:
-      return train(data, o, seed, width, polar::muon_direction<>{}, [lr](auto& a, double f) { a.lr = lr * f; }, 0);
+    case 1: {
+      polar::muon_direction<> opt;
+      opt.lr = lr;
+      return train(data, o, seed, width, opt, 0);
+    }
     case 2: {
-      const double glr = o.gain_lr;
-      return train(data, o, seed, width, polar::md_adamw{},
-                   [lr, glr](auto& a, double f) {
-                     a.direction.lr = lr * f;
-                     a.gain_direction.lr = glr * f;
-                   },
-                   0);
+      polar::md_adamw opt;
+      opt.direction.lr = lr;
+      opt.gain_direction.lr = o.gain_lr;
+      return train(data, o, seed, width, opt, 0);
     }
     default: {
-      const double glr = o.gain_lr;
-      return train(data, o, seed, width, polar::md_muon{},
-                   [lr, glr](auto& a, double f) {
-                     a.direction.lr = lr * f;
-                     a.gain_direction.lr = glr * f;
-                   },
-                   0);
+      polar::md_muon opt;
+      opt.direction.lr = lr;
+      opt.gain_direction.lr = o.gain_lr;
+      return train(data, o, seed, width, opt, 0);
     }
   }
 }

@@ -207,8 +207,8 @@ struct nonfinite_guard {
     check_no_alias(op, "W", w, "G", g);
     if constexpr (detail::has_shape_fields<typename Optimizer::template state<Backend, T>>::value)
       if (w.rows() != s.inner.rows || w.cols() != s.inner.cols)
-        detail::raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ",
-                                   s.inner.rows, "x", s.inner.cols);
+        detail::raise_state_mismatch(op, "W", detail::concat(w.rows(), "x", w.cols()), 1, s.inner.rows,
+                                     s.inner.cols);
     if (be.all_finite(g)) {
       optimizer.step(be, w, g, s.inner);
       return;

@@ -601,7 +601,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(manifold_muon_direction_is_optimal, B, backends) {
         BOOST_TEST(geo.distance(be, cv(x), ws) <= 1e-12);
         // The state holds -lr A in the tall orientation.
         const dmat X = wide ? dmat(x0.transpose()) : x0, G = wide ? dmat(g.transpose()) : g;
-        const dmat A = -Eigen::Map<const dmat>(s.a.data(), X.rows(), X.cols()) / opt.lr;
+        const dmat A = -Eigen::Map<const dmat>(s.scratch->a.data(), X.rows(), X.cols()) / opt.lr;
         if (n == p) {
           BOOST_TEST(s.dual_iterations == 0);  // closed form
         } else {

@@ -476,6 +476,20 @@ BOOST_AUTO_TEST_CASE(bad_input_is_refused_with_names) {
   BOOST_TEST(same_bits(a, a0));
 }
 
+BOOST_AUTO_TEST_CASE(a_state_no_init_made_is_named) {
+  polar::backend::eigen be;
+  fmat w = fmat::Ones(3, 4);
+  const fmat g = fmat::Ones(3, 4);
+  polar::adamw_direction::state<polar::backend::eigen, float> s;
+  polar_test::check_throws<polar::shape_error>(
+      [&] { polar::adamw_direction{}.step(be, polar::make_view(w), polar::make_view(g), s); },
+      {"polar::adamw::step", "W is 3x4", "no init() made it; call init(be, W) first"});
+  muon::state<polar::backend::eigen, float> m;
+  polar_test::check_throws<polar::shape_error>([&] { muon{}.step(be, polar::make_view(w), polar::make_view(g), m); },
+                                               {"polar::muon::step", "call init(be, W) first"});
+  BOOST_TEST(same_bits(w, fmat::Ones(3, 4)));
+}
+
 BOOST_AUTO_TEST_CASE(a_matrix_stored_in_by_out_is_stepped_through_its_transpose) {
   // Muon's scale reads rows as outputs: a 4 x 16 (in x out) matrix stepped
   // as stored gets sqrt(max(1, 4/16)) = 1; through its transpose (16 x 4,

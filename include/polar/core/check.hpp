@@ -64,6 +64,17 @@ bool strides_disjoint(const index (&extent)[N], const index (&stride)[N]) {
   return true;
 }
 
+/// Raises shape_error for a W (or G) of `got` that a state made for
+/// rows x cols (count of them) does not fit; a state that no init() made
+/// (0 x 0) is told to call init() first.
+[[noreturn]] inline void raise_state_mismatch(const char* op, const char* name, const std::string& got, index count,
+                                              index rows, index cols) {
+  if (count <= 1 && rows == 0 && cols == 0)
+    raise<shape_error>(op, name, " is ", got, " but the state is empty: no init() made it; call init(be, W) first");
+  raise<shape_error>(op, name, " is ", got, " but the state was made for ",
+                     count == 1 ? concat(rows, "x", cols) : concat(count, " x ", rows, "x", cols));
+}
+
 template <class T>
 void check_common(const char* op, const char* name, const matrix_view<T>& v) {
   if (v.rows() < 0 || v.cols() < 0)

@@ -33,6 +33,18 @@ class param_view {
   template <class U, class = std::enable_if_t<std::is_same_v<const U, T> && !std::is_same_v<U, T>>>
   param_view(tensor_view<U> t) : param_view(tensor_view<T>(t)) {}  // NOLINT
 
+  /// Refuses, with one sentence, a matrix of another scalar type or a
+  /// read-only matrix where the weights must be written.
+  template <class U, class = std::enable_if_t<!std::is_same_v<U, T> && !std::is_same_v<const U, T>>, class = void>
+  param_view(matrix_view<U>) {  // NOLINT
+    refuse<U>();
+  }
+  /// The same for tensors.
+  template <class U, class = std::enable_if_t<!std::is_same_v<U, T> && !std::is_same_v<const U, T>>, class = void>
+  param_view(tensor_view<U>) {  // NOLINT
+    refuse<U>();
+  }
+
   /// Whether it holds a tensor (else a matrix).
   bool is_tensor() const noexcept { return is_tensor_; }
   /// The matrix (when !is_tensor()).
@@ -64,6 +76,17 @@ class param_view {
   }
 
  private:
+  template <class U>
+  static void refuse() {
+    static_assert(std::is_same_v<std::remove_const_t<U>, std::remove_const_t<T>>,
+                  "polar::optimizer: this tensor's scalar type is not the optimizer's; make the optimizer for "
+                  "that type, or convert the gradient into a matrix of the weights' type (Eigen: "
+                  "G.cast<float>() assigned to a Matrix) and pass that");
+    static_assert(!std::is_const_v<U> || std::is_const_v<T>,
+                  "polar::optimizer: these weights are read-only (a view of a const tensor); the optimizer "
+                  "writes the weights, so pass the tensor itself, not a const reference to it");
+  }
+
   matrix_view<T> matrix_{};
   tensor_view<T> tensor_{};
   bool is_tensor_ = false;

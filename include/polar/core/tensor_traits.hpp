@@ -40,11 +40,24 @@ namespace polar {
 /// @endcode
 ///
 /// The view must describe the tensor's own memory (no copy), and stay valid
-/// for as long as the tensor is neither destroyed nor resized.
+/// for as long as the tensor is neither destroyed nor resized. A type that
+/// only refers to memory owned elsewhere (a block, a map) may also say
+/// `static constexpr bool borrowed = true;`: make_view then takes its
+/// temporaries too (make_view(w.block(0, 0, 4, 4))).
 template <class Tensor, class Enable = void>
 struct tensor_traits {};
 
 namespace detail {
+/// Specialized true for expressions that have no memory of their own (an
+/// Eigen product or sum): make_view tells the user to evaluate them.
+template <class T, class = void>
+struct is_unevaluated_expression : std::false_type {};
+
+template <class Tensor, class = void>
+struct is_borrowed : std::false_type {};
+template <class Tensor>
+struct is_borrowed<Tensor, std::enable_if_t<tensor_traits<std::remove_cv_t<Tensor>>::borrowed>> : std::true_type {};
+
 template <class Tensor, class = void>
 struct has_tensor_traits : std::false_type {};
 template <class Tensor>
@@ -65,7 +78,30 @@ using scalar_t = typename tensor_traits<std::remove_cv_t<std::remove_reference_t
 /// The matrix_view of a tensor's memory; read-only when the tensor is const.
 template <class Tensor>
 auto make_view(Tensor& t) {
-  static_assert(is_tensor_v<Tensor>,
+  static_assert(is_tensor_v<Tensor> || !detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
+                "polar::make_view: this is an expression without memory of its own (a product, a sum, a "
+                "scaled matrix): evaluate it into a matrix first (Eigen: `.eval()` or assign it to a Matrix), "
+                "then take the view of that matrix.");
+  static_assert(is_tensor_v<Tensor> || detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
+                "polar::make_view: this type is not a polar tensor. Specialize "
+                "polar::tensor_traits<T> with `using scalar = ...;` and static view(T&) and "
+                "view(const T&) functions returning polar::matrix_view (see "
+                "polar/core/tensor_traits.hpp and docs/views.md).");
+  return tensor_traits<std::remove_cv_t<Tensor>>::view(t);
+}
+
+/// The view of a temporary that refers to memory owned elsewhere: an Eigen
+/// block, map or ref (make_view(w.block(0, 0, 4, 4)), make_view(w.col(2))).
+template <class Tensor, class = std::enable_if_t<!std::is_lvalue_reference_v<Tensor>>>
+auto make_view(Tensor&& t) {
+  static_assert(!detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
+                "polar::make_view: this is an expression without memory of its own (a product, a sum, a "
+                "scaled matrix): evaluate it into a matrix first (Eigen: `.eval()` or assign it to a Matrix), "
+                "then take the view of that matrix.");
+  static_assert(!is_tensor_v<Tensor> || detail::is_borrowed<std::remove_cv_t<Tensor>>::value,
+                "polar::make_view: this temporary owns its elements, which are gone at the end of the statement; "
+                "keep it in a named variable and take the view of that.");
+  static_assert(is_tensor_v<Tensor> || detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
                 "polar::make_view: this type is not a polar tensor. Specialize "
                 "polar::tensor_traits<T> with `using scalar = ...;` and static view(T&) and "
                 "view(const T&) functions returning polar::matrix_view (see "

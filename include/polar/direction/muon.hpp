@@ -198,8 +198,7 @@ struct muon_direction {
     check_no_alias(opname, "W", w, "G", g);
     detail::debug_check_state(be, opname, s);
     if (w.count() != s.count || w.rows() != s.rows || w.cols() != s.cols)
-      detail::raise<shape_error>(opname, "W is ", shape_of(w.count(), w.rows(), w.cols()),
-                                 " but the state was made for ", shape_of(s.count, s.rows, s.cols));
+      detail::raise_state_mismatch(opname, "W", shape_of(w.count(), w.rows(), w.cols()), s.count, s.rows, s.cols);
     check();
     advance(be, opname, g, s);
     const auto u = view(s.scratch->u, s, Backend::space);
@@ -224,8 +223,7 @@ struct muon_direction {
     check_same_shape(opname, "D", d, "G", g);
     check_no_alias(opname, "D", d, "G", g);
     if (s.count != 1 || g.rows() != s.rows || g.cols() != s.cols)
-      detail::raise<shape_error>(opname, "G is ", g.rows(), "x", g.cols(), " but the state was made for ",
-                                 shape_of(s.count, s.rows, s.cols));
+      detail::raise_state_mismatch(opname, "G", detail::concat(g.rows(), "x", g.cols()), s.count, s.rows, s.cols);
     check(opname);
     advance(be, opname, as_batch(g), s);
     const auto u = row_major_view(s.scratch->u.data(), s.rows, s.cols, -1, Backend::space);

@@ -492,8 +492,7 @@ struct row_col_gains {
     constexpr const char* op = "polar::row_col_gains::fuse";
     check_output(op, "W", w);
     if (w.rows() != s.rows || w.cols() != s.cols)
-      detail::raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", s.rows, "x",
-                                 s.cols);
+      detail::raise_state_mismatch(op, "W", detail::concat(w.rows(), "x", w.cols()), 1, s.rows, s.cols);
     s.settle();
     s.phi_of.clear();
     const auto v = views_of(be, s);

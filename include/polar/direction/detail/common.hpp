@@ -87,7 +87,7 @@ void check_update_args(Backend& be, const char* op, const matrix_view<const T>& 
   check_same_shape(op, "D", d, "G", g);
   check_no_alias(op, "D", d, "G", g);
   if (g.rows() != rows || g.cols() != cols)
-    raise<shape_error>(op, "G is ", g.rows(), "x", g.cols(), " but the state was made for ", rows, "x", cols);
+    raise_state_mismatch(op, "G", concat(g.rows(), "x", g.cols()), 1, rows, cols);
   if (!be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
@@ -102,7 +102,7 @@ void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const
   check_same_shape(op, "W", w, "G", g);
   check_no_alias(op, "W", w, "G", g);
   if (w.rows() != rows || w.cols() != cols)
-    raise<shape_error>(op, "W is ", w.rows(), "x", w.cols(), " but the state was made for ", rows, "x", cols);
+    raise_state_mismatch(op, "W", concat(w.rows(), "x", w.cols()), 1, rows, cols);
   if (check_finite && !be.all_finite(g))
     raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
