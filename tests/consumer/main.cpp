@@ -11,7 +11,7 @@ int main() {
   Eigen::MatrixXf target = Eigen::MatrixXf::Random(64, 256), w = Eigen::MatrixXf::Zero(64, 256);
   polar::backend::eigen be;
   polar::muon_direction<> muon;                     // Nesterov 0.95, Jordan's 5 steps
-  auto state = muon.init(be, polar::make_view(w));  // the momentum and the Newton-Schulz buffers
+  auto state = muon.init(be, polar::make_view(w));  // the momentum (the step makes its scratch)
   const float start = (w - target).norm();
   for (int step = 0; step < 150; ++step) {
     const Eigen::MatrixXf g = w - target;           // the backward pass goes here

@@ -24,8 +24,7 @@
 namespace {
 
 using geometry_test::mat;
-using all_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                      polar::backend::thrust<polar::system::cpp>>;
+using all_backends = polar_test::host_backends;
 using fmat = mat<float>;
 
 // The gradient at step k: pulls W towards a fixed target, plus noise of its

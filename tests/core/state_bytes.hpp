@@ -8,14 +8,13 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/checkpoint.hpp"
 
 namespace core_test {
 
 /// Eigen and the Thrust host systems.
-using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                       polar::backend::thrust<polar::system::cpp>>;
+using host_backends = polar_test::host_backends;
 
 /// The checkpoint bytes of the state s, under the name "s".
 template <class B, class S>

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/sgd.hpp"
 #include "polar/direction/muon.hpp"
@@ -34,8 +34,7 @@ void muon_and_adamw(polar::optimizer<B, T>& opt) {
 
 template <class T>
 using rmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                  polar::backend::thrust<polar::system::cpp>>;
+using backends = polar_test::host_backends;
 
 template <class T>
 polar::matrix_view<const T> cview(const rmat<T>& m) {

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
 #include "support.hpp"
 
@@ -32,8 +32,7 @@ struct pass_through {
   }
 };
 
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                  polar::backend::thrust<polar::system::cpp>>;
+using backends = polar_test::host_backends;
 
 }  // namespace
 

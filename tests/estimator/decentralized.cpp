@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/dist/loopback.hpp"
 #include "polar/estimator/decentralized.hpp"
 
@@ -226,11 +226,11 @@ BOOST_AUTO_TEST_CASE(replicas_stay_bit_identical_while_machines_join_and_leave) 
     if (s == 400) {
       w400 = m[0]->w;
       b400 = m[0]->b;
-      m[4] = std::make_unique<machine<polar::backend::thrust<polar::system::omp>>>(cfg, 4, 400, w400, b400);
+      m[4] = std::make_unique<machine<polar_test::omp_or_eigen>>(cfg, 4, 400, w400, b400);
     }
     if (s == 700) m[3]->catch_up(m[0]->log().since(300));  // its own weights are those of step 300
     if (s == 900) {
-      m[5] = std::make_unique<machine<polar::backend::thrust<polar::system::cpp>>>(cfg, 5, 400, w400, b400);
+      m[5] = std::make_unique<machine<polar_test::cpp_or_eigen>>(cfg, 5, 400, w400, b400);
       m[5]->catch_up(m[0]->log().since(400));
     }
     const auto live = hub.members(s);

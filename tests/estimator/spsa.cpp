@@ -11,15 +11,14 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/estimator/spsa.hpp"
 
 namespace {
 
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                  polar::backend::thrust<polar::system::cpp>>;
+using backends = polar_test::host_backends;
 template <class T>
 using mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using dvec = Eigen::VectorXd;

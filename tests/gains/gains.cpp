@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/checkpoint.hpp"
 #include "polar/gains/row_col_gains.hpp"
 #include "core/state_bytes.hpp"
@@ -22,8 +22,7 @@ namespace {
 
 // The Eigen backend and the Thrust host systems: OMP (threaded, the fused
 // kernel on several threads) and CPP (serial).
-using gains_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                        polar::backend::thrust<polar::system::cpp>>;
+using gains_backends = polar_test::host_backends;
 using geometry_test::cv;
 using geometry_test::dmat;
 using geometry_test::random;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/stiefel.hpp"
 #include "geometry/geometry_support.hpp"

@@ -8,14 +8,14 @@
 #include <cstdint>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 
 namespace geometry_test {
 
 template <class T>
 using mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using dmat = mat<double>;
-using backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
+using backends = polar_test::eigen_and_omp;
 
 /// An r x c matrix of standard normal values from the key {seed}.
 template <class T = double, class B>

@@ -8,10 +8,11 @@
 #include <cmath>
 #include <string>
 #include <unsupported/Eigen/MatrixFunctions>
+#include <utility>
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/geometry/detail/expm.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/stiefel.hpp"
@@ -220,8 +221,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(cayley_transport, B, backends) {
 // 1000 random tangent steps: |X^T X - I|_F below 1e-5 in float and 1e-12 in
 // double for every retraction.
 template <class T, class B>
-void thousand_steps(B& be, polar::stiefel_retraction retr, double bound) {
-  const polar::index n = 32, p = 8;
+void thousand_steps(B& be, polar::stiefel_retraction retr, double bound, polar::index n = 32, polar::index p = 8) {
   polar::stiefel<> st{polar::stiefel_metric::euclidean, retr};
   typename polar::stiefel<>::template workspace<B, T> ws;
   mat<T> x = random<T>(be, n, p, 50);
@@ -244,6 +244,19 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(thousand_steps_stay_on_the_manifold, B, backends) 
     BOOST_TEST_CONTEXT("retraction " << int(retr)) {
       thousand_steps<float>(be, retr, 1e-5);
       thousand_steps<double>(be, retr, 1e-12);
+    }
+  }
+}
+
+// The polar retraction in float at a square and a tall shape: Eigen's SVD
+// leaves its factor orthonormal to a few hundred epsilon, which 1000 steps
+// would add up without the Newton step that ends the retraction.
+BOOST_AUTO_TEST_CASE_TEMPLATE(polar_retraction_stays_on_the_manifold_at_larger_shapes, B, backends) {
+  B be;
+  for (const auto& [n, p] : {std::pair<polar::index, polar::index>{64, 64}, {200, 32}}) {
+    BOOST_TEST_CONTEXT(n << "x" << p) {
+      thousand_steps<float>(be, polar::stiefel_retraction::polar, 1e-5, n, p);
+      thousand_steps<double>(be, polar::stiefel_retraction::polar, 1e-12, n, p);
     }
   }
 }

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/manifold_muon.hpp"
 #include "polar/geometry/riemannian.hpp"

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/direction/sgd.hpp"
@@ -32,8 +32,7 @@ namespace {
 
 using geometry_test::mat;
 using fmat = mat<float>;
-using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                       polar::backend::thrust<polar::system::cpp>>;
+using host_backends = polar_test::host_backends;
 
 // A point on the Stiefel manifold (orthonormal columns), n x p, n >= p.
 fmat stiefel_point(polar::index n, polar::index p, int seed) {

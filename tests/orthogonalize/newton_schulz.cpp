@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
-#include "polar/backend/thrust.hpp"
+#include "backends.hpp"
 #include "support.hpp"
 
 namespace {
@@ -26,10 +26,14 @@ struct cfg {
   using backend = B;
   using scalar = T;
 };
+#if POLAR_TEST_THRUST
 using ns_types = boost::mpl::list<cfg<polar::backend::eigen, float>, cfg<polar::backend::eigen, double>,
                                   cfg<polar::backend::thrust<polar::system::omp>, float>,
                                   cfg<polar::backend::thrust<polar::system::omp>, double>,
                                   cfg<polar::backend::thrust<polar::system::cpp>, float>>;
+#else
+using ns_types = boost::mpl::list<cfg<polar::backend::eigen, float>, cfg<polar::backend::eigen, double>>;
+#endif
 
 template <class T>
 using rmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

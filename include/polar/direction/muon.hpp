@@ -12,13 +12,19 @@
 //   U    = orthogonalize(M)             (Newton–Schulz by default)
 //   W   <- W (1 - lr wd) - lr scale(rows, cols) U
 //
-// with the scale rules (REFERENCE.md): original sqrt(max(1, rows/cols));
-// match_adamw_rms 0.2 sqrt(max(rows, cols)) (Moonlight), spectral
-// sqrt(rows/cols), none 1.
+// with the scale rules: original sqrt(max(1, rows/cols)) (Keller Jordan,
+// "Muon: An optimizer for hidden layers in neural networks", 2024, and
+// KellerJordan/Muon muon.py); match_adamw_rms 0.2 sqrt(max(rows, cols))
+// (Liu et al., "Muon is Scalable for LLM Training" (Moonlight), arXiv
+// 2502.16982; torch's adjust_lr_fn="match_rms_adamw"); spectral
+// sqrt(rows/cols); none 1. The matrix is read stored (out x in), rows the
+// output features, as torch's nn.Linear stores its weight
+// (docs/optimizer.md, "Matrix orientation").
 //
 // The hyperparameters are a plain aggregate; init() builds the state (the
-// momentum buffer and the orthogonalizer's workspace, in the backend's
-// memory); step() checks everything before it writes, so a throwing step
+// momentum buffer, in the backend's memory; the orthogonalizer's buffers are
+// scratch that the first step makes, or that an optimizer shares among all
+// its tensors: polar/core/scratch.hpp); step() checks everything before it writes, so a throwing step
 // leaves W and the state as they were.
 //
 // Shapes: a matrix; a stack of matrices (batch_view, or a 3-D tensor_view:

@@ -60,7 +60,10 @@ enum class spsa_restore {
 /// Spall's gain sequences: a_k = a / (k + 1 + A)^alpha for the learning
 /// rate and c_k = c / (k + 1)^gamma for the perturbation size, k counting
 /// from 0. Spall's defaults alpha = 0.602, gamma = 0.101; A is commonly a
-/// small fraction of the number of steps (REFERENCE.md: 0.001 to 0.1 of it).
+/// small fraction of the number of steps (0.001 of it in ensmallen, 0.01 in
+/// noisyopt, 0.1 in PennyLane). J. C. Spall, "Implementation of the
+/// simultaneous perturbation algorithm for stochastic optimization", IEEE
+/// Trans. Aerospace and Electronic Systems 34(3), 1998.
 struct spall_schedule {
   double a = 0.1;  ///< the learning rate's scale
   double c = 1e-3;  ///< the perturbation's scale

@@ -16,7 +16,8 @@
 //     stop when |H|_F / p < tolerance, or after max_dual_steps
 //     Lambda <- Lambda - dual_lr (1 - k / max_dual_steps) H
 //
-// (REFERENCE.md, after thinking-machines-lab/manifolds manifold_muon.py)
+// (J. Bernstein, "Modular Manifolds", Thinking Machines Lab, 2025, and its
+// code: thinking-machines-lab/manifolds manifold_muon.py)
 //
 // then W <- msign(W - lr A), the polar retraction. For a square W the
 // answer is closed: A = W msign(skew(W^T M)), with no iteration.

@@ -15,7 +15,7 @@
 //                        exponential: the geodesic of the Euclidean metric,
 //                                [X U] expm([[X^T U, -U^T U], [I, X^T U]]) [expm(-X^T U); 0]
 //                                (Edelman, Arias and Smith 1998)
-//                        Cayley and exponential end with one Newton step
+//                        polar, Cayley and exponential end with one Newton step
 //                        toward the polar factor, X (3I - X^T X) / 2, so that
 //                        rounding does not accumulate over many steps
 //   transport            projection: the orthogonal tangent projection at the
@@ -219,6 +219,11 @@ struct stiefel {
       be.qr(as_const(S), X, R);
     } else {
       orthogonalizer(be, as_const(S), X, ws.orth);
+      // The polar factor of an SVD in float is orthonormal to a few hundred
+      // epsilon (Eigen's BDCSVD: 5-25x LAPACK's), and steps add it up; one
+      // Newton step squares that distance, as for Cayley and exp.
+      be.copy(as_const(X), S);
+      polish(be, as_const(S), X, ws);
     }
   }
 

@@ -8,8 +8,13 @@
 // leaves the singular vectors alone; a schedule's polynomials drive every s
 // of the scaled input towards 1, so X tends to the polar factor U V^T of the
 // input. Each schedule is published together with its input scaling
-// X0 = G / (scale ||G||_F + eps); the pairs below are as published (sources
-// in ../shared/REFERENCE.md):
+// X0 = G / (scale ||G||_F + eps); the pairs below are as published. Sources:
+// jordan5, KellerJordan/Muon muon.py and torch/optim/_muon.py; you5, the
+// modded-nanogpt record of 2025-02-14; polar_express5, modded-nanogpt,
+// karpathy/nanochat and microsoft/dion polar_express.py; polar_express8,
+// NoahAmsel/PolarExpress polar_express/basic.py (Amsel, Persson, Musco and
+// Gower, "The Polar Express", arXiv 2505.16932); cans5, arXiv 2506.10935;
+// cubic, Higham, "Functions of Matrices" (SIAM 2008), ch. 8:
 //
 //   jordan5          Keller Jordan's quintic (3.4445, -4.7750, 2.0315) x 5,
 //                    G / (||G||_F + 1e-7): singular values end in about
