@@ -3,8 +3,9 @@
 // form). Include it in exactly one translation unit of a program: it
 // defines the replacements.
 //
-//   heap_count::live()   bytes held now
-//   heap_count::peak()   the most held at once since the last reset_peak()
+//   heap_count::live()          bytes held now
+//   heap_count::peak()          the most held at once since the last reset_peak()
+//   heap_count::allocations()   calls of operator new so far
 #pragma once
 
 #include <atomic>
@@ -14,7 +15,7 @@
 
 namespace heap_count {
 
-inline std::atomic<long long> live_bytes{0}, peak_bytes{0};
+inline std::atomic<long long> live_bytes{0}, peak_bytes{0}, calls{0};
 
 inline void note(long long delta) noexcept {
   const long long now = live_bytes.fetch_add(delta) + delta;
@@ -30,6 +31,7 @@ inline void* take(std::size_t n, std::size_t align) {
   if (!raw) throw std::bad_alloc();
   *static_cast<std::size_t*>(raw) = n;
   note(static_cast<long long>(n));
+  calls.fetch_add(1);
   return static_cast<char*>(raw) + header;
 }
 
@@ -44,6 +46,7 @@ inline void give(void* p, std::size_t align) noexcept {
 inline long long live() noexcept { return live_bytes.load(); }
 inline long long peak() noexcept { return peak_bytes.load(); }
 inline void reset_peak() noexcept { peak_bytes.store(live_bytes.load()); }
+inline long long allocations() noexcept { return calls.load(); }
 
 }  // namespace heap_count
 

@@ -51,13 +51,22 @@ POLAR_DETAIL_HAS_MEMBER(has_gain_direction_member, gain_direction)
 POLAR_DETAIL_HAS_MEMBER(has_optimizer_member, optimizer)
 #undef POLAR_DETAIL_HAS_MEMBER
 
-template <class P, class F>
-void walk_hyperparameters(P& p, F& f, std::string& path) {
-  const std::size_t at = path.size();
+// Walks p's hyperparameters; with a path (Path = std::string) f gets
+// (kind, path, value), without (Path = void, no string is built: what a
+// step's schedules use) f gets (kind, value).
+template <class Path, class P, class F>
+void walk_hyperparameters(P& p, F& f, Path* path) {
+  constexpr bool named = !std::is_void_v<Path>;
   const auto visit = [&](hyperparameter kind, const char* name, double& v) {
-    path += name;
-    f(kind, static_cast<const std::string&>(path), v);
-    path.resize(at);
+    if constexpr (named) {
+      const std::size_t at = path->size();
+      *path += name;
+      f(kind, static_cast<const std::string&>(*path), v);
+      path->resize(at);
+    } else {
+      (void)name;
+      f(kind, v);
+    }
   };
   if constexpr (has_lr_member<P>::value)
     if constexpr (std::is_same_v<std::decay_t<decltype(p.lr)>, double>) visit(hyperparameter::lr, "lr", p.lr);
@@ -65,14 +74,27 @@ void walk_hyperparameters(P& p, F& f, std::string& path) {
     if constexpr (std::is_same_v<std::decay_t<decltype(p.weight_decay)>, double>)
       visit(hyperparameter::weight_decay, "weight_decay", p.weight_decay);
   const auto nest = [&](const char* name, auto& inner) {
-    path += name;
-    path += '.';
-    walk_hyperparameters(inner, f, path);
-    path.resize(at);
+    if constexpr (named) {
+      const std::size_t at = path->size();
+      *path += name;
+      *path += '.';
+      walk_hyperparameters(inner, f, path);
+      path->resize(at);
+    } else {
+      (void)name;
+      walk_hyperparameters(inner, f, path);
+    }
   };
   if constexpr (has_direction_member<P>::value) nest("direction", p.direction);
   if constexpr (has_gain_direction_member<P>::value) nest("gain_direction", p.gain_direction);
   if constexpr (has_optimizer_member<P>::value) nest("optimizer", p.optimizer);
+}
+
+/// f(kind, value&) for every learning rate and weight decay of p, without
+/// building their paths (no allocation: the form a step uses).
+template <class Policy, class F>
+void for_each_hyperparameter_value(Policy& p, F&& f) {
+  walk_hyperparameters(p, f, static_cast<void*>(nullptr));
 }
 }  // namespace detail
 
@@ -81,7 +103,7 @@ void walk_hyperparameters(P& p, F& f, std::string& path) {
 template <class Policy, class F>
 void for_each_hyperparameter(Policy& p, F&& f) {
   std::string path;
-  detail::walk_hyperparameters(p, f, path);
+  detail::walk_hyperparameters(p, f, &path);
 }
 
 /// The hyperparameter at path ("lr", "direction.lr", "gain_direction.weight_decay", ...).

@@ -322,7 +322,7 @@ class group_of final : public optimizer_group<Backend, T> {
   static constexpr bool stacks = steps_stacks<Policy, Backend, T>::value;
 
   static void scale(Policy& p, double lr_factor, double wd_factor) {
-    for_each_hyperparameter(p, [&](hyperparameter kind, const std::string&, double& v) {
+    detail::for_each_hyperparameter_value(p, [&](hyperparameter kind, double& v) {
       v *= kind == hyperparameter::lr ? lr_factor : wd_factor;
     });
   }

@@ -157,12 +157,19 @@ struct md_scratch {
   typename Backend::template buffer<T> p;                   ///< dL/dD, rows x cols
   typename hypersphere::template workspace<Backend, T> ws;  ///< the sphere's scratch
   state_snapshot<Backend, T> backup;                        ///< the state before the step
+  md_sums sums;            ///< the fused step's row and column sums (host)
+  std::vector<T> a;        ///< the fused step's row factors (host)
+  std::vector<T> b;        ///< its column factors (host)
   /// Room for n elements in p.
   void reserve(Backend& be, index n) {
     if (p.size() < n) p = be.template allocate<T>(n);
   }
   /// Bytes held.
-  std::size_t bytes() const { return buffer_bytes(p) + ws.bytes() + backup.bytes(); }
+  std::size_t bytes() const {
+    const auto v = [](const auto& x) { return x.capacity() * sizeof(typename std::decay_t<decltype(x)>::value_type); };
+    return buffer_bytes(p) + ws.bytes() + backup.bytes() + v(sums.row_grad) + v(sums.col_grad) + v(sums.row_norm) +
+           v(sums.col_norm) + v(sums.grad_parts_f) + v(sums.grad_parts_d) + v(sums.norm_parts) + v(a) + v(b);
+  }
 };
 }  // namespace detail
 
@@ -595,15 +602,20 @@ struct row_col_gains {
       s.d_rows.assign(std::size_t(m), T(1));
       s.d_cols.assign(std::size_t(n), T(1));
     }
-    const detail::md_sums sums = detail::md_adamw_pass1<Backend>(
-        direction, g, s.d.data(), s.d_rows.data(), detail::factors_or_null(s.d_cols), s.dir.m.data(), s.dir.v.data(),
-        s.pr.data(), s.pc.data(), t, has_cols(), col_sphere);
+    auto& scratch = detail::scratch_of(s.scratch);
+    detail::md_sums& sums = scratch.sums;
+    detail::md_adamw_pass1<Backend>(direction, g, s.d.data(), s.d_rows.data(), detail::factors_or_null(s.d_cols),
+                                    s.dir.m.data(), s.dir.v.data(), s.pr.data(), s.pc.data(), t, has_cols(),
+                                    col_sphere, sums);
     s.dir.steps = t;
     // Pass 1 wrote D itself into d.
     s.d_rows.clear();
     s.d_cols.clear();
     // The factors that put D back on its sphere.
-    std::vector<T> a(std::size_t(m), T(1)), b(std::size_t(n), T(1));
+    std::vector<T>& a = scratch.a;
+    std::vector<T>& b = scratch.b;
+    a.assign(std::size_t(m), T(1));
+    b.assign(std::size_t(n), T(1));
     const auto factor = [&](double sq, const char* what, index k) {
       if (!(sq > 0) || !std::isfinite(sq))
         detail::raise<numerical_error>(op, "after the step, ", what, k, " of the ", m, "x", n,
@@ -633,8 +645,8 @@ struct row_col_gains {
     remember_gains(s);
     // W from D on its sphere; the factors stay pending for d.
     detail::md_pass2<Backend>(w, s.d.data(), a.data(), detail::factors_or_null(b), s.pr.data(), s.pc.data());
-    s.d_rows = std::move(a);
-    s.d_cols = std::move(b);
+    s.d_rows.assign(a.begin(), a.end());  // the state's own vectors keep their room
+    s.d_cols.assign(b.begin(), b.end());
   }
 
   // pr, pc <- phi(r), phi(c) for the fused step, unless they already hold

@@ -58,7 +58,9 @@
 
 namespace polar::detail {
 
-/// What pass 1 leaves for the rest of the step.
+/// What pass 1 leaves for the rest of the step, and the threads' partial
+/// column sums it adds up; kept from step to step (in the MD scratch) so a
+/// step allocates nothing once the vectors have their size.
 struct md_sums {
   std::vector<double> row_grad;  ///< sum_j P_ij phi(c)_j, per row
   std::vector<double> col_grad;  ///< sum_i P_ij phi(r)_i, per column
@@ -66,6 +68,17 @@ struct md_sums {
   std::vector<double> col_norm;  ///< |D_:j|^2 of the new D, per column
   double total_p = 0;            ///< sum P (the scalar gain's gradient)
   double total_norm = 0;         ///< |D|_F^2 of the new D
+  std::vector<float> grad_parts_f;   ///< the threads' column gradient sums, float steps
+  std::vector<double> grad_parts_d;  ///< the same, double steps
+  std::vector<double> norm_parts;    ///< the threads' column norms
+  /// The partial column gradient sums for accumulator type A.
+  template <class A>
+  std::vector<A>& grad_parts() {
+    if constexpr (std::is_same_v<A, float>)
+      return grad_parts_f;
+    else
+      return grad_parts_d;
+  }
 };
 
 /// The column factors b for the kernels below: null where they are all
@@ -159,20 +172,23 @@ void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, T ai, con
 /// phi(r) (rows) and phi(c) (cols) on the host; t is AdamW's step number
 /// after this step. Writes D itself (no factors pending) into d.
 template <class Backend, class T>
-md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, const T* a, const T* b, T* m, T* v,
-                       const T* pr, const T* pc, long t, bool col_grad, bool col_norm) {
+void md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, const T* a, const T* b, T* m, T* v,
+                    const T* pr, const T* pc, long t, bool col_grad, bool col_norm, md_sums& out) {
   const index rows = g.rows(), cols = g.cols();
   const double bc1 = 1 - std::pow(dir.beta1, double(t)), bc2 = 1 - std::pow(dir.beta2, double(t));
   const T b1 = T(dir.beta1), b2 = T(dir.beta2), keep = T(1 - dir.lr * dir.weight_decay);
   const T lr_bc1 = T(dir.lr / bc1), isbc2 = T(1 / std::sqrt(bc2)), eps = T(dir.eps);
   const int threads = md_threads<Backend>(rows, cols);
   const bool from_memory = std::size_t(rows) * std::size_t(cols) * sizeof(T) >= streaming_bytes;
-  md_sums out;
   out.row_grad.assign(std::size_t(rows), 0.0);
   out.row_norm.assign(std::size_t(rows), 0.0);
+  out.col_grad.clear();
+  out.col_norm.clear();
   const std::size_t nc = std::size_t(cols);
-  std::vector<sum_t<T>> cg(col_grad ? std::size_t(threads) * nc : 0, sum_t<T>(0));
-  std::vector<double> cn(col_norm ? std::size_t(threads) * nc : 0, 0.0);
+  auto& cg = out.grad_parts<sum_t<T>>();
+  auto& cn = out.norm_parts;
+  cg.assign(col_grad ? std::size_t(threads) * nc : 0, sum_t<T>(0));
+  cn.assign(col_norm ? std::size_t(threads) * nc : 0, 0.0);
   double total_p = 0, total_norm = 0;
   const T* const g0 = g.data();
   const index gs = g.row_stride();
@@ -226,7 +242,6 @@ md_sums md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d,
   };
   if (col_grad) reduce(cg, out.col_grad);
   if (col_norm) reduce(cn, out.col_norm);
-  return out;
 }
 
 /// Element j of a row of the fused weight, (d_j a b_j) r pc_j, where d is
