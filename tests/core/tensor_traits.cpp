@@ -117,7 +117,15 @@ BOOST_AUTO_TEST_CASE(eigen_blocks_maps_and_refs) {
   BOOST_TEST(vv.rows() == 5);
   BOOST_TEST(vv.cols() == 1);
   BOOST_TEST(vv(3, 0) == 3.0);
-  // Expressions have no memory and are not tensors.
+  // Temporaries that point into m (a block, a column) are views of m.
+  const auto tmp_block = polar::make_view(m.block(1, 1, 2, 2));
+  BOOST_TEST(tmp_block.data() == &m(1, 1));
+  BOOST_TEST(tmp_block.rows() == 2);
+  static_assert(polar::detail::is_borrowed<decltype(m.block(1, 1, 2, 2))>::value);
+  static_assert(!polar::detail::is_borrowed<std::remove_reference_t<decltype(m)>>::value);
+  // Expressions have no memory and are not tensors (make_view says to
+  // evaluate them, at compile time).
+  static_assert(polar::detail::is_unevaluated_expression<std::remove_cv_t<decltype(m * 2.0f)>>::value);
   static_assert(!polar::is_tensor_v<decltype(m * 2.0f)>);
   static_assert(!polar::is_tensor_v<decltype(m.transpose() * m)>);
 }

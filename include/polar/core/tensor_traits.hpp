@@ -130,6 +130,8 @@ template <class T>
 struct tensor_traits<matrix_view<T>> {
   /// The element type.
   using scalar = std::remove_cv_t<T>;
+  /// A view refers to memory owned elsewhere.
+  static constexpr bool borrowed = true;
   /// A view is its own view.
   static matrix_view<T> view(const matrix_view<T>& v) noexcept { return v; }
 };
@@ -165,6 +167,8 @@ template <class T>
 struct tensor_traits<shaped_pointer<T>> {
   /// The element type.
   using scalar = std::remove_cv_t<T>;
+  /// A pointer refers to memory the caller owns.
+  static constexpr bool borrowed = true;
   /// The row-major matrix the pointer and shape describe.
   static matrix_view<T> view(const shaped_pointer<T>& p) noexcept {
     return p.order == layout::row_major ? row_major_view(p.data, p.rows, p.cols, p.ld, p.space)
