@@ -75,38 +75,46 @@ inline constexpr bool is_tensor_v = detail::has_tensor_traits<std::remove_refere
 template <class Tensor>
 using scalar_t = typename tensor_traits<std::remove_cv_t<std::remove_reference_t<Tensor>>>::scalar;
 
-/// The matrix_view of a tensor's memory; read-only when the tensor is const.
-template <class Tensor>
-auto make_view(Tensor& t) {
-  static_assert(is_tensor_v<Tensor> || !detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
+namespace detail {
+/// The sentences make_view says when Tensor cannot be viewed (a temporary
+/// when Temporary).
+template <class Tensor, bool Temporary>
+constexpr void check_viewable() {
+  constexpr bool expression = is_unevaluated_expression<std::remove_cv_t<Tensor>>::value;
+  static_assert(!expression,
                 "polar::make_view: this is an expression without memory of its own (a product, a sum, a "
                 "scaled matrix): evaluate it into a matrix first (Eigen: `.eval()` or assign it to a Matrix), "
                 "then take the view of that matrix.");
-  static_assert(is_tensor_v<Tensor> || detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
+  static_assert(!Temporary || !is_tensor_v<Tensor> || is_borrowed<std::remove_cv_t<Tensor>>::value,
+                "polar::make_view: this temporary owns its elements, which are gone at the end of the statement; "
+                "keep it in a named variable and take the view of that.");
+  static_assert(is_tensor_v<Tensor> || expression,
                 "polar::make_view: this type is not a polar tensor. Specialize "
                 "polar::tensor_traits<T> with `using scalar = ...;` and static view(T&) and "
                 "view(const T&) functions returning polar::matrix_view (see "
                 "polar/core/tensor_traits.hpp and docs/views.md).");
-  return tensor_traits<std::remove_cv_t<Tensor>>::view(t);
+}
+}  // namespace detail
+
+/// The matrix_view of a tensor's memory; read-only when the tensor is const.
+template <class Tensor>
+auto make_view(Tensor& t) {
+  detail::check_viewable<Tensor, false>();
+  if constexpr (is_tensor_v<Tensor>)
+    return tensor_traits<std::remove_cv_t<Tensor>>::view(t);
+  else
+    return matrix_view<float>();  // not reached: the check above failed to compile
 }
 
 /// The view of a temporary that refers to memory owned elsewhere: an Eigen
 /// block, map or ref (make_view(w.block(0, 0, 4, 4)), make_view(w.col(2))).
 template <class Tensor, class = std::enable_if_t<!std::is_lvalue_reference_v<Tensor>>>
 auto make_view(Tensor&& t) {
-  static_assert(!detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
-                "polar::make_view: this is an expression without memory of its own (a product, a sum, a "
-                "scaled matrix): evaluate it into a matrix first (Eigen: `.eval()` or assign it to a Matrix), "
-                "then take the view of that matrix.");
-  static_assert(!is_tensor_v<Tensor> || detail::is_borrowed<std::remove_cv_t<Tensor>>::value,
-                "polar::make_view: this temporary owns its elements, which are gone at the end of the statement; "
-                "keep it in a named variable and take the view of that.");
-  static_assert(is_tensor_v<Tensor> || detail::is_unevaluated_expression<std::remove_cv_t<Tensor>>::value,
-                "polar::make_view: this type is not a polar tensor. Specialize "
-                "polar::tensor_traits<T> with `using scalar = ...;` and static view(T&) and "
-                "view(const T&) functions returning polar::matrix_view (see "
-                "polar/core/tensor_traits.hpp and docs/views.md).");
-  return tensor_traits<std::remove_cv_t<Tensor>>::view(t);
+  detail::check_viewable<Tensor, true>();
+  if constexpr (is_tensor_v<Tensor>)
+    return tensor_traits<std::remove_cv_t<Tensor>>::view(t);
+  else
+    return matrix_view<float>();  // not reached: the check above failed to compile
 }
 
 template <class T>
