@@ -371,6 +371,7 @@ struct result {
   double ms_optimizer = 0;   // the optimizer's share
   long long state_bytes = 0;    // heap the optimizer held after its first step, less its scratch
   long long scratch_bytes = 0;  // the step buffers all of its tensors share
+  double state_ratio = 0;       // the method's group: its state over the parameters it steps
   bool diverged = false;
   std::string error;
 };
@@ -459,6 +460,15 @@ result train(const method& m, const options& o, const split& data) {
       optimizer_seconds += std::chrono::duration<double>(t2 - t1).count();
       if (t == 0) {
         r.scratch_bytes = (long long)(opt.scratch_bytes());
+        // The group of the method under test ("hidden", or "layers" where it
+        // steps every layer): what its state holds per byte it steps.
+        for (polar::index k = 0; k < opt.groups(); ++k) {
+          auto& g = opt.group_at(k);
+          if (g.name() == "head") continue;
+          double param_bytes = 0;
+          for (polar::index i : g.members()) param_bytes += double(sizeof(float)) * double(net.w[std::size_t(i)].size());
+          r.state_ratio = double(g.state_bytes()) / param_bytes;
+        }
         r.state_bytes = heap_count::live() - heap_before - r.scratch_bytes;
       }
       if ((t + 1) % eval_every == 0 || t + 1 == o.steps) {
@@ -504,11 +514,11 @@ std::string bytes_text(long long b) {
 
 void print_table(const std::vector<result>& rs, const options& o, long long param_bytes, polar::index n_train,
                  polar::index n_test) {
-  std::printf("\n%-24s %10s %9s %10s %9s %9s %12s %12s\n", "optimizer", "train loss", "test acc", "steps to",
-              "ms/step", "opt ms", "state", "scratch");
+  std::printf("\n%-24s %10s %9s %10s %9s %9s %12s %8s %12s\n", "optimizer", "train loss", "test acc", "steps to",
+              "ms/step", "opt ms", "state", "state x", "scratch");
   char target[32];
   std::snprintf(target, sizeof target, "%g", o.target);
-  std::printf("%-24s %10s %9s %10s %9s %9s %12s %12s\n", "", "", "", target, "", "", "", "");
+  std::printf("%-24s %10s %9s %10s %9s %9s %12s %8s %12s\n", "", "", "", target, "", "", "", "", "");
   for (const result& r : rs) {
     char steps[16];
     if (r.steps_to_target >= 0)
@@ -516,20 +526,23 @@ void print_table(const std::vector<result>& rs, const options& o, long long para
     else
       std::snprintf(steps, sizeof steps, "-");
     if (r.diverged)
-      std::printf("%-24s %10s %9s %10s %9.2f %9.2f %12s %12s\n", r.m->name, "diverged", "-", steps, r.ms_per_step,
-                  r.ms_optimizer, bytes_text(r.state_bytes).c_str(), bytes_text(r.scratch_bytes).c_str());
-    else
-      std::printf("%-24s %10s %8.1f%% %10s %9.2f %9.2f %12s %12s\n", r.m->name, loss_text(r.final_loss).c_str(),
-                  100 * r.test_accuracy, steps, r.ms_per_step, r.ms_optimizer, bytes_text(r.state_bytes).c_str(),
+      std::printf("%-24s %10s %9s %10s %9.2f %9.2f %12s %8.3f %12s\n", r.m->name, "diverged", "-", steps,
+                  r.ms_per_step, r.ms_optimizer, bytes_text(r.state_bytes).c_str(), r.state_ratio,
                   bytes_text(r.scratch_bytes).c_str());
+    else
+      std::printf("%-24s %10s %8.1f%% %10s %9.2f %9.2f %12s %8.3f %12s\n", r.m->name,
+                  loss_text(r.final_loss).c_str(), 100 * r.test_accuracy, steps, r.ms_per_step, r.ms_optimizer,
+                  bytes_text(r.state_bytes).c_str(), r.state_ratio, bytes_text(r.scratch_bytes).c_str());
   }
   std::printf(
       "\ntrain loss: mean cross-entropy over the %ld training images after the last step;\n"
       "test acc: on the other %ld images; steps to: the first evaluation (every %d steps)\n"
       "at or below the target; ms/step: forward, backward and optimizer step (SPSA: two\n"
       "forward passes and its step); opt ms: the optimizer's share; state: heap held by\n"
-      "the optimizer after its first step, less the scratch; scratch: the step buffers\n"
-      "that all its tensors share (the parameters are %s).\n",
+      "the optimizer after its first step, less the scratch; state x: what the states of\n"
+      "the method's own group hold (its buffers) over the parameters it steps (the head's\n"
+      "AdamW apart); scratch: the step buffers that all its tensors share (the parameters\n"
+      "are %s).\n",
       long(n_train), long(n_test), std::max(1, o.steps / 60), bytes_text(param_bytes).c_str());
 }
 
@@ -545,12 +558,12 @@ void write_csv(const std::vector<result>& rs, const options& o, const std::strin
   if (!f) throw std::runtime_error("cannot write " + summary);
   std::fprintf(f,
                "optimizer,name,settings,steps,batch,width,seed,final_train_loss,test_accuracy,steps_to_target,target,"
-               "ms_per_step,optimizer_ms_per_step,state_bytes,scratch_bytes,diverged\n");
+               "ms_per_step,optimizer_ms_per_step,state_bytes,state_ratio,scratch_bytes,diverged\n");
   for (const result& r : rs)
-    std::fprintf(f, "%s,%s,\"%s\",%d,%d,%d,%llu,%.6g,%.4f,%d,%g,%.4f,%.4f,%lld,%lld,%d\n", r.m->key, r.m->name,
-                 r.m->recipe, o.steps, o.batch, o.width, static_cast<unsigned long long>(o.seed), r.final_loss,
-                 r.test_accuracy, r.steps_to_target, o.target, r.ms_per_step, r.ms_optimizer, r.state_bytes,
-                 r.scratch_bytes, int(r.diverged));
+    std::fprintf(f, "%s,%s,\"%s\",%d,%d,%d,%llu,%.6g,%.4f,%d,%g,%.4f,%.4f,%lld,%.4f,%lld,%d\n", r.m->key,
+                 r.m->name, r.m->recipe, o.steps, o.batch, o.width, static_cast<unsigned long long>(o.seed),
+                 r.final_loss, r.test_accuracy, r.steps_to_target, o.target, r.ms_per_step, r.ms_optimizer,
+                 r.state_bytes, r.state_ratio, r.scratch_bytes, int(r.diverged));
   std::fclose(f);
 }
 

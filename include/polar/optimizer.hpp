@@ -270,6 +270,9 @@ class optimizer_group {
   const std::vector<index>& members() const noexcept { return members_; }
   /// The policy's name, for messages.
   virtual const char* policy_name() const noexcept = 0;
+  /// Bytes of the backend's memory the group's states hold: the buffers
+  /// its policy remembers from step to step (what a checkpoint keeps).
+  virtual std::size_t state_bytes() = 0;
   /// The learning rates and weight decays the step about to be taken will
   /// use (the settings times the schedules at steps()), as for_each_hyperparameter lists them.
   virtual std::vector<std::pair<std::string, double>> scheduled_hyperparameters() const = 0;
@@ -287,7 +290,6 @@ class optimizer_group {
   virtual void put(Backend& be, checkpoint& ck, const std::string& name, std::size_t k) const = 0;
   virtual void check_load(Backend& be, const checkpoint& ck, const std::string& name, std::size_t k) = 0;
   virtual void get(Backend& be, const checkpoint& ck, const std::string& name, std::size_t k) = 0;
-  virtual std::size_t state_bytes() = 0;
 
   std::string name_;
   polar::rule rule_;
