@@ -278,23 +278,30 @@ class optimizer_group {
   virtual std::vector<std::pair<std::string, double>> scheduled_hyperparameters() const = 0;
 
  protected:
+  /// A group named name that takes what r takes.
   optimizer_group(std::string name, polar::rule r) : name_(std::move(name)), rule_(std::move(r)) {}
 
   template <class, class>
   friend class optimizer;
-  // What the optimizer asks of a group.
+  /// Makes the state of a tensor added to the group.
   virtual void add_state(Backend& be, const std::string& name, const param_view<T>& w) = 0;
-  virtual void prepare(const char* op) = 0;  // schedules -> the live policy, checked
+  /// The live policy for the next step: the settings times the schedules, checked.
+  virtual void prepare(const char* op) = 0;
+  /// Steps the group's k-th tensor with the live policy.
   virtual void step_member(Backend& be, std::size_t k, const param_view<T>& w, const param_view<const T>& g) = 0;
+  /// Points the states' scratch at the pool's.
   virtual void share(scratch_pool& pool) = 0;
+  /// Puts the k-th state into ck under name.
   virtual void put(Backend& be, checkpoint& ck, const std::string& name, std::size_t k) const = 0;
+  /// Checks that ck's entry name fits the k-th state; writes nothing.
   virtual void check_load(Backend& be, const checkpoint& ck, const std::string& name, std::size_t k) = 0;
+  /// Reads the k-th state from ck's entry name.
   virtual void get(Backend& be, const checkpoint& ck, const std::string& name, std::size_t k) = 0;
 
-  std::string name_;
-  polar::rule rule_;
-  long steps_ = 0;
-  std::vector<index> members_;
+  std::string name_;             ///< the group's name
+  polar::rule rule_;             ///< which tensors it takes
+  long steps_ = 0;               ///< steps taken: the schedules' position
+  std::vector<index> members_;   ///< its tensors' positions in the optimizer
 };
 
 namespace detail {

@@ -15,7 +15,7 @@
 //                        exponential: the geodesic of the Euclidean metric,
 //                                [X U] expm([[X^T U, -U^T U], [I, X^T U]]) [expm(-X^T U); 0]
 //                                (Edelman, Arias and Smith 1998)
-//                        polar, Cayley and exponential end with one Newton step
+//                        Cayley, exponential and (in float) polar end with one Newton step
 //                        toward the polar factor, X (3I - X^T X) / 2, so that
 //                        rounding does not accumulate over many steps
 //   transport            projection: the orthogonal tangent projection at the
@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "polar/core/scratch.hpp"
 #include "polar/backend/concept.hpp"
@@ -221,9 +222,13 @@ struct stiefel {
       orthogonalizer(be, as_const(S), X, ws.orth);
       // The polar factor of an SVD in float is orthonormal to a few hundred
       // epsilon (Eigen's BDCSVD: 5-25x LAPACK's), and steps add it up; one
-      // Newton step squares that distance, as for Cayley and exp.
-      be.copy(as_const(X), S);
-      polish(be, as_const(S), X, ws);
+      // Newton step squares that distance, as for Cayley and exp. In double
+      // the factor is orthonormal to about 1e-15 already, and the step is
+      // left out so that double results stay those of the SVD.
+      if constexpr (!std::is_same_v<T, double>) {
+        be.copy(as_const(X), S);
+        polish(be, as_const(S), X, ws);
+      }
     }
   }
 
