@@ -1,6 +1,6 @@
 // The algorithms on the Thrust backend's CUDA system against the same
 // algorithms on its CPP system: Newton–Schulz (standard, Gram form, a stack),
-// and a parameter set stepping a matrix with Muon and a vector with AdamW.
+// and the model-level optimizer stepping a matrix with Muon and a vector with AdamW.
 // Built by the `cuda` preset; it needs a GPU to run, which CI does not have.
 #include <boost/test/unit_test.hpp>
 #include <cmath>
@@ -8,7 +8,7 @@
 
 #include "polar/backend/thrust.hpp"
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
-#include "polar/parameter_set.hpp"
+#include "polar/optimizer.hpp"
 
 namespace {
 using device_backend = polar::backend::thrust<polar::system::cuda>;
@@ -67,7 +67,7 @@ BOOST_AUTO_TEST_CASE(newton_schulz_forms_match_the_host) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(a_parameter_set_steps_like_the_host) {
+BOOST_AUTO_TEST_CASE(an_optimizer_steps_like_the_host) {
   device_backend dev;
   host_backend host;
   const polar::index rows = 32, cols = 96;
@@ -76,10 +76,14 @@ BOOST_AUTO_TEST_CASE(a_parameter_set_steps_like_the_host) {
   ::thrust::device_vector<double> dw(w.begin(), w.end()), db(b.begin(), b.end());
   ::thrust::device_vector<double> dgw(gw.begin(), gw.end()), dgb(gb.begin(), gb.end());
   const auto dev_ptr = [](auto& v) { return ::thrust::raw_pointer_cast(v.data()); };
-  polar::parameter_set<device_backend, double> dp(dev);
+  polar::optimizer<device_backend, double> dp(dev);
+  dp.add_group("muon", polar::muon_direction<>{}, polar::rule::matrices());
+  dp.add_group("adamw", polar::adamw_direction{});
   dp.add("w", polar::tensor_view<double>(dev_ptr(dw), {rows, cols}, polar::memory_space::device));
   dp.add("b", polar::tensor_view<double>(dev_ptr(db), {rows}, polar::memory_space::device));
-  polar::parameter_set<host_backend, double> hp(host);
+  polar::optimizer<host_backend, double> hp(host);
+  hp.add_group("muon", polar::muon_direction<>{}, polar::rule::matrices());
+  hp.add_group("adamw", polar::adamw_direction{});
   hp.add("w", polar::tensor_view<double>(w.data(), {rows, cols}));
   hp.add("b", polar::tensor_view<double>(b.data(), {rows}));
   for (int k = 0; k < 3; ++k) {
