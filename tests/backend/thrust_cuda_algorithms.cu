@@ -8,6 +8,8 @@
 
 #include "polar/backend/thrust.hpp"
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
+#include "polar/direction/adamw.hpp"
+#include "polar/direction/muon.hpp"
 #include "polar/optimizer.hpp"
 
 namespace {
