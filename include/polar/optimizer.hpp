@@ -58,6 +58,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -66,6 +67,9 @@
 #include <typeinfo>
 #include <utility>
 #include <vector>
+#if defined(__GNUG__)
+#include <cxxabi.h>
+#endif
 
 #include "polar/backend/concept.hpp"
 #include "polar/checkpoint.hpp"
@@ -213,6 +217,24 @@ struct has_check_member : std::false_type {};
 template <class P>
 struct has_check_member<P, std::void_t<decltype(std::declval<const P&>().check(""))>> : std::true_type {};
 
+/// T's name as the compiler spells it in source ("polar::sgd_direction"),
+/// for messages; the mangled name where the ABI offers no demangler.
+template <class T>
+std::string type_name() {
+  const char* raw = typeid(T).name();
+#if defined(__GNUG__)
+  int status = 0;
+  char* readable = abi::__cxa_demangle(raw, nullptr, nullptr, &status);
+  if (status == 0 && readable) {
+    std::string out(readable);
+    std::free(readable);
+    return out;
+  }
+  std::free(readable);
+#endif
+  return raw;
+}
+
 /// FNV-1a of a group's name: what a checkpoint records of a tensor's group.
 inline std::int64_t name_hash(const std::string& s) {
   std::uint64_t h = 1469598103934665603ull;
@@ -268,8 +290,8 @@ class optimizer_group {
   index size() const noexcept { return index(members_.size()); }
   /// The positions (in the order of add()) of the group's tensors.
   const std::vector<index>& members() const noexcept { return members_; }
-  /// The policy's name, for messages.
-  virtual const char* policy_name() const noexcept = 0;
+  /// The policy's type, for messages ("polar::muon_direction<polar::newton_schulz, void>").
+  virtual std::string policy_name() const = 0;
   /// Bytes of the backend's memory the group's states hold: the buffers
   /// its policy remembers from step to step (what a checkpoint keeps).
   virtual std::size_t state_bytes() = 0;
@@ -317,7 +339,7 @@ class group_of final : public optimizer_group<Backend, T> {
   Policy live;      // settings times the schedules: what steps
   std::vector<state_type> states;
 
-  const char* policy_name() const noexcept override { return typeid(Policy).name(); }
+  std::string policy_name() const override { return type_name<Policy>(); }
 
   std::vector<std::pair<std::string, double>> scheduled_hyperparameters() const override {
     Policy p = settings;

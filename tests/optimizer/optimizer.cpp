@@ -306,7 +306,8 @@ BOOST_AUTO_TEST_CASE(schedules_scale_every_learning_rate_of_a_group) {
   BOOST_TEST(opt.settings<polar::sgd_direction>("sgd").lr == 0.5);  // the settings are not touched
   BOOST_TEST(opt.group("sgd").steps() == 5);
   polar_test::check_throws<polar::value_error>([&] { opt.settings<polar::adamw_direction>("sgd"); },
-                                               {"polar::optimizer::settings", "group 'sgd' has another policy"});
+                                               {"polar::optimizer::settings",
+                                                "group 'sgd' has another policy (polar::sgd_direction)"});
 }
 
 BOOST_AUTO_TEST_CASE(clipping_matches_a_direct_computation) {
