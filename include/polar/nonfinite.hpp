@@ -89,14 +89,6 @@ struct has_update<O, B, T,
                       std::declval<typename O::template state<B, T>&>(), std::declval<matrix_view<T>>()))>>
     : std::true_type {};
 
-template <class O, class B, class T, class = void>
-struct has_grouped_init : std::false_type {};
-template <class O, class B, class T>
-struct has_grouped_init<O, B, T,
-                        std::void_t<decltype(std::declval<const O&>().init(
-                            std::declval<B&>(), std::declval<matrix_view<T>>(), moment_groups::element))>>
-    : std::true_type {};
-
 }  // namespace detail
 
 /// Any optimizer with a policy for non-finite gradients (see the header
@@ -145,7 +137,7 @@ struct nonfinite_guard {
   /// A fresh state whose second moment is shared over `groups`, for a
   /// wrapped direction that takes them (the form a geometry composes with).
   template <class Backend, class U, class T = std::remove_const_t<U>,
-            class = std::enable_if_t<detail::has_grouped_init<Optimizer, Backend, T>::value>>
+            class = std::enable_if_t<detail::takes_moment_groups<Optimizer, Backend, T>::value>>
   state<Backend, T> init(Backend& be, matrix_view<U> w, moment_groups groups) const {
     state<Backend, T> s;
     s.inner = optimizer.init(be, w, groups);

@@ -66,14 +66,6 @@ struct has_check_settings : std::false_type {};
 template <class G>
 struct has_check_settings<G, std::void_t<decltype(std::declval<const G&>().check_settings(""))>> : std::true_type {};
 
-template <class D, class B, class T, class = void>
-struct takes_moment_groups : std::false_type {};
-template <class D, class B, class T>
-struct takes_moment_groups<D, B, T,
-                           std::void_t<decltype(std::declval<const D&>().init(
-                               std::declval<B&>(), std::declval<matrix_view<T>>(), moment_groups::element))>>
-    : std::true_type {};
-
 /// What a Riemannian step needs only while it runs: the geometry's
 /// workspace, the tangent gradient and the increment, and the copy of the
 /// direction's state taken before the retraction (polar/core/scratch.hpp).

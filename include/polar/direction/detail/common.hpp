@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "polar/core/check.hpp"
 #include "polar/core/tensor.hpp"
@@ -106,6 +107,16 @@ void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const
   if (check_finite && !be.all_finite(g))
     raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
+
+/// Whether direction D has the init(be, W, moment_groups) form that a
+/// geometry (or a guard inside one) asks for.
+template <class D, class B, class T, class = void>
+struct takes_moment_groups : std::false_type {};
+template <class D, class B, class T>
+struct takes_moment_groups<D, B, T,
+                           std::void_t<decltype(std::declval<const D&>().init(
+                               std::declval<B&>(), std::declval<matrix_view<T>>(), moment_groups::element))>>
+    : std::true_type {};
 
 /// A zero-filled rows x cols buffer in the backend's memory (a fresh
 /// momentum or moment).
