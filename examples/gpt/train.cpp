@@ -1,0 +1,466 @@
+// examples/gpt/train.cpp: trains the character-level GPT of model.hpp on
+// Shakespeare with one of polar's optimizers, and reports what the GPT
+// experiment (scripts/gpt-bench, docs/gpt.md) compares: validation bits per
+// character against steps and seconds, the optimizer's share of the step
+// time, its state, the throughput over the GEMM rate measured in the same
+// run, and a sample of text.
+//
+//   polar_gpt --optimizer muon --lr 0.02 --steps 1000 --csv muon.csv
+//   polar_gpt --help
+//
+// Every optimizer trains the same model from the same initialization (the
+// seed) on the same batches (the seed too): batch k is a function of the
+// seed and k only. The parameters are handed to one polar::optimizer with
+// groups by name:
+//
+//   hidden  h*.w* (the attention's and MLP's matrices): the optimizer named
+//   embed   wte, wpe, head: AdamW (the routing Muon's authors use)
+//   gains   the RMSNorm gains (vectors): AdamW without weight decay
+//
+// "adamw" puts every group on AdamW at --lr. spsa fine-tunes a checkpoint
+// (--load) with forward passes only: two-sided SPSA over every tensor, one
+// direction per step, plain SGD on the estimate.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <Eigen/SVD>
+
+#include "data.hpp"
+#include "model.hpp"
+
+namespace {
+
+using backend = polar::backend::eigen;
+using model_t = gpt::model<backend, float>;
+using clock_type = std::chrono::steady_clock;
+
+const char* const optimizer_names[] = {"adamw", "muon", "md-adamw", "md-muon", "sphere", "manifold-muon", "spsa"};
+
+struct options {
+  std::string optimizer = "muon";
+  double lr = -1;        // the hidden group's (all groups' for adamw); -1: the optimizer's default
+  double lr_adam = 3e-3;  // the embed and gains groups' for the others
+  double weight_decay = -1;  // AdamW's on matrices; -1: 0.1 for adamw, 0 otherwise
+  long warmup = -1;       // steps of linear warmup; -1: steps / 20 (0 for md-*)
+  long steps = 1000;
+  int batch = 16, context = 128, width = 128, layers = 4, heads = 4;
+  std::uint64_t seed = 1;
+  long eval_every = 100;
+  int eval_batches = 16;
+  int sample = 300;
+  int threads = 0;  // 0: OpenMP's default
+  double target = 0;  // report the first step whose validation bpc is at most this
+  std::string csv, save, load, data = gpt::default_text_path();
+  bool quick = false;
+};
+
+[[noreturn]] void usage(int code) {
+  std::printf(
+      "usage: polar_gpt [options]\n"
+      "  --optimizer NAME   adamw, muon, md-adamw, md-muon, sphere, manifold-muon or spsa (default muon)\n"
+      "  --lr X             the hidden matrices' learning rate (every group's for adamw);\n"
+      "                     defaults: adamw 3e-3, muon 0.02, md-adamw 3e-3, md-muon 0.02, sphere 3e-3,\n"
+      "                     manifold-muon 0.05, spsa 1e-4\n"
+      "  --lr-adam X        the embeddings', head's and gains' AdamW learning rate (default 3e-3)\n"
+      "  --weight-decay X   AdamW's decoupled weight decay on matrices (default 0.1 for adamw, else 0)\n"
+      "  --warmup N         steps of linear warmup before the cosine decay (default steps/20; 0 for md-*)\n"
+      "  --steps N          training steps (default 1000)\n"
+      "  --batch N --context N --width N --layers N --heads N   the model and batch (16 128 128 4 4)\n"
+      "  --seed N           initialization and batch order (default 1)\n"
+      "  --eval-every N --eval-batches N   validation cadence and size (100, 16)\n"
+      "  --target X         also report the first evaluation at or below X bits per character\n"
+      "  --sample N         characters of text to sample at the end (default 300)\n"
+      "  --threads N        OpenMP threads (default: OpenMP's)\n"
+      "  --csv FILE         the curve: one row per evaluation\n"
+      "  --save FILE --load FILE   the model's weights (spsa needs --load)\n"
+      "  --data FILE        the corpus (default %s)\n"
+      "  --quick            a tiny model for a few steps: the test suite's check\n",
+      gpt::default_text_path().c_str());
+  std::exit(code);
+}
+
+[[noreturn]] void bad(const std::string& what) {
+  std::fprintf(stderr, "polar_gpt: %s (try --help)\n", what.c_str());
+  std::exit(2);
+}
+
+double number(const std::string& opt, const char* s) {
+  char* end;
+  const double v = std::strtod(s, &end);
+  if (end == s || *end || !std::isfinite(v)) bad(opt + " needs a number, got '" + s + "'");
+  return v;
+}
+
+long integer(const std::string& opt, const char* s, long lo) {
+  char* end;
+  const long v = std::strtol(s, &end, 10);
+  if (end == s || *end || v < lo) bad(opt + " needs an integer >= " + std::to_string(lo) + ", got '" + s + "'");
+  return v;
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") usage(0);
+    if (a == "--quick") {
+      o.quick = true;
+      continue;
+    }
+    if (i + 1 >= argc) bad(a + " needs a value");
+    const char* v = argv[++i];
+    if (a == "--optimizer") {
+      o.optimizer = v;
+      if (std::find(std::begin(optimizer_names), std::end(optimizer_names), o.optimizer) == std::end(optimizer_names))
+        bad("unknown optimizer '" + o.optimizer + "'");
+    } else if (a == "--lr") {
+      o.lr = number(a, v);
+      if (!(o.lr > 0)) bad("--lr must be > 0, got " + std::string(v));
+    } else if (a == "--lr-adam") {
+      o.lr_adam = number(a, v);
+      if (!(o.lr_adam > 0)) bad("--lr-adam must be > 0, got " + std::string(v));
+    } else if (a == "--weight-decay") {
+      o.weight_decay = number(a, v);
+      if (o.weight_decay < 0) bad("--weight-decay must be >= 0, got " + std::string(v));
+    } else if (a == "--warmup") {
+      o.warmup = integer(a, v, 0);
+    } else if (a == "--steps") {
+      o.steps = integer(a, v, 1);
+    } else if (a == "--batch") {
+      o.batch = int(integer(a, v, 1));
+    } else if (a == "--context") {
+      o.context = int(integer(a, v, 2));
+    } else if (a == "--width") {
+      o.width = int(integer(a, v, 1));
+    } else if (a == "--layers") {
+      o.layers = int(integer(a, v, 1));
+    } else if (a == "--heads") {
+      o.heads = int(integer(a, v, 1));
+    } else if (a == "--seed") {
+      o.seed = std::uint64_t(integer(a, v, 0));
+    } else if (a == "--eval-every") {
+      o.eval_every = integer(a, v, 1);
+    } else if (a == "--eval-batches") {
+      o.eval_batches = int(integer(a, v, 1));
+    } else if (a == "--target") {
+      o.target = number(a, v);
+    } else if (a == "--sample") {
+      o.sample = int(integer(a, v, 0));
+    } else if (a == "--threads") {
+      o.threads = int(integer(a, v, 1));
+    } else if (a == "--csv") {
+      o.csv = v;
+    } else if (a == "--save") {
+      o.save = v;
+    } else if (a == "--load") {
+      o.load = v;
+    } else if (a == "--data") {
+      o.data = v;
+    } else {
+      bad("unknown option " + a);
+    }
+  }
+  if (o.quick) {
+    o.batch = 4, o.context = 32, o.width = 32, o.layers = 2, o.heads = 2;
+    o.steps = std::min(o.steps, 40L), o.eval_every = 20, o.eval_batches = 2, o.sample = 60;
+  }
+  if (o.width % o.heads != 0)
+    bad("--width (" + std::to_string(o.width) + ") must be a multiple of --heads (" + std::to_string(o.heads) + ")");
+  if (o.optimizer == "spsa" && o.load.empty()) bad("spsa fine-tunes a trained model: give --load FILE");
+  const bool md = o.optimizer.compare(0, 3, "md-") == 0;
+  if (o.lr < 0) {
+    o.lr = o.optimizer == "muon" || o.optimizer == "md-muon" ? 0.02
+           : o.optimizer == "manifold-muon"                   ? 0.05
+           : o.optimizer == "spsa"                            ? 1e-4
+                                                              : 3e-3;
+  }
+  if (o.weight_decay < 0) o.weight_decay = o.optimizer == "adamw" ? 0.1 : 0.0;
+  if (o.warmup < 0) o.warmup = md || o.optimizer == "spsa" ? 0 : o.steps / 20;
+  return o;
+}
+
+// Each row of every hidden matrix scaled to norm 1 (the sphere
+// optimizer's manifold: nGPT keeps its matrices' rows on the unit sphere).
+void rows_to_sphere(model_t& m) {
+  for (std::size_t k = 0; k < m.tensors().size(); ++k) {
+    const auto& t = m.tensors()[k];
+    if (t.vector() || t.name[0] != 'h') continue;
+    float* w = m.weights().data() + t.offset;
+    for (polar::index i = 0; i < t.rows; ++i) {
+      double s = 0;
+      for (polar::index j = 0; j < t.cols; ++j) s += double(w[i * t.cols + j]) * w[i * t.cols + j];
+      const float inv = float(1 / std::sqrt(s));
+      for (polar::index j = 0; j < t.cols; ++j) w[i * t.cols + j] *= inv;
+    }
+  }
+}
+
+// Every hidden matrix replaced by its orthogonal polar factor (the Stiefel
+// manifold that manifold Muon steps on: orthonormal columns, or rows when wide).
+void hidden_to_stiefel(model_t& m) {
+  using rmat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  for (std::size_t k = 0; k < m.tensors().size(); ++k) {
+    const auto& t = m.tensors()[k];
+    if (t.vector() || t.name[0] != 'h') continue;
+    Eigen::Map<rmat> w(m.weights().data() + t.offset, t.rows, t.cols);
+    Eigen::JacobiSVD<Eigen::MatrixXd> svd(w.cast<double>(), Eigen::ComputeThinU | Eigen::ComputeThinV);
+    w = (svd.matrixU() * svd.matrixV().transpose()).cast<float>();
+  }
+}
+
+// The optimizer of o.optimizer over the model's tensors (all but spsa).
+std::unique_ptr<polar::optimizer<backend, float>> make_optimizer(backend& be, model_t& m, const options& o) {
+  auto opt = std::make_unique<polar::optimizer<backend, float>>(be);
+  const auto hidden = polar::rule::name("h*.w*");
+  const double decay_to = 0.1;
+  const auto sched = polar::schedule::cosine(o.steps, decay_to, o.warmup);
+  const auto adam = [&](double lr, double wd) { return polar::adamw_direction{lr, 0.9, 0.95, 1e-8, wd}; };
+  if (o.optimizer == "adamw") {
+    opt->add_group("hidden", adam(o.lr, o.weight_decay), hidden).lr_schedule = sched;
+  } else if (o.optimizer == "muon") {
+    polar::muon_direction<> mu;
+    mu.lr = o.lr;
+    mu.weight_decay = o.weight_decay;
+    opt->add_group("hidden", mu, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "md-adamw") {
+    polar::md_adamw md;
+    md.direction.lr = o.lr;
+    md.gain_direction.lr = o.lr_adam;
+    opt->add_group("hidden", md, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "md-muon") {
+    polar::md_muon md;
+    md.direction.lr = o.lr;
+    md.gain_direction.lr = o.lr_adam;
+    opt->add_group("hidden", md, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "sphere") {
+    polar::riemannian<polar::adamw_direction, polar::hypersphere> ra;
+    ra.direction = adam(o.lr, 0);
+    ra.geometry.scope = polar::sphere_scope::rows;
+    opt->add_group("hidden", ra, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "manifold-muon") {
+    polar::manifold_muon<> mm;
+    mm.lr = o.lr;
+    opt->add_group("hidden", mm, hidden).lr_schedule = sched;
+  }
+  const double lr_rest = o.optimizer == "adamw" ? o.lr : o.lr_adam;
+  opt->add_group("embed", adam(lr_rest, o.optimizer == "adamw" ? o.weight_decay : 0.0),
+                 polar::rule::names({"wte", "wpe", "head"}))
+      .lr_schedule = sched;
+  opt->add_group("gains", adam(lr_rest, 0.0), polar::rule::vectors()).lr_schedule = sched;
+  for (std::size_t k = 0; k < m.tensors().size(); ++k) opt->add(m.tensors()[k].name, m.view(k));
+  return opt;
+}
+
+// The GEMM rate of this machine and thread count: the MLP's first product
+// (batch x context rows, width in, mlp width out), the best of a few timed
+// rounds of 0.2 s.
+double gemm_rate(backend& be, const options& o) {
+  const polar::index n = polar::index(o.batch) * o.context, k = o.width, mo = 4 * polar::index(o.width);
+  std::vector<float> a(std::size_t(n * k), 0.5f), b(std::size_t(mo * k), 0.25f), c(std::size_t(n * mo));
+  const auto av = polar::matrix_view<const float>(a.data(), n, k, k, 1);
+  const auto bv = polar::matrix_view<const float>(b.data(), mo, k, k, 1);
+  const auto cv = polar::matrix_view<float>(c.data(), n, mo, mo, 1);
+  be.gemm(1.0f, polar::op::n, av, polar::op::t, bv, 0.0f, cv);
+  double best = 0;
+  for (int round = 0; round < 5; ++round) {
+    const auto t0 = clock_type::now();
+    long reps = 0;
+    double dt = 0;
+    do {
+      be.gemm(1.0f, polar::op::n, av, polar::op::t, bv, 0.0f, cv);
+      ++reps;
+      dt = std::chrono::duration<double>(clock_type::now() - t0).count();
+    } while (dt < (o.quick ? 0.02 : 0.2));
+    best = std::max(best, 2.0 * double(n) * double(k) * double(mo) * double(reps) / dt);
+  }
+  return best;
+}
+
+// The mean loss over the validation batches (fixed: the same for every run).
+double validation_loss(model_t& m, const gpt::corpus& c, const options& o) {
+  std::vector<int> x, y;
+  double s = 0;
+  for (int k = 0; k < o.eval_batches; ++k) {
+    gpt::batch(c.valid, 0xBA5Eull, std::uint64_t(k), o.batch, o.context, x, y);
+    s += double(m.forward(x.data(), y.data(), o.batch, o.context));
+  }
+  return s / o.eval_batches;
+}
+
+std::string sample_text(model_t& m, const gpt::corpus& c, const options& o, const std::string& prompt) {
+  std::vector<int> ids = c.encode(prompt);
+  std::uint64_t state = o.seed * 7919 + 17;
+  std::vector<double> p(std::size_t(c.vocab()));
+  for (int n = 0; n < o.sample; ++n) {
+    const int len = int(std::min<std::size_t>(ids.size(), std::size_t(o.context)));
+    m.forward(ids.data() + ids.size() - std::size_t(len), nullptr, 1, len);
+    const float* lg = m.logits() + std::ptrdiff_t(len - 1) * c.vocab();
+    const float mx = *std::max_element(lg, lg + c.vocab());
+    double total = 0;
+    for (int v = 0; v < c.vocab(); ++v) total += (p[std::size_t(v)] = std::exp(double(lg[v] - mx)));
+    state = gpt::mix(state);
+    double u = double(state >> 11) * 0x1.0p-53 * total;
+    int v = 0;
+    while (v + 1 < c.vocab() && (u -= p[std::size_t(v)]) > 0) ++v;
+    ids.push_back(v);
+  }
+  return c.decode(ids);
+}
+
+void save_weights(backend& be, model_t& m, const std::string& path) {
+  polar::checkpoint ck;
+  for (std::size_t k = 0; k < m.tensors().size(); ++k) ck.put(be, m.tensors()[k].name, m.view(k).elements());
+  ck.save(path);
+}
+
+void load_weights(backend& be, model_t& m, const std::string& path) {
+  const auto ck = polar::checkpoint::load(path);
+  for (std::size_t k = 0; k < m.tensors().size(); ++k) ck.get(be, m.tensors()[k].name, m.view(k).elements());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const options o = parse(argc, argv);
+#if defined(_OPENMP)
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+#endif
+  backend be;
+  gpt::corpus corpus;
+  try {
+    corpus = gpt::load_corpus(o.data);
+  } catch (const std::exception& e) {
+    bad(e.what());
+  }
+  gpt::config cfg;
+  cfg.vocab = corpus.vocab(), cfg.context = o.context, cfg.width = o.width, cfg.heads = o.heads,
+  cfg.layers = o.layers;
+  model_t m(be, cfg, o.seed);
+  if (!o.load.empty()) load_weights(be, m, o.load);
+  if (o.optimizer == "sphere") rows_to_sphere(m);
+  if (o.optimizer == "manifold-muon") hidden_to_stiefel(m);
+
+  std::unique_ptr<polar::optimizer<backend, float>> opt;
+  polar::spsa est;
+  polar::spsa_params<float> sp;
+  polar::spsa::workspace<backend, float> sws;
+  if (o.optimizer == "spsa") {
+    est.epsilon = 1e-3;
+    est.seed = o.seed;
+    for (std::size_t k = 0; k < m.tensors().size(); ++k) sp.add(m.view(k).elements());
+  } else {
+    opt = make_optimizer(be, m, o);
+  }
+
+  const double rate = gemm_rate(be, o);
+  const double flops_step = gpt::flops_per_token(cfg, o.context) * o.batch * o.context;
+  std::printf("gpt: %s, %zu parameters (V %d, context %d, width %d, %d layers, %d heads), batch %d x %d, %d threads\n",
+              o.optimizer.c_str(), m.parameter_count(), cfg.vocab, cfg.context, cfg.width, cfg.layers, cfg.heads,
+              o.batch, o.context, be.threads());
+  std::printf("gpt: lr %g, lr-adam %g, weight decay %g, warmup %ld, steps %ld, seed %llu; GEMM rate %.1f GFLOP/s\n",
+              o.lr, o.lr_adam, o.weight_decay, o.warmup, o.steps, static_cast<unsigned long long>(o.seed),
+              rate * 1e-9);
+  if (opt)
+    for (polar::index k = 0; k < opt->groups(); ++k)
+      std::printf("gpt: group %-6s %s, %zu tensors\n", opt->group_at(k).name().c_str(),
+                  opt->group_at(k).policy_name().c_str(), std::size_t(opt->group_at(k).size()));
+
+  std::FILE* csv = nullptr;
+  if (!o.csv.empty()) {
+    csv = std::fopen(o.csv.c_str(), "w");
+    if (!csv) bad("cannot write " + o.csv);
+    std::fprintf(csv, "optimizer,width,lr,seed,step,tokens,seconds,optimizer_seconds,train_loss,val_bpc\n");
+  }
+  const double ln2 = std::log(2.0);
+  const double initial = validation_loss(m, corpus, o) / ln2;
+  std::printf("gpt: step %5d  val %.4f bpc\n", 0, initial);
+  if (csv)
+    std::fprintf(csv, "%s,%d,%g,%llu,0,0,0,0,,%.6f\n", o.optimizer.c_str(), o.width, o.lr,
+                 static_cast<unsigned long long>(o.seed), initial);
+
+  std::vector<int> x, y;
+  double model_seconds = 0, opt_seconds = 0, train_loss = 0, last_val = initial, window = 0;
+  long window_n = 0, target_step = -1;
+  double target_seconds = 0;
+  for (long step = 1; step <= o.steps; ++step) {
+    gpt::batch(corpus.train, o.seed, std::uint64_t(step), o.batch, o.context, x, y);
+    if (opt) {
+      const auto t0 = clock_type::now();
+      train_loss = double(m.forward(x.data(), y.data(), o.batch, o.context));
+      m.backward();
+      const auto t1 = clock_type::now();
+      std::vector<polar::param_view<const float>> grads;
+      grads.reserve(m.tensors().size());
+      for (std::size_t k = 0; k < m.tensors().size(); ++k) grads.push_back(m.gradient(k));
+      opt->step(grads);
+      const auto t2 = clock_type::now();
+      model_seconds += std::chrono::duration<double>(t1 - t0).count();
+      opt_seconds += std::chrono::duration<double>(t2 - t1).count();
+    } else {
+      const auto t0 = clock_type::now();
+      const auto g = est.estimate(
+          be, sp, [&] { return m.forward(x.data(), y.data(), o.batch, o.context); }, std::uint32_t(step), sws);
+      train_loss = g.loss;
+      const auto t1 = clock_type::now();
+      polar::spsa_sgd_step(be, sp, g, o.lr);
+      const auto t2 = clock_type::now();
+      model_seconds += std::chrono::duration<double>(t1 - t0).count();
+      opt_seconds += std::chrono::duration<double>(t2 - t1).count();
+    }
+    if (!std::isfinite(train_loss)) {
+      std::printf("gpt: the training loss is %g at step %ld; stopping\n", train_loss, step);
+      break;
+    }
+    window += train_loss, ++window_n;
+    if (step % o.eval_every == 0 || step == o.steps) {
+      last_val = validation_loss(m, corpus, o) / ln2;
+      const double secs = model_seconds + opt_seconds;
+      std::printf("gpt: step %5ld  train %.4f bpc  val %.4f bpc  %.1f s (optimizer %.1f%%)\n", step,
+                  window / double(window_n) / ln2, last_val, secs, 100 * opt_seconds / secs);
+      if (csv)
+        std::fprintf(csv, "%s,%d,%g,%llu,%ld,%lld,%.4f,%.4f,%.6f,%.6f\n", o.optimizer.c_str(), o.width, o.lr,
+                     static_cast<unsigned long long>(o.seed), step,
+                     static_cast<long long>(step) * o.batch * o.context, secs, opt_seconds,
+                     window / double(window_n) / ln2, last_val);
+      if (o.target > 0 && target_step < 0 && last_val <= o.target) target_step = step, target_seconds = secs;
+      window = 0, window_n = 0;
+    }
+  }
+  if (csv) std::fclose(csv);
+  const double secs = model_seconds + opt_seconds;
+  const double tokens = double(o.steps) * o.batch * o.context;
+  const double achieved = flops_step * double(o.steps) / secs;
+  std::printf("gpt: %.0f tokens/s, %.1f GFLOP/s = %.1f%% of the GEMM rate; optimizer %.1f%% of the step; "
+              "optimizer state %zu bytes (%.2f x the parameters)\n",
+              tokens / secs, achieved * 1e-9, 100 * achieved / rate, 100 * opt_seconds / secs,
+              opt ? opt->state_bytes() : std::size_t(0),
+              opt ? double(opt->state_bytes()) / double(m.parameter_count() * sizeof(float)) : 0.0);
+  if (o.target > 0) {
+    if (target_step > 0)
+      std::printf("gpt: reached %.4f bpc at step %ld (%.1f s)\n", o.target, target_step, target_seconds);
+    else
+      std::printf("gpt: did not reach %.4f bpc\n", o.target);
+  }
+  std::printf("gpt: summary optimizer=%s width=%d lr=%g seed=%llu val_bpc=%.6f seconds=%.3f opt_share=%.4f "
+              "mfu=%.4f state_bytes=%zu target_step=%ld\n",
+              o.optimizer.c_str(), o.width, o.lr, static_cast<unsigned long long>(o.seed), last_val, secs,
+              opt_seconds / secs, achieved / rate, opt ? opt->state_bytes() : std::size_t(0), target_step);
+  if (o.sample > 0) std::printf("gpt: sample:\n%s\n", sample_text(m, corpus, o, "ROMEO:").c_str());
+  if (!o.save.empty()) save_weights(be, m, o.save);
+  // The quick run's check: the training moved the validation loss the
+  // right way (SPSA, one direction per step, is allowed to stand still).
+  const bool ok = std::isfinite(last_val) && (o.optimizer == "spsa" ? last_val <= initial * 1.001 : last_val < initial);
+  if (!ok) {
+    std::printf("gpt: validation went from %.4f to %.4f bpc\n", initial, last_val);
+    return 1;
+  }
+  std::printf("gpt: ok\n");
+  return 0;
+}
