@@ -56,6 +56,7 @@ struct options {
   int eval_batches = 16;
   int sample = 300;
   int threads = 0;  // 0: OpenMP's default
+  int dual_steps = 10;  // manifold Muon's dual-ascent cap
   double target = 0;  // report the first step whose validation bpc is at most this
   std::string csv, save, load, data = gpt::default_text_path();
   bool quick = false;
@@ -78,6 +79,7 @@ struct options {
       "  --target X         also report the first evaluation at or below X bits per character\n"
       "  --sample N         characters of text to sample at the end (default 300)\n"
       "  --threads N        OpenMP threads (default: OpenMP's)\n"
+      "  --dual-steps N     manifold Muon's dual-ascent iterations at most (default 10)\n"
       "  --csv FILE         the curve: one row per evaluation\n"
       "  --save FILE --load FILE   the model's weights (spsa needs --load)\n"
       "  --data FILE        the corpus (default %s)\n"
@@ -153,6 +155,8 @@ options parse(int argc, char** argv) {
       o.target = number(a, v);
     } else if (a == "--sample") {
       o.sample = int(integer(a, v, 0));
+    } else if (a == "--dual-steps") {
+      o.dual_steps = int(integer(a, v, 1));
     } else if (a == "--threads") {
       o.threads = int(integer(a, v, 1));
     } else if (a == "--csv") {
@@ -245,8 +249,12 @@ std::unique_ptr<polar::optimizer<backend, float>> make_optimizer(backend& be, mo
     ra.geometry.scope = polar::sphere_scope::rows;
     opt->add_group("hidden", ra, hidden).lr_schedule = sched;
   } else if (o.optimizer == "manifold-muon") {
-    polar::manifold_muon<> mm;
+    // msign by Newton-Schulz (Polar Express's 8 steps, which converge),
+    // not the default exact SVD: at this size a step would take seconds.
+    polar::manifold_muon<polar::newton_schulz> mm;
+    mm.orthogonalizer.schedule = polar::schedules::polar_express8;
     mm.lr = o.lr;
+    mm.max_dual_steps = o.dual_steps;
     opt->add_group("hidden", mm, hidden).lr_schedule = sched;
   }
   const double lr_rest = o.optimizer == "adamw" ? o.lr : o.lr_adam;
