@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -83,7 +84,8 @@ struct options {
       "  --csv FILE         the curve: one row per evaluation\n"
       "  --save FILE --load FILE   the model's weights (spsa needs --load)\n"
       "  --data FILE        the corpus (default %s)\n"
-      "  --quick            a tiny model for a few steps: the test suite's check\n",
+      "  --quick            defaults for a tiny run (batch 4 x 32, width 32, 2 layers, 2 heads, 40 steps,\n"
+      "                     evaluation every 20 steps on 2 batches): the test suite's check\n",
       gpt::default_text_path().c_str());
   std::exit(code);
 }
@@ -109,13 +111,17 @@ long integer(const std::string& opt, const char* s, long lo) {
 
 options parse(int argc, char** argv) {
   options o;
+  // --quick sets the defaults of a tiny run; options given with it still apply.
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--quick") {
+      o.quick = true;
+      o.batch = 4, o.context = 32, o.width = 32, o.layers = 2, o.heads = 2;
+      o.steps = 40, o.eval_every = 20, o.eval_batches = 2, o.sample = 60;
+    }
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") usage(0);
-    if (a == "--quick") {
-      o.quick = true;
-      continue;
-    }
+    if (a == "--quick") continue;
     if (i + 1 >= argc) bad(a + " needs a value");
     const char* v = argv[++i];
     if (a == "--optimizer") {
@@ -170,10 +176,6 @@ options parse(int argc, char** argv) {
     } else {
       bad("unknown option " + a);
     }
-  }
-  if (o.quick) {
-    o.batch = 4, o.context = 32, o.width = 32, o.layers = 2, o.heads = 2;
-    o.steps = std::min(o.steps, 40L), o.eval_every = 20, o.eval_batches = 2, o.sample = 60;
   }
   if (o.width % o.heads != 0)
     bad("--width (" + std::to_string(o.width) + ") must be a multiple of --heads (" + std::to_string(o.heads) + ")");
@@ -336,6 +338,7 @@ void load_weights(backend& be, model_t& m, const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // progress appears as it happens, also in a log file
   const options o = parse(argc, argv);
 #if defined(_OPENMP)
   if (o.threads > 0) omp_set_num_threads(o.threads);
@@ -393,6 +396,8 @@ int main(int argc, char** argv) {
     std::fprintf(csv, "%s,%d,%g,%llu,0,0,0,0,,%.6f\n", o.optimizer.c_str(), o.width, o.lr,
                  static_cast<unsigned long long>(o.seed), initial);
 
+  std::vector<polar::param_view<const float>> grads;  // views of the model's gradients: made once
+  for (std::size_t k = 0; k < m.tensors().size(); ++k) grads.push_back(m.gradient(k));
   std::vector<int> x, y;
   double model_seconds = 0, opt_seconds = 0, train_loss = 0, last_val = initial, window = 0;
   long window_n = 0, target_step = -1;
@@ -404,10 +409,12 @@ int main(int argc, char** argv) {
       train_loss = double(m.forward(x.data(), y.data(), o.batch, o.context));
       m.backward();
       const auto t1 = clock_type::now();
-      std::vector<polar::param_view<const float>> grads;
-      grads.reserve(m.tensors().size());
-      for (std::size_t k = 0; k < m.tensors().size(); ++k) grads.push_back(m.gradient(k));
-      opt->step(grads);
+      try {
+        opt->step(grads);
+      } catch (const polar::non_finite_error& e) {
+        std::printf("gpt: %s\n", e.what());
+        train_loss = std::numeric_limits<double>::quiet_NaN();
+      }
       const auto t2 = clock_type::now();
       model_seconds += std::chrono::duration<double>(t1 - t0).count();
       opt_seconds += std::chrono::duration<double>(t2 - t1).count();
@@ -423,7 +430,8 @@ int main(int argc, char** argv) {
       opt_seconds += std::chrono::duration<double>(t2 - t1).count();
     }
     if (!std::isfinite(train_loss)) {
-      std::printf("gpt: the training loss is %g at step %ld; stopping\n", train_loss, step);
+      std::printf("gpt: diverged: the training loss or a gradient is not finite at step %ld; stopping\n", step);
+      last_val = std::numeric_limits<double>::quiet_NaN();
       break;
     }
     window += train_loss, ++window_n;
