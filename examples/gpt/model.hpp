@@ -204,7 +204,7 @@ class model {
       rmsnorm_forward(act_.x[l].data(), param(b.norm1), a.a1.data(), a.r1.data(), N);
       be_.gemm(T(1), polar::op::n, cview(a.a1.data(), N, d), polar::op::t, cview(param(b.wq), 3 * d, d), T(0),
                mview(a.qkv.data(), N, 3 * d));
-      attention_forward(a);
+      attention_forward(a, l);
       std::copy(act_.x[l].begin(), act_.x[l].end(), a.xm.begin());
       be_.gemm(T(1), polar::op::n, cview(a.att.data(), N, d), polar::op::t, cview(param(b.wo), d, d), T(1),
                mview(a.xm.data(), N, d));
@@ -251,6 +251,14 @@ class model {
     probabilities_ = true;
     return T(loss / double(N));
   }
+
+  /// The largest attention logit (q.k / sqrt(d/H), over the batch and every
+  /// causal pair) of each head of block `layer` in the last forward(): H
+  /// values, what polar::qk_clip takes.
+  const double* max_logits(int layer) const { return max_logit_.data() + std::size_t(layer) * std::size_t(c_.heads); }
+  /// The index in tensors() of block `layer`'s query (or key) matrix.
+  std::size_t query_index(int layer) const { return blocks_.at(std::size_t(layer)).wq; }
+  std::size_t key_index(int layer) const { return blocks_.at(std::size_t(layer)).wq + 1; }
 
   /// The logits of the last forward() without targets: row i of N x V.
   const T* logits() const { return act_.logits.data(); }
@@ -374,6 +382,7 @@ class model {
     sz(act_.af, N * d), sz(act_.rf, N), sz(act_.logits, N * V);
     sz(bw_.dx, N * d), sz(bw_.da, N * d), sz(bw_.dh, N * f), sz(bw_.datt, N * d), sz(bw_.dqkv, N * 3 * d);
     sz(bw_.dp, heads * tt);
+    max_logit_.assign(std::size_t(c_.layers) * std::size_t(c_.heads), 0.0);
   }
 
   // y = x / rms(x) * g per row; r[i] = 1 / rms(row i).
@@ -435,10 +444,11 @@ class model {
     return polar::matrix_view<T>(a.qkv.data() + b * T_seq_ * 3 * d + part * d + h * hd, T_seq_, hd, 3 * d, 1);
   }
 
-  void attention_forward(layer_acts& a) {
+  void attention_forward(layer_acts& a, int layer) {
     const index d = c_.width, H = c_.heads, hd = d / H, S = T_seq_;
     const T scale = T(1) / std::sqrt(T(hd));
     const index pairs = index(B_) * H;
+    pair_max_.assign(std::size_t(pairs), 0.0);
     POLAR_OMP(parallel for schedule(dynamic))
     for (index bh = 0; bh < pairs; ++bh) {
       const index b = bh / H, h = bh % H;
@@ -450,6 +460,7 @@ class model {
         T* row = p + i * S;
         T mx = row[0];
         for (index j = 1; j <= i; ++j) mx = std::max(mx, row[j]);
+        if (i == 0 || double(mx) > pair_max_[std::size_t(bh)]) pair_max_[std::size_t(bh)] = double(mx);
         T s = 0;
         for (index j = 0; j <= i; ++j) s += (row[j] = std::exp(row[j] - mx));
         const T inv = T(1) / s;
@@ -458,6 +469,11 @@ class model {
       }
       be_.gemm(T(1), polar::op::n, cview(p, S, S), polar::op::n, polar::matrix_view<const T>(qkv_head(a, b, h, 2)),
                T(0), polar::matrix_view<T>(a.att.data() + b * S * d + h * hd, S, hd, d, 1));
+    }
+    double* out = max_logit_.data() + std::size_t(layer) * std::size_t(H);
+    for (index h = 0; h < H; ++h) {
+      out[h] = pair_max_[std::size_t(h)];
+      for (index b = 1; b < index(B_); ++b) out[h] = std::max(out[h], pair_max_[std::size_t(b * H + h)]);
     }
   }
 
@@ -507,6 +523,7 @@ class model {
   int B_ = 0, T_seq_ = 0;
   std::vector<int> tokens_, targets_;
   bool probabilities_ = false;
+  std::vector<double> max_logit_, pair_max_;  // per block and head; per (sequence, head) of one block
   activations act_;
   backward_buffers bw_;
 };

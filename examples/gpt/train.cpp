@@ -10,16 +10,11 @@
 //
 // Every optimizer trains the same model from the same initialization (the
 // seed) on the same batches (the seed too): batch k is a function of the
-// seed and k only. The parameters are handed to one polar::optimizer with
-// groups by name:
-//
-//   hidden  h*.w* (the attention's and MLP's matrices): the optimizer named
-//   embed   wte, wpe, head: AdamW (the routing Muon's authors use)
-//   gains   the RMSNorm gains (vectors): AdamW without weight decay
-//
-// "adamw" puts every group on AdamW at --lr. spsa fine-tunes a checkpoint
-// (--load) with forward passes only: two-sided SPSA over every tensor, one
-// direction per step, plain SGD on the estimate.
+// seed and k only. The parameters go to one polar::optimizer with groups
+// by name (recipes.hpp: the optimizer named on the attention's and MLP's
+// matrices, AdamW on the embeddings, head and gains). spsa fine-tunes a
+// checkpoint (--load) with forward passes only: two-sided SPSA over every
+// tensor, one direction per step, plain SGD on the estimate.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -31,10 +26,8 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/SVD>
-
 #include "data.hpp"
-#include "model.hpp"
+#include "recipes.hpp"
 
 namespace {
 
@@ -42,7 +35,6 @@ using backend = polar::backend::eigen;
 using model_t = gpt::model<backend, float>;
 using clock_type = std::chrono::steady_clock;
 
-const char* const optimizer_names[] = {"adamw", "muon", "md-adamw", "md-muon", "sphere", "manifold-muon", "spsa"};
 
 struct options {
   std::string optimizer = "muon";
@@ -58,6 +50,7 @@ struct options {
   int sample = 300;
   int threads = 0;  // 0: OpenMP's default
   int dual_steps = 10;  // manifold Muon's dual-ascent cap
+  double qk_clip = -1;  // QK-clip's tau after each step; 0 off; -1: 100 for adamw and muon, else off
   double target = 0;  // report the first step whose validation bpc is at most this
   std::string csv, save, load, data = gpt::default_text_path();
   bool quick = false;
@@ -81,6 +74,9 @@ struct options {
       "  --sample N         characters of text to sample at the end (default 300)\n"
       "  --threads N        OpenMP threads (default: OpenMP's)\n"
       "  --dual-steps N     manifold Muon's dual-ascent iterations at most (default 10)\n"
+      "  --qk-clip TAU      after each step, cap every head's largest attention logit at TAU (MuonClip's\n"
+      "                     QK-clip, polar::qk_clip); 0 turns it off. Default 100 for adamw and muon; the\n"
+      "                     others keep their own state of the weights and refuse it\n"
       "  --csv FILE         the curve: one row per evaluation\n"
       "  --save FILE --load FILE   the model's weights (spsa needs --load)\n"
       "  --data FILE        the corpus (default %s)\n"
@@ -126,7 +122,8 @@ options parse(int argc, char** argv) {
     const char* v = argv[++i];
     if (a == "--optimizer") {
       o.optimizer = v;
-      if (std::find(std::begin(optimizer_names), std::end(optimizer_names), o.optimizer) == std::end(optimizer_names))
+      const auto& names = gpt::optimizer_names();
+      if (std::find(names.begin(), names.end(), o.optimizer) == names.end())
         bad("unknown optimizer '" + o.optimizer + "'");
     } else if (a == "--lr") {
       o.lr = number(a, v);
@@ -163,6 +160,9 @@ options parse(int argc, char** argv) {
       o.sample = int(integer(a, v, 0));
     } else if (a == "--dual-steps") {
       o.dual_steps = int(integer(a, v, 1));
+    } else if (a == "--qk-clip") {
+      o.qk_clip = number(a, v);
+      if (o.qk_clip < 0) bad("--qk-clip must be >= 0, got " + std::string(v));
     } else if (a == "--threads") {
       o.threads = int(integer(a, v, 1));
     } else if (a == "--csv") {
@@ -187,110 +187,14 @@ options parse(int argc, char** argv) {
            : o.optimizer == "spsa"                            ? 1e-4
                                                               : 3e-3;
   }
+  const bool clippable = o.optimizer == "adamw" || o.optimizer == "muon";
+  if (o.qk_clip > 0 && !clippable)
+    bad("--qk-clip rescales the weights, which " + o.optimizer +
+        " keeps on its manifold or in its own state (D and gains): use it with adamw or muon");
+  if (o.qk_clip < 0) o.qk_clip = clippable ? 100 : 0;
   if (o.weight_decay < 0) o.weight_decay = o.optimizer == "adamw" ? 0.1 : 0.0;
   if (o.warmup < 0) o.warmup = md || o.optimizer == "spsa" ? 0 : o.steps / 20;
   return o;
-}
-
-// Each row of every hidden matrix scaled to norm 1 (the sphere
-// optimizer's manifold: nGPT keeps its matrices' rows on the unit sphere).
-void rows_to_sphere(model_t& m) {
-  for (std::size_t k = 0; k < m.tensors().size(); ++k) {
-    const auto& t = m.tensors()[k];
-    if (t.vector() || t.name[0] != 'h') continue;
-    float* w = m.weights().data() + t.offset;
-    for (polar::index i = 0; i < t.rows; ++i) {
-      double s = 0;
-      for (polar::index j = 0; j < t.cols; ++j) s += double(w[i * t.cols + j]) * w[i * t.cols + j];
-      const float inv = float(1 / std::sqrt(s));
-      for (polar::index j = 0; j < t.cols; ++j) w[i * t.cols + j] *= inv;
-    }
-  }
-}
-
-// Every hidden matrix replaced by its orthogonal polar factor (the Stiefel
-// manifold that manifold Muon steps on: orthonormal columns, or rows when wide).
-void hidden_to_stiefel(model_t& m) {
-  using rmat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  for (std::size_t k = 0; k < m.tensors().size(); ++k) {
-    const auto& t = m.tensors()[k];
-    if (t.vector() || t.name[0] != 'h') continue;
-    Eigen::Map<rmat> w(m.weights().data() + t.offset, t.rows, t.cols);
-    Eigen::JacobiSVD<Eigen::MatrixXd> svd(w.cast<double>(), Eigen::ComputeThinU | Eigen::ComputeThinV);
-    w = (svd.matrixU() * svd.matrixV().transpose()).cast<float>();
-  }
-}
-
-// The optimizer of o.optimizer over the model's tensors (all but spsa).
-std::unique_ptr<polar::optimizer<backend, float>> make_optimizer(backend& be, model_t& m, const options& o) {
-  auto opt = std::make_unique<polar::optimizer<backend, float>>(be);
-  const auto hidden = polar::rule::name("h*.w*");
-  const double decay_to = 0.1;
-  const auto sched = polar::schedule::cosine(o.steps, decay_to, o.warmup);
-  const auto adam = [&](double lr, double wd) { return polar::adamw_direction{lr, 0.9, 0.95, 1e-8, wd}; };
-  if (o.optimizer == "adamw") {
-    opt->add_group("hidden", adam(o.lr, o.weight_decay), hidden).lr_schedule = sched;
-  } else if (o.optimizer == "muon") {
-    polar::muon_direction<> mu;
-    mu.lr = o.lr;
-    mu.weight_decay = o.weight_decay;
-    opt->add_group("hidden", mu, hidden).lr_schedule = sched;
-  } else if (o.optimizer == "md-adamw") {
-    polar::md_adamw md;
-    md.direction.lr = o.lr;
-    md.gain_direction.lr = o.lr_adam;
-    opt->add_group("hidden", md, hidden).lr_schedule = sched;
-  } else if (o.optimizer == "md-muon") {
-    polar::md_muon md;
-    md.direction.lr = o.lr;
-    md.gain_direction.lr = o.lr_adam;
-    opt->add_group("hidden", md, hidden).lr_schedule = sched;
-  } else if (o.optimizer == "sphere") {
-    polar::riemannian<polar::adamw_direction, polar::hypersphere> ra;
-    ra.direction = adam(o.lr, 0);
-    ra.geometry.scope = polar::sphere_scope::rows;
-    opt->add_group("hidden", ra, hidden).lr_schedule = sched;
-  } else if (o.optimizer == "manifold-muon") {
-    // msign by Newton-Schulz (Polar Express's 8 steps, which converge),
-    // not the default exact SVD: at this size a step would take seconds.
-    polar::manifold_muon<polar::newton_schulz> mm;
-    mm.orthogonalizer.schedule = polar::schedules::polar_express8;
-    mm.lr = o.lr;
-    mm.max_dual_steps = o.dual_steps;
-    opt->add_group("hidden", mm, hidden).lr_schedule = sched;
-  }
-  const double lr_rest = o.optimizer == "adamw" ? o.lr : o.lr_adam;
-  opt->add_group("embed", adam(lr_rest, o.optimizer == "adamw" ? o.weight_decay : 0.0),
-                 polar::rule::names({"wte", "wpe", "head"}))
-      .lr_schedule = sched;
-  opt->add_group("gains", adam(lr_rest, 0.0), polar::rule::vectors()).lr_schedule = sched;
-  for (std::size_t k = 0; k < m.tensors().size(); ++k) opt->add(m.tensors()[k].name, m.view(k));
-  return opt;
-}
-
-// The GEMM rate of this machine and thread count: the MLP's first product
-// (batch x context rows, width in, mlp width out), the best of a few timed
-// rounds of 0.2 s.
-double gemm_rate(backend& be, const options& o) {
-  const polar::index n = polar::index(o.batch) * o.context, k = o.width, mo = 4 * polar::index(o.width);
-  std::vector<float> a(std::size_t(n * k), 0.5f), b(std::size_t(mo * k), 0.25f), c(std::size_t(n * mo));
-  const auto av = polar::matrix_view<const float>(a.data(), n, k, k, 1);
-  const auto bv = polar::matrix_view<const float>(b.data(), mo, k, k, 1);
-  const auto cv = polar::matrix_view<float>(c.data(), n, mo, mo, 1);
-  be.gemm(1.0f, polar::op::n, av, polar::op::t, bv, 0.0f, cv);
-  double best = 0;
-  for (int round = 0; round < 5; ++round) {
-    const auto t0 = clock_type::now();
-    long reps = 0;
-    double dt = 0;
-    do {
-      be.gemm(1.0f, polar::op::n, av, polar::op::t, bv, 0.0f, cv);
-      ++reps;
-      dt = std::chrono::duration<double>(clock_type::now() - t0).count();
-    } while (dt < (o.quick ? 0.02 : 0.2));
-    best = std::max(best, 2.0 * double(n) * double(k) * double(mo) * double(reps) / dt);
-  }
-  return best;
 }
 
 // The mean loss over the validation batches (fixed: the same for every run).
@@ -355,8 +259,6 @@ int main(int argc, char** argv) {
   cfg.layers = o.layers;
   model_t m(be, cfg, o.seed);
   if (!o.load.empty()) load_weights(be, m, o.load);
-  if (o.optimizer == "sphere") rows_to_sphere(m);
-  if (o.optimizer == "manifold-muon") hidden_to_stiefel(m);
 
   std::unique_ptr<polar::optimizer<backend, float>> opt;
   polar::spsa est;
@@ -367,10 +269,13 @@ int main(int argc, char** argv) {
     est.seed = o.seed;
     for (std::size_t k = 0; k < m.tensors().size(); ++k) sp.add(m.view(k).elements());
   } else {
-    opt = make_optimizer(be, m, o);
+    gpt::recipe r;
+    r.optimizer = o.optimizer, r.lr = o.lr, r.lr_adam = o.lr_adam, r.weight_decay = o.weight_decay;
+    r.warmup = o.warmup, r.steps = o.steps, r.dual_steps = o.dual_steps;
+    opt = gpt::make_optimizer(be, m, r);
   }
 
-  const double rate = gemm_rate(be, o);
+  const double rate = gpt::gemm_rate(be, polar::index(o.batch) * o.context, o.width, o.quick ? 0.02 : 0.2);
   const double flops_step = gpt::flops_per_token(cfg, o.context) * o.batch * o.context;
   std::printf("gpt: %s, %zu parameters (V %d, context %d, width %d, %d layers, %d heads), batch %d x %d, %d threads\n",
               o.optimizer.c_str(), m.parameter_count(), cfg.vocab, cfg.context, cfg.width, cfg.layers, cfg.heads,
@@ -398,6 +303,9 @@ int main(int argc, char** argv) {
 
   std::vector<polar::param_view<const float>> grads;  // views of the model's gradients: made once
   for (std::size_t k = 0; k < m.tensors().size(); ++k) grads.push_back(m.gradient(k));
+  polar::qk_clip clip;
+  clip.tau = o.qk_clip > 0 ? o.qk_clip : 100;
+  long clipped = 0;  // head-steps QK-clip rescaled
   std::vector<int> x, y;
   double model_seconds = 0, opt_seconds = 0, train_loss = 0, last_val = initial, window = 0;
   long window_n = 0, target_step = -1;
@@ -415,6 +323,10 @@ int main(int argc, char** argv) {
         std::printf("gpt: %s\n", e.what());
         train_loss = std::numeric_limits<double>::quiet_NaN();
       }
+      if (o.qk_clip > 0)
+        for (int l = 0; l < cfg.layers; ++l)
+          clipped += clip.apply(be, m.view(m.query_index(l)).matrix(), m.view(m.key_index(l)).matrix(), cfg.heads,
+                                m.max_logits(l));
       const auto t2 = clock_type::now();
       model_seconds += std::chrono::duration<double>(t1 - t0).count();
       opt_seconds += std::chrono::duration<double>(t2 - t1).count();
@@ -458,6 +370,9 @@ int main(int argc, char** argv) {
               tokens / secs, achieved * 1e-9, 100 * achieved / rate, 100 * opt_seconds / secs,
               opt ? opt->state_bytes() : std::size_t(0),
               opt ? double(opt->state_bytes()) / double(m.parameter_count() * sizeof(float)) : 0.0);
+  if (o.qk_clip > 0)
+    std::printf("gpt: QK-clip at tau %g rescaled %ld head-steps of %ld\n", o.qk_clip, clipped,
+                long(cfg.layers) * cfg.heads * o.steps);
   if (o.target > 0) {
     if (target_step > 0)
       std::printf("gpt: reached %.4f bpc at step %ld (%.1f s)\n", o.target, target_step, target_seconds);

@@ -39,3 +39,4 @@
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
 #include "polar/optimizer.hpp"
+#include "polar/qk_clip.hpp"

@@ -158,6 +158,72 @@ BOOST_AUTO_TEST_CASE(tensors_and_views) {
   BOOST_TEST(names == expect, boost::test_tools::per_element());
 }
 
+// The largest logits the forward pass records are the largest q.k/sqrt(hd)
+// over causal pairs (checked here from the weights, the long way round for
+// one head), and after polar::qk_clip with tau under them the next forward
+// on the same tokens has each clipped head's largest logit at tau.
+BOOST_AUTO_TEST_CASE(qk_clip_caps_the_logits) {
+  polar::backend::eigen be;
+  gpt::config c = small_config();
+  c.context = 6;
+  gpt::model<polar::backend::eigen, double> m(be, c, 21);
+  std::vector<int> x, y;
+  tokens_for(2, 6, c.vocab, 4, x, y);
+  m.forward(x.data(), y.data(), 2, 6);
+  const std::vector<double> s0(m.max_logits(1), m.max_logits(1) + c.heads);
+  std::vector<double> before0(m.max_logits(0), m.max_logits(0) + c.heads);
+  // Block 0, head 1, from the weights: a = rmsnorm(wte[x] + wpe[t]) g1,
+  // q = a Wq^T and k = a Wk^T on the head's columns.
+  {
+    const auto& w = m.weights();
+    const auto& ti = m.tensors();
+    const polar::index d = c.width, hd = d / c.heads, h = 1;
+    const auto row = [&](std::size_t k, polar::index r) { return w.data() + ti[k].offset + std::size_t(r * d); };
+    double best = -1e300;
+    for (int b = 0; b < 2; ++b) {
+      std::vector<std::vector<double>> q(6, std::vector<double>(std::size_t(hd))), k = q;
+      for (int t = 0; t < 6; ++t) {
+        std::vector<double> a(static_cast<std::size_t>(d));
+        double ss = 0;
+        for (polar::index j = 0; j < d; ++j) {
+          a[std::size_t(j)] = row(0, x[std::size_t(b * 6 + t)])[j] + row(1, t)[j];
+          ss += a[std::size_t(j)] * a[std::size_t(j)];
+        }
+        const double r = 1 / std::sqrt(ss / double(d) + 1e-6);
+        for (polar::index j = 0; j < d; ++j) a[std::size_t(j)] *= r * w[ti[2].offset + std::size_t(j)];
+        for (polar::index e = 0; e < hd; ++e)
+          for (polar::index j = 0; j < d; ++j) {
+            q[std::size_t(t)][std::size_t(e)] += a[std::size_t(j)] * row(m.query_index(0), h * hd + e)[j];
+            k[std::size_t(t)][std::size_t(e)] += a[std::size_t(j)] * row(m.key_index(0), h * hd + e)[j];
+          }
+      }
+      for (int i = 0; i < 6; ++i)
+        for (int j = 0; j <= i; ++j) {
+          double dot = 0;
+          for (polar::index e = 0; e < hd; ++e) dot += q[std::size_t(i)][std::size_t(e)] * k[std::size_t(j)][std::size_t(e)];
+          best = std::max(best, dot / std::sqrt(double(hd)));
+        }
+    }
+    BOOST_TEST(before0[1] == best, boost::test_tools::tolerance(1e-12));
+  }
+  polar::qk_clip clip;
+  clip.tau = 0.5 * std::max(s0[0], s0[1]);
+  const auto wq = m.view(m.query_index(1)).matrix(), wk = m.view(m.key_index(1)).matrix();
+  BOOST_TEST(m.tensors()[m.query_index(1)].name == "h1.wq");
+  BOOST_TEST(m.tensors()[m.key_index(1)].name == "h1.wk");
+  const polar::index n = clip.apply(be, wq, wk, c.heads, s0.data());
+  BOOST_TEST(n >= 1);
+  m.forward(x.data(), y.data(), 2, 6);
+  for (int h = 0; h < c.heads; ++h) {
+    BOOST_TEST_INFO("head " << h << ": " << s0[std::size_t(h)] << " -> " << m.max_logits(1)[h]);
+    if (s0[std::size_t(h)] > clip.tau)
+      BOOST_TEST(m.max_logits(1)[h] == clip.tau, boost::test_tools::tolerance(1e-12));
+    else
+      BOOST_TEST(m.max_logits(1)[h] == s0[std::size_t(h)], boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(m.max_logits(0)[h] == before0[std::size_t(h)]);  // block 0 comes first: untouched
+  }
+}
+
 BOOST_AUTO_TEST_CASE(errors_name_the_values) {
   polar::backend::eigen be;
   gpt::config c = small_config();
