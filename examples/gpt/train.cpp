@@ -50,7 +50,7 @@ struct options {
   int sample = 300;
   int threads = 0;  // 0: OpenMP's default
   int dual_steps = 10;  // manifold Muon's dual-ascent cap
-  double qk_clip = -1;  // QK-clip's tau after each step; 0 off; -1: 100 for adamw and muon, else off
+  double qk_clip = 0;  // QK-clip's tau after each step; 0: off
   double target = 0;  // report the first step whose validation bpc is at most this
   std::string csv, save, load, data = gpt::default_text_path();
   bool quick = false;
@@ -75,8 +75,8 @@ struct options {
       "  --threads N        OpenMP threads (default: OpenMP's)\n"
       "  --dual-steps N     manifold Muon's dual-ascent iterations at most (default 10)\n"
       "  --qk-clip TAU      after each step, cap every head's largest attention logit at TAU (MuonClip's\n"
-      "                     QK-clip, polar::qk_clip); 0 turns it off. Default 100 for adamw and muon; the\n"
-      "                     others keep their own state of the weights and refuse it\n"
+      "                     QK-clip, polar::qk_clip; Kimi K2 used 100). Default 0: off. adamw and muon\n"
+      "                     only: the others keep the weights on a manifold or in their own state\n"
       "  --csv FILE         the curve: one row per evaluation\n"
       "  --save FILE --load FILE   the model's weights (spsa needs --load)\n"
       "  --data FILE        the corpus (default %s)\n"
@@ -191,7 +191,6 @@ options parse(int argc, char** argv) {
   if (o.qk_clip > 0 && !clippable)
     bad("--qk-clip rescales the weights, which " + o.optimizer +
         " keeps on its manifold or in its own state (D and gains): use it with adamw or muon");
-  if (o.qk_clip < 0) o.qk_clip = clippable ? 100 : 0;
   if (o.weight_decay < 0) o.weight_decay = o.optimizer == "adamw" ? 0.1 : 0.0;
   if (o.warmup < 0) o.warmup = md || o.optimizer == "spsa" ? 0 : o.steps / 20;
   return o;
@@ -380,9 +379,9 @@ int main(int argc, char** argv) {
       std::printf("gpt: did not reach %.4f bpc\n", o.target);
   }
   std::printf("gpt: summary optimizer=%s width=%d lr=%g seed=%llu val_bpc=%.6f seconds=%.3f opt_share=%.4f "
-              "mfu=%.4f state_bytes=%zu target_step=%ld\n",
+              "mfu=%.4f state_bytes=%zu target_step=%ld qk_clipped=%ld\n",
               o.optimizer.c_str(), o.width, o.lr, static_cast<unsigned long long>(o.seed), last_val, secs,
-              opt_seconds / secs, achieved / rate, opt ? opt->state_bytes() : std::size_t(0), target_step);
+              opt_seconds / secs, achieved / rate, opt ? opt->state_bytes() : std::size_t(0), target_step, clipped);
   if (o.sample > 0) std::printf("gpt: sample:\n%s\n", sample_text(m, corpus, o, "ROMEO:").c_str());
   if (!o.save.empty()) save_weights(be, m, o.save);
   // The quick run's check: the training moved the validation loss the
