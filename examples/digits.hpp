@@ -3,8 +3,6 @@
 // decentralized example train on it.
 #pragma once
 
-#include <zlib.h>
-
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
@@ -14,6 +12,8 @@
 #include <vector>
 
 #include <polar/polar.hpp>
+
+#include "gz_text.hpp"
 
 #ifndef POLAR_DATA_DIR
 #define POLAR_DATA_DIR "data"
@@ -33,13 +33,7 @@ inline std::string default_digits_path() { return std::string(POLAR_DATA_DIR) + 
 
 /// Reads the gzipped CSV: 64 pixels 0..16 and a label 0..9 per line.
 inline digits load_digits(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::string text;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof buf)) > 0) text.append(buf, std::size_t(n));
-  gzclose(f);
+  const std::string text = read_gz(path);
   std::vector<float> values;
   std::vector<int> labels;
   const char* p = text.c_str();

@@ -4,13 +4,13 @@
 // with seed s is the same tokens whichever optimizer trains on it.
 #pragma once
 
-#include <zlib.h>
-
 #include <array>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "../gz_text.hpp"
 
 #ifndef POLAR_DATA_DIR
 #define POLAR_DATA_DIR "data"
@@ -47,24 +47,10 @@ struct corpus {
   }
 };
 
-/// Reads a gzipped (or plain) text file whole.
-inline std::string read_gz(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (!f) throw std::runtime_error("cannot open " + path);
-  std::string text;
-  std::vector<char> buf(1 << 20);
-  int n;
-  while ((n = gzread(f, buf.data(), unsigned(buf.size()))) > 0) text.append(buf.data(), std::size_t(n));
-  const bool bad = n < 0;
-  gzclose(f);
-  if (bad) throw std::runtime_error("cannot decompress " + path);
-  return text;
-}
-
 /// The corpus of `path`: the characters that occur, the first 90% for
 /// training and the rest for validation.
 inline corpus load_corpus(const std::string& path) {
-  const std::string text = read_gz(path);
+  const std::string text = examples::read_gz(path);
   if (text.size() < 1000) throw std::runtime_error(path + " holds " + std::to_string(text.size()) + " bytes; too few");
   std::array<bool, 256> seen{};
   for (unsigned char ch : text) seen[ch] = true;
