@@ -1,6 +1,7 @@
 // The algorithms on the Thrust backend's CUDA system against the same
 // algorithms on its CPP system: Newton–Schulz (standard, Gram form, a stack),
-// and the model-level optimizer stepping a matrix with Muon and a vector with AdamW.
+// the model-level optimizer stepping a matrix with Muon and a vector with AdamW,
+// and the Muon family (NorMuon, AdaMuon, PolarGrad, optax's momentum) on a stack.
 // Built by the `cuda` preset; it needs a GPU to run, which CI does not have.
 #include <boost/test/unit_test.hpp>
 #include <cmath>
@@ -98,6 +99,44 @@ BOOST_AUTO_TEST_CASE(an_optimizer_steps_like_the_host) {
   ::thrust::copy(db.begin(), db.end(), got_b.begin());
   BOOST_TEST(max_rel_diff(got_w, w) <= 1e-12);
   BOOST_TEST(max_rel_diff(got_b, b) <= 1e-12);
+}
+
+namespace {
+/// Three steps of direction d on a 2 x 16 x 40 stack on both systems;
+/// returns the largest difference over the largest entry.
+template <class Direction>
+double family_gap(const Direction& d) {
+  device_backend dev;
+  host_backend host;
+  const polar::index count = 2, rows = 16, cols = 40, n = count * rows * cols;
+  auto w = random_host<double>(n, 6);
+  const auto g = random_host<double>(n, 7);
+  ::thrust::device_vector<double> dw(w.begin(), w.end()), dg(g.begin(), g.end());
+  const polar::tensor_view<double> dwt(::thrust::raw_pointer_cast(dw.data()), {count, rows, cols}, polar::memory_space::device);
+  const polar::tensor_view<const double> dgt(::thrust::raw_pointer_cast(dg.data()), {count, rows, cols}, polar::memory_space::device);
+  const polar::tensor_view<double> hwt(w.data(), {count, rows, cols});
+  const polar::tensor_view<const double> hgt(g.data(), {count, rows, cols});
+  auto ds = d.init(dev, dwt);
+  auto hs = d.init(host, hwt);
+  for (int k = 0; k < 3; ++k) {
+    d.step(dev, dwt, dgt, ds);
+    d.step(host, hwt, hgt, hs);
+  }
+  std::vector<double> got(w.size());
+  ::thrust::copy(dw.begin(), dw.end(), got.begin());
+  return max_rel_diff(got, w);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(the_muon_family_steps_like_the_host) {
+  BOOST_TEST(family_gap(polar::muon_direction<polar::newton_schulz, void, polar::normuon>{}) <= 1e-12);
+  BOOST_TEST(family_gap(polar::muon_direction<polar::newton_schulz, void, polar::adamuon>{}) <= 1e-12);
+  polar::muon_direction<polar::newton_schulz, void, polar::polargrad> pg;
+  pg.scale = polar::scale_rule::none;
+  BOOST_TEST(family_gap(pg) <= 1e-12);
+  polar::muon_direction<> optax;
+  optax.bias_correction = true;
+  BOOST_TEST(family_gap(optax) <= 1e-12);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

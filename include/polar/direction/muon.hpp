@@ -10,7 +10,20 @@
 //   M    = G + mu buf                   (Nesterov, heavy ball)
 //   M    = buf                          (no Nesterov)
 //   U    = orthogonalize(M)             (Newton–Schulz by default)
+//   U   <- transform(M, U)              (plain_update: U unchanged)
 //   W   <- W (1 - lr wd) - lr scale(rows, cols) U
+//
+// With bias_correction (optax's Muon; EMA momentum only), step t (1-based)
+// orthogonalizes instead
+//
+//   M    = mu buf / (1 - mu^(t+1)) + (1 - mu) G / (1 - mu^t)   (Nesterov)
+//   M    = buf / (1 - mu^t)                                     (no Nesterov)
+//
+// (optax.contrib.muon, scale_by_muon), so users porting from optax get its
+// numbers; the default is Keller Jordan's lerp form above.
+//
+// The transform (polar/direction/muon_transforms.hpp) turns Muon into NorMuon,
+// AdaMuon or PolarGrad without touching the orthogonalizer or the scale rule.
 //
 // with the scale rules: original sqrt(max(1, rows/cols)) (Keller Jordan,
 // "Muon: An optimizer for hidden layers in neural networks", 2024, and
@@ -49,6 +62,7 @@
 #include "polar/core/scratch.hpp"
 #include "polar/core/tensor.hpp"
 #include "polar/direction/detail/common.hpp"
+#include "polar/direction/muon_transforms.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 namespace polar {
@@ -82,16 +96,18 @@ template <class Backend, class C, class Orthogonalizer>
 struct muon_scratch {
   typename Backend::template buffer<C> m;  ///< the orthogonalizer's input
   typename Backend::template buffer<C> u;  ///< its output, the polar factor
+  typename Backend::template buffer<C> aux;  ///< the transform's scratch (norms, row moments)
   typename Orthogonalizer::template workspace<Backend, C> ws;  ///< the orthogonalizer's buffers
-  /// Room for n elements in m and u.
-  void reserve(Backend& be, index n) {
+  /// Room for n elements in m and u, and `extra` for the transform.
+  void reserve(Backend& be, index n, index extra = 0) {
     if (m.size() < n) {
       m = be.template allocate<C>(n);
       u = be.template allocate<C>(n);
     }
+    if (aux.size() < extra) aux = be.template allocate<C>(extra);
   }
   /// Bytes held.
-  std::size_t bytes() const { return buffer_bytes(m, u) + workspace_bytes(ws); }
+  std::size_t bytes() const { return buffer_bytes(m, u, aux) + workspace_bytes(ws); }
 };
 }  // namespace detail
 
@@ -104,7 +120,10 @@ struct muon_scratch {
 ///   polar::gram_newton_schulz and polar::svd_polar also fit.
 /// @tparam Compute the scalar type the orthogonalizer iterates in; void for
 ///   the parameter's own.
-template <class Orthogonalizer = newton_schulz, class Compute = void>
+/// @tparam Transform what is done to the orthogonalized momentum before it
+///   is scaled: plain_update (Muon), normuon, adamuon, polargrad
+///   (polar/direction/muon_transforms.hpp).
+template <class Orthogonalizer = newton_schulz, class Compute = void, class Transform = plain_update>
 struct muon_direction {
   double lr = 0.02;                          ///< learning rate
   double momentum = 0.95;                    ///< mu, in [0, 1)
@@ -113,6 +132,8 @@ struct muon_direction {
   scale_rule scale = scale_rule::original;   ///< update scale
   double weight_decay = 0.0;                 ///< decoupled: W <- W (1 - lr wd)
   Orthogonalizer orthogonalizer{};           ///< the polar-factor approximation
+  Transform transform{};                     ///< after the orthogonalizer (NorMuon, AdaMuon, PolarGrad)
+  bool bias_correction = false;              ///< optax's bias-corrected momentum (EMA only; see above)
 
   /// The scalar type the orthogonalizer runs in for parameters of type T.
   template <class T>
@@ -129,6 +150,7 @@ struct muon_direction {
     /// The scratch type a step of this state uses.
     using scratch_type = detail::muon_scratch<Backend, C, Orthogonalizer>;
     typename Backend::template buffer<T> buf;  ///< momentum, in the parameter's precision
+    typename Transform::template state<Backend, C> post;  ///< the transform's state, in C
     std::shared_ptr<scratch_type> scratch;     ///< the step's scratch (not saved in checkpoints)
     index count = 0;  ///< matrices in the stack Muon sees
     index rows = 0;   ///< rows of each
@@ -145,6 +167,7 @@ struct muon_direction {
       f.shape("rows", rows);
       f.shape("cols", cols);
       f.value("steps", steps);
+      f.nested("transform", post);
     }
   };
 
@@ -164,6 +187,7 @@ struct muon_direction {
     s.rows = w.rows();
     s.cols = w.cols();
     s.buf = detail::zero_buffer<T>(be, s.count * s.rows, s.cols);
+    s.post = transform.template init<Backend, compute_t<T>>(be, s.count, s.rows, s.cols);
     return s;
   }
   /// A fresh state for a tensor of rank 2 to 5 (see the header comment).
@@ -260,6 +284,9 @@ struct muon_direction {
     detail::check_lr(opname, lr);
     detail::check_unit_interval(opname, "momentum", momentum);
     detail::check_weight_decay(opname, weight_decay);
+    if (bias_correction && kind != momentum_kind::ema)
+      detail::raise<value_error>(opname, "bias_correction (optax's form) needs momentum_kind::ema, got heavy_ball");
+    transform.check(opname);
   }
 
  private:
@@ -273,7 +300,7 @@ struct muon_direction {
       detail::raise<non_finite_error>(opname, "G (", shape_of(s.count, s.rows, s.cols), ") holds NaN or infinity");
 
     auto& scratch = detail::scratch_of(s.scratch);
-    scratch.reserve(be, s.count * s.rows * s.cols);
+    scratch.reserve(be, s.count * s.rows * s.cols, transform.aux_size(s.count, s.rows, s.cols));
     const auto buf = view(s.buf, s, Backend::space);
     const auto m = view(scratch.m, s, Backend::space);
     const auto u = view(scratch.u, s, Backend::space);
@@ -282,7 +309,15 @@ struct muon_direction {
     const T c = kind == momentum_kind::ema ? T(1 - momentum) : T(1);
     detail::for_stack([&](auto gv, auto bv) { be.axpby(c, gv, mu, bv); }, g, buf);
     // M: the orthogonalizer's input, in the iteration precision
-    if (nesterov) {
+    const double t = double(s.steps + 1);
+    if (bias_correction && nesterov) {
+      // optax: mu buf / (1 - mu^(t+1)) + (1 - mu) g / (1 - mu^t)
+      const detail::biased_nesterov_fn<C> f{C(momentum / (1 - std::pow(momentum, t + 1))),
+                                             C((1 - momentum) / (1 - std::pow(momentum, t)))};
+      detail::for_stack([&](auto mv, auto gv, auto bv) { be.map(f, mv, gv, bv); }, m, g, as_const(buf));
+    } else if (bias_correction) {
+      be.map(detail::scale_cast_fn<C>{C(1 / (1 - std::pow(momentum, t)))}, stacked(m), as_const(stacked(buf)));
+    } else if (nesterov) {
       const detail::nesterov_fn<C> f{C(momentum), kind == momentum_kind::heavy_ball};
       detail::for_stack([&](auto mv, auto gv, auto bv) { be.map(f, mv, gv, bv); }, m, g, as_const(buf));
     } else if constexpr (std::is_same_v<C, T>) {
@@ -290,7 +325,9 @@ struct muon_direction {
     } else {
       be.map(detail::cast_fn<C>{}, stacked(m), as_const(stacked(buf)));
     }
+    transform.prepare(be, m);
     orthogonalizer(be, as_const(m), u, scratch.ws);
+    transform.apply(be, as_const(m), u, s.post, s.steps + 1, scratch.aux.data());
   }
 
   static std::string shape_of(index count, index rows, index cols) {

@@ -56,6 +56,14 @@ struct nesterov_fn {
   }
 };
 
+/// optax's bias-corrected Nesterov input: c g + a buf.
+template <class T>
+struct biased_nesterov_fn {
+  T a, c;
+  template <class G, class B>
+  POLAR_HOST_DEVICE T operator()(G g, B b) const { return T(c * T(g) + a * T(b)); }
+};
+
 /// Converts between scalar types (the iteration precision of Muon).
 template <class T>
 struct cast_fn {
