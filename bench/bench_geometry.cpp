@@ -20,6 +20,16 @@
 //                            row sphere over the Euclidean step of the same
 //                            direction (bar: <= 1.3), the median of seven
 //                            interleaved rounds
+//   bm_manifold_muon/n/p     ratio_to_muon = a manifold Muon step (Newton–
+//                            Schulz msign, warm start, dual_lr 0.2,
+//                            tolerance 1e-3) over a Muon step of the same
+//                            n x p float matrix, on a sequence of noisy
+//                            gradients (bar: <= 3); its_per_step = the
+//                            ascent's mean iterations; violation =
+//                            |W^T W - I|_F after the steps; residual = the
+//                            last ascent's |H|_F / p; at 1024 x 256 the SVD
+//                            form's violation and residual on the same
+//                            sequence beside it (svd_violation, svd_residual)
 //
 // Each also runs on the Thrust host systems, named with the suffix _omp or
 // _cpp (bm_stiefel_omp/qr/4096/256, ...), at the sizes of the bars; their
@@ -30,8 +40,11 @@
 #include "bench_support.hpp"
 
 #include <Eigen/Dense>
+#include <chrono>
 #include <polar/backend/eigen.hpp>
+#include <polar/direction/muon.hpp>
 #include <polar/geometry/hypersphere.hpp>
+#include <polar/geometry/manifold_muon.hpp>
 #include <polar/geometry/riemannian.hpp>
 #include <polar/geometry/stiefel.hpp>
 #if defined(POLAR_BENCH_THRUST)
@@ -217,6 +230,66 @@ void thrust_stiefel_sizes(benchmark::internal::Benchmark* b) {
 
 }  // namespace
 
+/// Steps a point of the n x p Stiefel manifold `steps` times with
+/// manifold Muon on gradients g0 + noise_k; returns the seconds of the
+/// steps after the first, and leaves the last state's figures in `its`
+/// (mean iterations), `residual` and `violation`.
+template <class MM>
+double manifold_steps(const MM& mm, polar::index n, polar::index p, int steps, double& its, double& residual,
+                      double& violation) {
+  polar::backend::eigen be;
+  fmat w = random(be, n, p, 1), g0 = random(be, n, p, 2), g(n, p);
+  polar::svd_polar{}(be, cv(fmat(w)), polar::make_view(w));
+  auto s = mm.init(be, cv(w));
+  double t = 0;
+  its = 0;
+  for (int k = 0; k < steps; ++k) {
+    g = g0 + 0.5f * random(be, n, p, std::uint64_t(100 + k));
+    const auto t0 = std::chrono::steady_clock::now();
+    mm.step(be, polar::make_view(w), cv(g), s);
+    if (k > 0) t += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    its += s.dual_iterations;
+  }
+  its /= steps;
+  residual = s.dual_residual;
+  violation = (w.transpose().cast<double>() * w.cast<double>() - Eigen::MatrixXd::Identity(p, p)).norm();
+  return t / (steps - 1);
+}
+
+/// Manifold Muon's fast form over Muon, same shape, same process.
+void bm_manifold_muon(benchmark::State& state) {
+  const polar::index n = state.range(0), p = state.range(1);
+  const int steps = n >= 4096 ? 6 : 16;
+  polar::manifold_muon<polar::newton_schulz> mm;
+  mm.dual_lr = 0.2;
+  mm.tolerance = 1e-3;
+  polar::backend::eigen be;
+  fmat mw = random(be, n, p, 3);
+  const fmat mg = random(be, n, p, 4);
+  polar::muon_direction<> muon;
+  auto ms = muon.init(be, cv(mw));
+  double its = 0, residual = 0, violation = 0, ratio = 0;
+  for (auto _ : state) {
+    const double tm = manifold_steps(mm, n, p, steps, its, residual, violation);
+    const double tu = seconds([&] { muon.step(be, polar::make_view(mw), cv(mg), ms); }, n >= 4096 ? 2.0 : 0.5);
+    ratio = tm / tu;
+    state.SetIterationTime(tm);
+  }
+  state.counters["ratio_to_muon"] = ratio;
+  state.counters["its_per_step"] = its;
+  state.counters["residual"] = residual;
+  state.counters["violation"] = violation;
+  if (n <= 1024) {
+    polar::manifold_muon<> exact;
+    exact.dual_lr = 0.2;
+    exact.tolerance = 1e-3;
+    double sits = 0, sres = 0, sviol = 0;
+    manifold_steps(exact, n, p, 6, sits, sres, sviol);
+    state.counters["svd_violation"] = sviol;
+    state.counters["svd_residual"] = sres;
+  }
+}
+
 BENCHMARK_CAPTURE(bm_stiefel, qr, stiefel_op::qr)->Apply(stiefel_sizes);
 BENCHMARK_CAPTURE(bm_stiefel, polar, stiefel_op::polar)->Apply(stiefel_sizes);
 BENCHMARK_CAPTURE(bm_stiefel, cayley, stiefel_op::cayley)->Apply(stiefel_sizes);
@@ -229,6 +302,7 @@ BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({2048, 2048}
 BENCHMARK_CAPTURE(bm_row_sphere, momentum, polar::momentum_direction{})->Args({2048, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, adam, polar::adamw_direction{})->Args({2048, 2048})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, muon, polar::muon_direction<>{})->Args({1024, 1024})->Unit(benchmark::kMillisecond)->Iterations(2);
+BENCHMARK(bm_manifold_muon)->Args({1024, 256})->Args({4096, 1024})->Unit(benchmark::kMillisecond)->UseManualTime()->Iterations(1);
 
 #if defined(POLAR_BENCH_THRUST)
 #define POLAR_GEOMETRY_ON_THRUST(SYS)                                                                           \

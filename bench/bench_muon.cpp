@@ -14,6 +14,11 @@
 //                      128 x 512)
 //   speedup_vs_direct  the direct transcription's time / this time (bar 1.3)
 //   speedup_vs_loop    for a stack: one matrix at a time / the stacked call
+//   accuracy/<schedule>  on a Gaussian 64 x 256 matrix and on one with
+//                      singular values from 1 to 1e-4: the output's
+//                      singular values (sv_lo, sv_hi) and its distance to
+//                      the exact polar factor, |out - U V^T|_F / sqrt(64)
+//                      (err_vs_polar), with the schedule's steps
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
@@ -152,6 +157,15 @@ void bm_accuracy(benchmark::State& state, const polar::ns_schedule& sch) {
     return Eigen::JacobiSVD<rmat<double>>(out.template cast<double>()).singularValues();
   };
   const auto sg = sv(gauss), si = sv(ill);
+  // The distance to the exact polar factor U V^T of the input, RMS over the
+  // singular directions: |out - U V^T|_F / sqrt(n).
+  const auto err = [&](const rmat<T>& g) {
+    orth(be, polar::make_view(g), polar::make_view(out), ws);
+    Eigen::JacobiSVD<rmat<double>> svd(g.template cast<double>(), Eigen::ComputeThinU | Eigen::ComputeThinV);
+    const rmat<double> exact = svd.matrixU() * svd.matrixV().transpose();
+    return (out.template cast<double>() - exact).norm() / std::sqrt(double(n));
+  };
+  const double eg = err(gauss), ei = err(ill);
   for (auto _ : state) {
     orth(be, polar::make_view(static_cast<const rmat<T>&>(gauss)), polar::make_view(out), ws);
     benchmark::DoNotOptimize(out.data());
@@ -160,6 +174,9 @@ void bm_accuracy(benchmark::State& state, const polar::ns_schedule& sch) {
   state.counters["sv_hi"] = sg.maxCoeff();
   state.counters["sv_lo_cond1e4"] = si.minCoeff();
   state.counters["sv_hi_cond1e4"] = si.maxCoeff();
+  state.counters["err_vs_polar"] = eg;
+  state.counters["err_vs_polar_cond1e4"] = ei;
+  state.counters["steps"] = orth.steps();
 }
 
 /// One part of a Newton–Schulz step alone, at n x m in float, to see where
@@ -238,6 +255,7 @@ void polar_express8_float(benchmark::State& s) { bm_newton_schulz<float>(s, pola
 void you5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::you5); }
 void cans5_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::cans5); }
 void cubic_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::cubic); }
+void turbo4_float(benchmark::State& s) { bm_newton_schulz<float>(s, polar::schedules::turbo4); }
 void gram_jordan5_float(benchmark::State& s) {
   bm_newton_schulz<float, polar::gram_newton_schulz>(s, polar::schedules::jordan5);
 }
@@ -254,6 +272,7 @@ BENCHMARK_CAPTURE(accuracy, polar_express5, &polar::schedules::polar_express5);
 BENCHMARK_CAPTURE(accuracy, polar_express8, &polar::schedules::polar_express8);
 BENCHMARK_CAPTURE(accuracy, cans5, &polar::schedules::cans5);
 BENCHMARK_CAPTURE(accuracy, cubic, &polar::schedules::cubic);
+BENCHMARK_CAPTURE(accuracy, turbo4, &polar::schedules::turbo4);
 BENCHMARK_CAPTURE(accuracy_gram, jordan5, &polar::schedules::jordan5);
 BENCHMARK_CAPTURE(accuracy_gram, polar_express8, &polar::schedules::polar_express8);
 BENCHMARK(bm_parts)->ArgsProduct({{0, 1, 2, 3, 4, 5, 6}, {1024}, {4096}})->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -266,6 +285,7 @@ BENCHMARK(polar_express8_float)->Args({1024, 4096})->Unit(benchmark::kMillisecon
 BENCHMARK(you5_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(cans5_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(cubic_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(turbo4_float)->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_stack, float)->Args({64, 128, 512})->Args({16, 256, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_stack, double)->Args({64, 128, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_stack, float, polar::gram_newton_schulz)->Args({64, 128, 512})->Unit(benchmark::kMillisecond)->UseRealTime();

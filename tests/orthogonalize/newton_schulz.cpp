@@ -2,7 +2,8 @@
 // it must apply to each singular value, the published singular-value bands,
 // orthogonal equivariance, transposition, zero input, the symmetric-product
 // path against the GEMM path, the SVD polar factor, the Gram form with its
-// restarts, and stacks against one matrix at a time. On the Eigen backend and
+// restarts, stacks against one matrix at a time, and Turbo-Muon's AOL input
+// scaling against its definition. On the Eigen backend and
 // Thrust's OMP system in float and double, and Thrust's CPP system in float.
 #include "polar/orthogonalize/newton_schulz.hpp"
 
@@ -144,7 +145,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(random_matrices_land_in_the_published_bands, C, ns
                         {&polar::schedules::polar_express5, 0.85, 1.15},
                         {&polar::schedules::polar_express8, 0.99, 1.01},
                         {&polar::schedules::cans5, 0.87, 1.12},
-                        {&polar::schedules::cubic, 0.999, 1.001}};
+                        {&polar::schedules::cubic, 0.999, 1.001},
+                        // Turbo-Muon's four steps after AOL: measured [0.978,
+                        // 1.032], you5's band with one step fewer
+                        {&polar::schedules::turbo4, 0.97, 1.04}};
   rmat<T> g(64, 256);
   B().fill_random(polar::make_view(g), polar::rng_key{11}, polar::distribution::normal);
   for (const auto& b : bands) {
@@ -154,6 +158,55 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(random_matrices_land_in_the_published_bands, C, ns
       BOOST_TEST(sv.maxCoeff() <= b.hi);
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(aol_scaling_follows_its_definition, C, ns_types) {
+  // Turbo-Muon's AOL input scaling against a direct transcription in double:
+  // for the wide X, d_i = 1 / sqrt(max(sum_j |(X X^T)_ij|, eps)), X <- D X,
+  // then the schedule's four steps; a stack of two, wide and tall.
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  const polar::ns_schedule& sch = polar::schedules::turbo4;
+  BOOST_TEST(sch.aol);
+  BOOST_TEST(polar::newton_schulz{sch}.steps() == 4);
+  for (bool tall : {false, true}) {
+    BOOST_TEST_CONTEXT((tall ? "tall" : "wide")) {
+      const polar::index count = 2, n = 24, m = 80;
+      std::vector<T> g(std::size_t(count * n * m)), out(g.size());
+      B().fill_random(polar::row_major_view(g.data(), 1, polar::index(g.size())), polar::rng_key{21},
+                      polar::distribution::normal);
+      const polar::index r = tall ? m : n, c = tall ? n : m;
+      B be;
+      polar::newton_schulz{sch}(be, polar::as_const(polar::row_major_batch(g.data(), count, r, c)),
+                                polar::row_major_batch(out.data(), count, r, c));
+      double worst = 0;
+      for (polar::index k = 0; k < count; ++k) {
+        dmat x(r, c);
+        for (polar::index i = 0; i < r * c; ++i) x.data()[i] = double(g[std::size_t(k * r * c + i)]);
+        if (tall) x.transposeInPlace();
+        const dmat a = x * x.transpose();
+        for (polar::index i = 0; i < n; ++i) x.row(i) /= std::sqrt(std::max(a.row(i).cwiseAbs().sum(), sch.eps));
+        for (int step = 0; step < 4; ++step) {
+          const auto q = sch.at(step);
+          const dmat A = x * x.transpose();
+          x = q.a * x + (q.b * A + q.c * A * A) * x;
+        }
+        if (tall) x.transposeInPlace();
+        for (polar::index i = 0; i < r * c; ++i)
+          worst = std::max(worst, std::abs(double(out[std::size_t(k * r * c + i)]) - x.data()[i]));
+      }
+      BOOST_TEST(worst <= (std::is_same_v<T, float> ? 1e-4 : 1e-12));
+    }
+  }
+  // The Gram form does not implement it, and says so.
+  polar_test::check_throws<polar::unsupported_error>(
+      [&] {
+        rmat<T> x(8, 16), o(8, 16);
+        x.setOnes();
+        B be;
+        polar::gram_newton_schulz{sch}(be, polar::make_view(static_cast<const rmat<T>&>(x)), polar::make_view(o));
+      },
+      {"polar::gram_newton_schulz", "turbo4", "AOL"});
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(orthogonal_equivariance_and_transposition, C, ns_types) {

@@ -130,6 +130,10 @@ struct gram_newton_schulz {
     constexpr const char* opname = "polar::gram_newton_schulz";
     detail::check_orthogonalizer_args(opname, g, out);
     detail::check_schedule(opname, schedule, steps());
+    if (schedule.aol)
+      detail::raise<unsupported_error>(opname, "schedule '", schedule.name,
+                                       "' scales its input by AOL, which polar::newton_schulz implements and the "
+                                       "Gram form does not");
     for (int r : restarts)
       if (r < 0) detail::raise<value_error>(opname, "restart steps must be >= 0, got ", r);
     if (g.size() == 0) return;

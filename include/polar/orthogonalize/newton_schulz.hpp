@@ -38,6 +38,7 @@ struct ns_workspace {
   typename Backend::template buffer<T> a;      ///< the Gram matrix X X^T
   typename Backend::template buffer<T> b;      ///< b A + c A^2
   typename Backend::template buffer<T> norms;  ///< per-matrix norms
+  typename Backend::template buffer<T> d;      ///< AOL's row scales, n per matrix
 
   /// Room for `count` matrices of n x m (n <= m).
   void reserve(Backend& be, index count, index n, index m) {
@@ -51,8 +52,12 @@ struct ns_workspace {
     }
     if (norms.size() < count) norms = be.template allocate<T>(count);
   }
+  /// Room for AOL's row scales of `count` matrices of n rows.
+  void reserve_scales(Backend& be, index count, index n) {
+    if (d.size() < count * n) d = be.template allocate<T>(count * n);
+  }
   /// Bytes held.
-  std::size_t bytes() const { return detail::buffer_bytes(x, y, a, b, norms); }
+  std::size_t bytes() const { return detail::buffer_bytes(x, y, a, b, norms, d); }
 };
 
 /// Newton–Schulz orthogonalizer with a coefficient schedule.
@@ -112,12 +117,20 @@ struct newton_schulz {
     auto Y = row_major_batch(ws.y.data(), count, n, m, Backend::space);
     const auto A = row_major_batch(ws.a.data(), count, n, n, Backend::space);
     const auto B = row_major_batch(ws.b.data(), count, n, n, Backend::space);
-    detail::scale_input(be, schedule, gw, X, ws.norms.data());
-
     const bool symmetric = n >= symmetric_threshold;
+    if (schedule.aol) {
+      // X = D G, A = X X^T = D (G G^T) D: the first step's Gram matrix.
+      ws.reserve_scales(be, count, n);
+      detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, gw, X);
+      detail::gram(be, T(1), as_const(X), A, symmetric);
+      detail::aol_scale(be, schedule.eps, X, A, B, ws.d.data());
+    } else {
+      detail::scale_input(be, schedule, gw, X, ws.norms.data());
+    }
+
     for (int k = 0; k < steps(); ++k) {
       const ns_step s = schedule.at(k);
-      detail::gram(be, T(1), as_const(X), A, symmetric);  // A = X X^T
+      if (k > 0 || !schedule.aol) detail::gram(be, T(1), as_const(X), A, symmetric);  // A = X X^T
       // B = a I + b A + c A A  (A symmetric: A A = A A^T)
       if (s.c != 0.0) {
         detail::gram(be, T(s.c), as_const(A), B, symmetric);

@@ -28,6 +28,19 @@
 //   cans5            CANS, 5 steps, G / ||G||_F (arXiv 2506.10935).
 //   cubic            the classic (1.5, -0.5, 0), G / ||G||_F, converges
 //                    quadratically near 1 but slowly from small values.
+//   turbo4           Turbo-Muon (Boissin, Massena, Mamalet and Serrurier,
+//                    arXiv 2512.04632; thib-s/flash-newton-schulz): AOL
+//                    input scaling, then the last four of you5's steps.
+//
+// AOL scaling (aol = true) replaces the division by the Frobenius norm: with
+// A = X X^T for the wide X (n x m), each row i of X is divided by
+// sqrt(sum_j |A(i, j)|) (at least eps), which bounds the spectral norm by 1
+// (Gershgorin) far more tightly than the Frobenius norm does, so one step
+// fewer reaches the same accuracy; the Gram matrix of the scaled X is D A D,
+// so the first step reuses A instead of forming it again. The scaling is a
+// preconditioner, not a similarity: the result approximates the polar
+// factor of D X, which differs from X's (bench_muon's accuracy table
+// measures by how much).
 #pragma once
 
 #include <array>
@@ -52,6 +65,7 @@ struct ns_schedule {
   double norm_scale = 1.0;                 ///< X0 = G / (norm_scale ||G||_F + eps)
   double eps = 0.0;  ///< added to the norm the input is divided by
   const char* name = "";  ///< for messages and benchmarks
+  bool aol = false;       ///< AOL row scaling instead of the Frobenius norm (see above); eps is its floor
 
   /// The coefficients of iteration k; past the listed steps the last one
   /// repeats.
@@ -119,6 +133,17 @@ inline constexpr ns_schedule cans5 = {{{{8.4703, -25.1081, 18.6293},
                                       "cans5"};
 
 inline constexpr ns_schedule cubic = {{{{1.5, -0.5, 0.0}}}, 1, 12, 1.0, 0.0, "cubic"};
+
+inline constexpr ns_schedule turbo4 = {{{{3.9505, -6.3029, 2.6377},
+                                         {3.7418, -5.5913, 2.3037},
+                                         {2.8769, -3.1427, 1.2046},
+                                         {2.8366, -3.0525, 1.2012}}},
+                                       4,
+                                       4,
+                                       1.0,
+                                       1e-7,
+                                       "turbo4",
+                                       true};
 
 }  // namespace schedules
 }  // namespace polar

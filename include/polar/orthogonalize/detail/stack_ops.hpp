@@ -7,6 +7,8 @@
 // contiguous, so only the caller's input and output may take the slow form.
 #pragma once
 
+#include <cmath>
+
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/functors.hpp"
@@ -63,6 +65,38 @@ void scale_input(Backend& be, const ns_schedule& s, batch_view<const T> g, batch
   const auto nm = row_major_view(norms, count, 1, -1, Backend::space);
   be.map(ns_input_scale<T>{s.norm_scale, s.eps}, nm, as_const(nm));
   be.scale_rows(as_const(nv), flat);
+}
+
+/// 1 / sqrt(max(s, floor)): AOL's row scale from a row's absolute sum.
+template <class T>
+struct aol_scale_fn {
+  T floor;
+  POLAR_HOST_DEVICE T operator()(T s) const { return T(T(1) / std::sqrt(s > floor ? s : floor)); }
+};
+/// |x|.
+template <class T>
+struct abs_fn {
+  POLAR_HOST_DEVICE T operator()(T x) const { return x < T(0) ? T(-x) : x; }
+};
+
+/// AOL scaling of each matrix of the contiguous stack X (count x n x m)
+/// given A = X X^T (count x n x n): d_i = 1 / sqrt(max(sum_j |A(i, j)|,
+/// floor)), X <- D X, A <- D A D. `scratch` is another count x n x n stack,
+/// d holds count * n elements.
+template <class Backend, class T>
+void aol_scale(Backend& be, double floor, batch_view<T> x, batch_view<T> a, batch_view<T> scratch, T* d) {
+  const index count = x.count(), n = x.rows(), m = x.cols();
+  const auto sp = Backend::space;
+  const auto a_rows = row_major_view(a.data(), count * n, n, -1, sp);
+  const auto s_rows = row_major_view(scratch.data(), count * n, n, -1, sp);
+  const auto dv = vector_view<T>(d, count * n, 1, sp);
+  const auto dm = row_major_view(d, count * n, 1, -1, sp);
+  be.map(abs_fn<T>{}, s_rows, as_const(a_rows));
+  be.row_sums(as_const(s_rows), dv);
+  be.map(aol_scale_fn<T>{T(floor)}, dm, as_const(dm));
+  be.scale_rows(as_const(dv), row_major_view(x.data(), count * n, m, -1, sp));
+  be.scale_rows(as_const(dv), a_rows);
+  for (index k = 0; k < count; ++k) be.scale_cols(as_const(vector_view<T>(d + k * n, n, 1, sp)), a[k]);
 }
 
 /// C = alpha A A^T for each matrix (C square, contiguous), both triangles
