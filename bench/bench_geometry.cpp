@@ -259,7 +259,7 @@ double manifold_steps(const MM& mm, polar::index n, polar::index p, int steps, d
 /// Manifold Muon's fast form over Muon, same shape, same process.
 void bm_manifold_muon(benchmark::State& state) {
   const polar::index n = state.range(0), p = state.range(1);
-  const int steps = n >= 4096 ? 6 : 16;
+  const int steps = n >= 4096 ? 10 : 40;
   polar::manifold_muon<polar::newton_schulz> mm;
   mm.dual_lr = 0.2;
   mm.tolerance = 1e-3;

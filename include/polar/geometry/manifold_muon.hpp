@@ -330,7 +330,8 @@ struct manifold_muon {
     matrix_view<T> from = Z, to = W;
     for (int it = 0; it < 8; ++it) {
       // C = X^T X - I; X <- X (I - C / 2)
-      be.gemm(T(1), op::t, as_const(from), op::n, as_const(from), T(0), C);
+      be.syrk(uplo::lower, T(1), op::t, as_const(from), T(0), C);
+      be.symmetrize(uplo::lower, C);
       detail::add_to_diagonal(be, T(-1), C);
       const double r = double(be.norm(as_const(C))) / std::sqrt(double(p));
       if (it == 0 && !(r <= 0.5)) {
