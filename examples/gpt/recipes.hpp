@@ -27,8 +27,9 @@ namespace gpt {
 
 /// The optimizers of the experiment, by name.
 inline const std::vector<std::string>& optimizer_names() {
-  static const std::vector<std::string> names = {"adamw",  "muon",          "md-adamw", "md-muon",
-                                                 "sphere", "manifold-muon", "spsa"};
+  static const std::vector<std::string> names = {"adamw",   "muon",    "normuon",   "adamuon",
+                                                 "polargrad", "md-adamw", "md-muon", "sphere",
+                                                 "manifold-muon", "spsa"};
   return names;
 }
 
@@ -94,6 +95,23 @@ std::unique_ptr<polar::optimizer<Backend, float>> make_optimizer(Backend& be, fl
     opt->add_group("hidden", adam(o.lr, o.weight_decay), hidden).lr_schedule = sched;
   } else if (o.optimizer == "muon") {
     polar::muon_direction<> mu;
+    mu.lr = o.lr;
+    mu.weight_decay = o.weight_decay;
+    opt->add_group("hidden", mu, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "normuon") {
+    polar::muon_direction<polar::newton_schulz, void, polar::normuon> mu;  // Muon's norm: Muon's rates
+    mu.lr = o.lr;
+    mu.weight_decay = o.weight_decay;
+    opt->add_group("hidden", mu, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "adamuon") {
+    polar::muon_direction<polar::newton_schulz, void, polar::adamuon> mu;  // AdamW's RMS: AdamW's rates
+    mu.scale = polar::scale_rule::match_adamw_rms;
+    mu.lr = o.lr;
+    mu.weight_decay = o.weight_decay;
+    opt->add_group("hidden", mu, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "polargrad") {
+    polar::muon_direction<polar::newton_schulz, void, polar::polargrad> mu;  // the nuclear norm's length
+    mu.scale = polar::scale_rule::none;
     mu.lr = o.lr;
     mu.weight_decay = o.weight_decay;
     opt->add_group("hidden", mu, hidden).lr_schedule = sched;

@@ -162,7 +162,7 @@ struct manifold_muon {
     /// The scratch type a step of this state uses.
     using scratch_type = detail::manifold_muon_scratch<Backend, T, Orthogonalizer>;
     typename Backend::template buffer<T> buf;     ///< momentum (tangent, transported)
-    typename Backend::template buffer<T> lambda;  ///< the multiplier the last ascent ended with, p x p
+    typename Backend::template buffer<T> lambda;  ///< the multiplier the last ascent ended with, p x p (empty when square)
     std::shared_ptr<scratch_type> scratch;        ///< the step's scratch (not saved in checkpoints)
     index rows = 0;  ///< W's rows
     index cols = 0;  ///< W's columns
@@ -194,7 +194,7 @@ struct manifold_muon {
     s.cols = w.cols();
     const index n = tall_rows(s), p = tall_cols(s);
     s.buf = detail::zero_buffer<T>(be, n, p);
-    s.lambda = detail::zero_buffer<T>(be, p, p);
+    if (n != p) s.lambda = detail::zero_buffer<T>(be, p, p);  // a square W has no ascent
     if (check_point) check_on_manifold(be, geometry(), w, detail::scratch_of(s.scratch).geo, -1, op);
     return s;
   }
