@@ -19,6 +19,9 @@
 //                      singular values (sv_lo, sv_hi) and its distance to
 //                      the exact polar factor, |out - U V^T|_F / sqrt(64)
 //                      (err_vs_polar), with the schedule's steps
+//   bm_family/<form>   ratio_to_muon: a Muon step with NorMuon's, AdaMuon's or
+//                      PolarGrad's transform, or optax's momentum, over a
+//                      plain Muon step (1024 x 4096 float, same process)
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
@@ -235,6 +238,31 @@ void bm_svd_polar(benchmark::State& state) {
   }
 }
 
+/// A Muon step with a transform after the orthogonalizer (NorMuon, AdaMuon,
+/// PolarGrad, or optax's bias-corrected momentum) over a plain Muon step on
+/// the same n x m float matrix: the median of interleaved rounds.
+template <class Direction>
+void bm_family(benchmark::State& state, Direction d) {
+  using T = float;
+  const polar::index n = state.range(0), m = state.range(1);
+  polar::backend::eigen be;
+  rmat<T> w(n, m), w2(n, m), g(n, m);
+  be.fill_random(polar::make_view(w), polar::rng_key{7}, polar::distribution::normal);
+  be.fill_random(polar::make_view(g), polar::rng_key{8}, polar::distribution::normal);
+  w2 = w;
+  d.lr = 1e-4;
+  polar::muon_direction<> plain;
+  plain.lr = 1e-4;
+  const auto gv = polar::make_view(static_cast<const rmat<T>&>(g));
+  auto s = d.init(be, polar::as_const(polar::make_view(w)));
+  auto sp = plain.init(be, polar::as_const(polar::make_view(w2)));
+  const auto step = [&] { d.step(be, polar::make_view(w), gv, s); };
+  const auto base = [&] { plain.step(be, polar::make_view(w2), gv, sp); };
+  double ratio = 0;
+  for (auto _ : state) ratio = polar_bench::interleaved_ratio(step, base, 5, 0.3);
+  state.counters["ratio_to_muon"] = ratio;
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (int n : {256, 512, 1024, 2048, 4096}) b->Args({n, n});
   for (int n : {256, 512, 1024}) b->Args({n, 4 * n});
@@ -292,5 +320,17 @@ BENCHMARK_TEMPLATE(bm_stack, float, polar::gram_newton_schulz)->Args({64, 128, 5
 BENCHMARK_TEMPLATE(bm_direct, float)->Args({1024, 4096})->Args({512, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_svd_polar, float)->Args({256, 1024})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_svd_polar, double)->Args({256, 1024})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+BENCHMARK_CAPTURE(bm_family, normuon, polar::muon_direction<polar::newton_schulz, void, polar::normuon>{})
+    ->Args({1024, 4096})->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK_CAPTURE(bm_family, adamuon, polar::muon_direction<polar::newton_schulz, void, polar::adamuon>{})
+    ->Args({1024, 4096})->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK_CAPTURE(bm_family, polargrad, polar::muon_direction<polar::newton_schulz, void, polar::polargrad>{})
+    ->Args({1024, 4096})->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK_CAPTURE(bm_family, optax_momentum, [] {
+  polar::muon_direction<> d;
+  d.bias_correction = true;
+  return d;
+}())->Args({1024, 4096})->Unit(benchmark::kMillisecond)->Iterations(1);
 
 BENCHMARK_MAIN();

@@ -62,7 +62,7 @@ struct options {
       "  --optimizer NAME   adamw, muon, normuon, adamuon, polargrad, md-adamw, md-muon, sphere,\n"
       "                     manifold-muon or spsa (default muon)\n"
       "  --lr X             the hidden matrices' learning rate (every group's for adamw);\n"
-      "                     defaults: adamw 3e-3, muon 0.02, normuon 0.02, adamuon 3e-3, polargrad 3e-4,\n"
+      "                     defaults: adamw 3e-3, muon 0.02, normuon 0.02, adamuon 3e-3, polargrad 1,\n"
       "                     md-adamw 3e-3, md-muon 0.02, sphere 3e-3, manifold-muon 0.05, spsa 1e-4\n"
       "  --lr-adam X        the embeddings', head's and gains' AdamW learning rate (default 3e-3)\n"
       "  --weight-decay X   AdamW's decoupled weight decay on matrices (default 0.1 for adamw, else 0)\n"
@@ -185,7 +185,8 @@ options parse(int argc, char** argv) {
   if (o.lr < 0) {
     o.lr = o.optimizer == "muon" || o.optimizer == "md-muon" || o.optimizer == "normuon" ? 0.02
            : o.optimizer == "manifold-muon"                                               ? 0.05
-           : o.optimizer == "spsa" || o.optimizer == "polargrad"                          ? (o.optimizer == "spsa" ? 1e-4 : 3e-4)
+           : o.optimizer == "polargrad"                                                   ? 1.0
+           : o.optimizer == "spsa"                                                        ? 1e-4
                                                                                           : 3e-3;
   }
   const bool clippable = o.optimizer == "adamw" || o.optimizer == "muon" || o.optimizer == "normuon" ||
