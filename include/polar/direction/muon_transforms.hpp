@@ -143,8 +143,8 @@ matrix_view<C> all_rows(batch_view<C> o) {
 }
 }  // namespace detail
 
-/// Plain Muon: the orthogonalized momentum unchanged.
-struct plain_update {
+/// What a transform without state, scratch or hyperparameters shares.
+struct stateless_transform {
   /// No state.
   template <class Backend, class C>
   using state = detail::no_transform_state<Backend, C>;
@@ -156,11 +156,15 @@ struct plain_update {
   /// Leaves M.
   template <class Backend, class C>
   void prepare(Backend&, batch_view<C>) const {}
+  /// Nothing to check.
+  void check(const char*) const {}
+};
+
+/// Plain Muon: the orthogonalized momentum unchanged.
+struct plain_update : stateless_transform {
   /// Leaves O.
   template <class Backend, class C>
   void apply(Backend&, in_batch<C>, batch_view<C>, state<Backend, C>&, long, C*) const {}
-  /// Nothing to check.
-  void check(const char*) const {}
 };
 
 /// NorMuon: O normalized row by row by an EMA of its rows' mean squares,
@@ -277,18 +281,7 @@ struct adamuon {
 };
 
 /// PolarGrad: O times the nuclear norm of M, <O, M> (see the header comment).
-struct polargrad {
-  /// No state.
-  template <class Backend, class C>
-  using state = detail::no_transform_state<Backend, C>;
-  /// An empty state.
-  template <class Backend, class C>
-  state<Backend, C> init(Backend&, index, index, index) const { return {}; }
-  /// No scratch.
-  index aux_size(index, index, index) const { return 0; }
-  /// Leaves M.
-  template <class Backend, class C>
-  void prepare(Backend&, batch_view<C>) const {}
+struct polargrad : stateless_transform {
   /// O[k] <- <O[k], M[k]> O[k] for each matrix of the stack.
   template <class Backend, class C>
   void apply(Backend& be, in_batch<C> m, batch_view<C> o, state<Backend, C>&, long, C*) const {
@@ -297,8 +290,6 @@ struct polargrad {
       be.scale(nuclear, o[k]);
     }
   }
-  /// Nothing to check.
-  void check(const char*) const {}
 };
 
 }  // namespace polar
