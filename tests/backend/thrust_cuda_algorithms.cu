@@ -1,7 +1,8 @@
 // The algorithms on the Thrust backend's CUDA system against the same
 // algorithms on its CPP system: Newton–Schulz (standard, Gram form, a stack),
 // the model-level optimizer stepping a matrix with Muon and a vector with AdamW,
-// and the Muon family (NorMuon, AdaMuon, PolarGrad, optax's momentum) on a stack.
+// the Muon family (NorMuon, AdaMuon, PolarGrad, optax's momentum) on a stack,
+// and Dion at a low rank.
 // Built by the `cuda` preset; it needs a GPU to run, which CI does not have.
 #include <boost/test/unit_test.hpp>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include "polar/backend/thrust.hpp"
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
 #include "polar/direction/adamw.hpp"
+#include "polar/direction/dion.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/optimizer.hpp"
 
@@ -137,6 +139,32 @@ BOOST_AUTO_TEST_CASE(the_muon_family_steps_like_the_host) {
   polar::muon_direction<> optax;
   optax.bias_correction = true;
   BOOST_TEST(family_gap(optax) <= 1e-12);
+}
+
+BOOST_AUTO_TEST_CASE(dion_steps_like_the_host) {
+  // Q starts from the same counter-based draws on both systems, and the QR's
+  // non-negative diagonal makes P unique, so the steps agree to rounding.
+  device_backend dev;
+  host_backend host;
+  const polar::index rows = 48, cols = 80;
+  auto w = random_host<double>(rows * cols, 8);
+  const auto g = random_host<double>(rows * cols, 9);
+  ::thrust::device_vector<double> dw(w.begin(), w.end()), dg(g.begin(), g.end());
+  const auto dwv = polar::row_major_view(::thrust::raw_pointer_cast(dw.data()), rows, cols, -1, polar::memory_space::device);
+  const auto dgv = polar::as_const(polar::row_major_view(::thrust::raw_pointer_cast(dg.data()), rows, cols, -1, polar::memory_space::device));
+  const auto hwv = polar::row_major_view(w.data(), rows, cols);
+  const auto hgv = polar::as_const(polar::row_major_view(g.data(), rows, cols));
+  polar::dion_direction d;
+  d.rank = 8;
+  auto ds = d.init(dev, polar::as_const(dwv));
+  auto hs = d.init(host, polar::as_const(hwv));
+  for (int k = 0; k < 3; ++k) {
+    d.step(dev, dwv, dgv, ds);
+    d.step(host, hwv, hgv, hs);
+  }
+  std::vector<double> got(w.size());
+  ::thrust::copy(dw.begin(), dw.end(), got.begin());
+  BOOST_TEST(max_rel_diff(got, w) <= 1e-10);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

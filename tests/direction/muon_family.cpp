@@ -2,7 +2,8 @@
 // muon.hpp's bias_correction): NorMuon, AdaMuon and PolarGrad against a
 // direct transcription of their formulas in double (exact polar factors from
 // Eigen's SVD), in float and double, on a stack of two matrices over three
-// steps; optax's bias-corrected momentum against its formula; the
+// steps; optax's bias-corrected momentum against its formula; Dion against
+// its formula and, at full rank, against Muon's direction; the
 // transforms' states in checkpoints and in the model-level optimizer; and
 // bad hyperparameters. On the Eigen backend and Thrust's OMP and CPP systems.
 #include <Eigen/Dense>
@@ -10,12 +11,14 @@
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "polar/backend/eigen.hpp"
 #include "backends.hpp"
 #include "polar/checkpoint.hpp"
 #include "polar/direction/adamw.hpp"
+#include "polar/direction/dion.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/optimizer.hpp"
 #include "support.hpp"
@@ -231,6 +234,77 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(optax_bias_corrected_momentum_follows_its_formula,
   }
 }
 
+BOOST_AUTO_TEST_CASE_TEMPLATE(dion_follows_its_formula, B, backends) {
+  // Three steps at rank 3 of a 12 x 8 matrix against a transcription in
+  // double from the same starting Q, in float and double.
+  for (const bool dbl : {false, true}) {
+    BOOST_TEST_CONTEXT((dbl ? "double" : "float")) {
+      const auto run = [&](auto zero) {
+        using T = decltype(zero);
+        using tmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        B be;
+        polar::dion_direction d;
+        d.rank = 3;
+        d.lr = 0.1;
+        d.momentum = 0.8;
+        d.weight_decay = 0.5;
+        dmat w0(12, 8);
+        for (Eigen::Index i = 0; i < w0.size(); ++i) w0.data()[i] = noise(std::uint64_t(i), 3);
+        tmat w = w0.cast<T>();
+        auto s = d.init(be, polar::make_view(static_cast<const tmat&>(w)));
+        BOOST_TEST(s.rank == 3);
+        dmat q(8, 3), m = dmat::Zero(12, 8), want = w0;
+        for (Eigen::Index i = 0; i < q.size(); ++i) q.data()[i] = double(s.q.data()[i]);
+        for (int t = 0; t < 3; ++t) {
+          dmat gd(12, 8);
+          for (Eigen::Index i = 0; i < gd.size(); ++i) gd.data()[i] = noise(std::uint64_t(i), std::uint64_t(40 + t));
+          const tmat g = gd.cast<T>();
+          d.step(be, polar::make_view(w), polar::make_view(g), s);
+          m += g.template cast<double>();
+          const dmat p = Eigen::HouseholderQR<dmat>(m * q).householderQ() * dmat::Identity(12, 3);
+          const dmat r = m.transpose() * p;
+          m -= (1 - d.momentum) * p * r.transpose();
+          for (Eigen::Index j = 0; j < 3; ++j) q.col(j) = r.col(j) / (r.col(j).norm() + d.eps);
+          want = want * (1 - d.lr * d.weight_decay) - d.lr * std::sqrt(12.0 / 8.0) * p * q.transpose();
+        }
+        return (w.template cast<double>() - want).cwiseAbs().maxCoeff() / (want - w0).cwiseAbs().maxCoeff();
+      };
+      BOOST_TEST((dbl ? run(0.0) : run(0.0f)) <= (dbl ? 1e-12 : 2e-5));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(dion_at_full_rank_is_muon, B, backends) {
+  // A steady gradient: M tends to G / (1 - mu) and the power iteration to
+  // G's singular vectors, so the update P Q^T tends to G's polar factor,
+  // Muon's direction. Measured through one step at lr 1 after 200.
+  B be;
+  dmat g(12, 8), w = dmat::Zero(12, 8);
+  for (Eigen::Index i = 0; i < g.size(); ++i) g.data()[i] = noise(std::uint64_t(i), 5);
+  polar::dion_direction d;
+  d.scale = polar::scale_rule::none;
+  d.lr = 0;
+  auto s = d.init(be, polar::make_view(static_cast<const dmat&>(w)));
+  BOOST_TEST(s.rank == 8);
+  const auto gv = polar::make_view(static_cast<const dmat&>(g));
+  for (int t = 0; t < 200; ++t) d.step(be, polar::make_view(w), gv, s);
+  d.lr = 1;
+  d.step(be, polar::make_view(w), gv, s);
+  BOOST_TEST((-w - polar_of(g)).cwiseAbs().maxCoeff() <= 1e-9);
+  // At a lower rank it is not: the update has rank 3.
+  polar::dion_direction low = d;
+  low.rank = 3;
+  low.lr = 0;
+  dmat w3 = dmat::Zero(12, 8);
+  auto s3 = low.init(be, polar::make_view(static_cast<const dmat&>(w3)));
+  for (int t = 0; t < 200; ++t) low.step(be, polar::make_view(w3), gv, s3);
+  low.lr = 1;
+  low.step(be, polar::make_view(w3), gv, s3);
+  const auto sv = Eigen::JacobiSVD<dmat>(w3).singularValues();
+  BOOST_TEST(sv(2) > 0.5);
+  BOOST_TEST(sv(3) <= 1e-12);
+}
+
 BOOST_AUTO_TEST_CASE(states_travel_in_checkpoints_and_groups) {
   // A model-level optimizer with a NorMuon group, an AdaMuon group and a
   // PolarGrad group: stopping, saving, loading and going on gives the same
@@ -238,18 +312,22 @@ BOOST_AUTO_TEST_CASE(states_travel_in_checkpoints_and_groups) {
   polar::backend::eigen be;
   using fmat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   struct weights {
-    fmat a = fmat::Zero(12, 20), b = fmat::Zero(20, 12), c = fmat::Zero(8, 8);
+    fmat a = fmat::Zero(12, 20), b = fmat::Zero(20, 12), c = fmat::Zero(8, 8), e = fmat::Zero(16, 10);
   };
   weights start;
   start.a.setRandom();
   start.b.setRandom();
   start.c.setRandom();
+  start.e.setRandom();
   const auto make = [&](weights& m) {
     auto opt = std::make_unique<polar::optimizer<polar::backend::eigen, float>>(be);
     opt->add_group("nor", polar::muon_direction<polar::newton_schulz, void, polar::normuon>{},
                    polar::rule::name("a"));
     opt->add_group("ada", polar::muon_direction<polar::newton_schulz, void, polar::adamuon>{},
                    polar::rule::name("b"));
+    polar::dion_direction dion;
+    dion.rank = 4;
+    opt->add_group("dion", dion, polar::rule::name("e"));
     polar::muon_direction<polar::newton_schulz, void, polar::polargrad> pg;
     pg.scale = polar::scale_rule::none;
     pg.lr = 1e-3;
@@ -257,14 +335,18 @@ BOOST_AUTO_TEST_CASE(states_travel_in_checkpoints_and_groups) {
     opt->add("a", polar::make_view(m.a));
     opt->add("b", polar::make_view(m.b));
     opt->add("c", polar::make_view(m.c));
+    opt->add("e", polar::make_view(m.e));
     return opt;
   };
   const auto run = [&](polar::optimizer<polar::backend::eigen, float>& opt, weights& m, int from, int to) {
     for (int k = from; k < to; ++k) {
-      const fmat ga = (m.a.array() * 0.5f + float(k)).sin().matrix();
-      const fmat gb = (m.b.array() * 0.3f - float(k)).cos().matrix();
+      // (std::sin through unaryExpr: Eigen's vectorized float sine trips
+      // GCC 12's -Wuninitialized under -march=native with AVX-512)
+      const fmat ga = m.a.unaryExpr([k](float x) { return std::sin(0.5f * x + float(k)); });
+      const fmat gb = m.b.unaryExpr([k](float x) { return std::cos(0.3f * x - float(k)); });
       const fmat gc = (m.c.array() + 0.1f * float(k)).matrix();
-      opt.step({polar::make_view(ga), polar::make_view(gb), polar::make_view(gc)});
+      const fmat ge = m.e.unaryExpr([k](float x) { return std::sin(0.7f * x - 0.2f * float(k)); });
+      opt.step({polar::make_view(ga), polar::make_view(gb), polar::make_view(gc), polar::make_view(ge)});
     }
   };
   weights straight = start, first = start, second = start;
@@ -276,12 +358,15 @@ BOOST_AUTO_TEST_CASE(states_travel_in_checkpoints_and_groups) {
   f->save(ck);
   BOOST_TEST(ck.contains("a/state/transform/v"));
   BOOST_TEST(ck.contains("b/state/transform/v"));
+  BOOST_TEST(ck.contains("e/state/q"));
   auto r = make(second);
   r->load(polar::checkpoint::parse(ck.serialize()));
   run(*r, second, 2, 5);
   BOOST_TEST((second.a - straight.a).cwiseAbs().maxCoeff() == 0.0f);
   BOOST_TEST((second.b - straight.b).cwiseAbs().maxCoeff() == 0.0f);
   BOOST_TEST((second.c - straight.c).cwiseAbs().maxCoeff() == 0.0f);
+  BOOST_TEST((second.e - straight.e).cwiseAbs().maxCoeff() == 0.0f);
+  BOOST_TEST((straight.e - start.e).cwiseAbs().maxCoeff() > 0.0f);
   BOOST_TEST((straight.c - start.c).cwiseAbs().maxCoeff() > 0.0f);
 }
 
@@ -303,6 +388,25 @@ BOOST_AUTO_TEST_CASE(bad_hyperparameters_are_refused_before_anything_moves) {
   polar_test::check_throws<polar::value_error>(
       [&] { ada.step(be, polar::make_view(w), polar::make_view(static_cast<const dmat&>(g)), sa); },
       {"polar::muon", "adamuon.eps", "> 0", "0"});
+  polar::dion_direction dion;
+  dion.rank = -1;
+  polar_test::check_throws<polar::value_error>([&] { (void)dion.init(be, polar::make_view(static_cast<const dmat&>(w))); },
+                                               {"polar::dion::init", "rank must be >= 0", "-1"});
+  dion.rank = 2;
+  auto sd = dion.init(be, polar::make_view(static_cast<const dmat&>(w)));
+  dmat bias(1, 9);
+  polar_test::check_throws<polar::unsupported_error>(
+      [&] { (void)dion.init(be, polar::make_view(static_cast<const dmat&>(bias))); }, {"polar::dion::init", "1x9", "AdamW"});
+  dmat bad = g;
+  bad(2, 3) = std::numeric_limits<double>::infinity();
+  polar_test::check_throws<polar::non_finite_error>(
+      [&] { dion.step(be, polar::make_view(w), polar::make_view(static_cast<const dmat&>(bad)), sd); },
+      {"polar::dion::step", "6x9", "NaN or infinity"});
+  dion.momentum = 1;
+  polar_test::check_throws<polar::value_error>(
+      [&] { dion.step(be, polar::make_view(w), polar::make_view(static_cast<const dmat&>(g)), sd); },
+      {"polar::dion::step", "momentum", "[0, 1)"});
+  BOOST_TEST(sd.steps == 0);
   polar::muon_direction<> hb;
   hb.kind = polar::momentum_kind::heavy_ball;
   hb.bias_correction = true;
