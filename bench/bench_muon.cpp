@@ -22,6 +22,7 @@
 //   bm_family/<form>   ratio_to_muon: a Muon step with NorMuon's, AdaMuon's or
 //                      PolarGrad's transform, or optax's momentum, over a
 //                      plain Muon step (1024 x 4096 float, same process)
+//   bm_dion/n/m/r      ratio_to_muon: a Dion step at rank r over a Muon step
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
@@ -34,6 +35,7 @@
 #include <vector>
 #include <polar/orthogonalize/gram_newton_schulz.hpp>
 #include <polar/orthogonalize/newton_schulz.hpp>
+#include <polar/direction/dion.hpp>
 #include <polar/polar.hpp>
 
 namespace {
@@ -263,6 +265,32 @@ void bm_family(benchmark::State& state, Direction d) {
   state.counters["ratio_to_muon"] = ratio;
 }
 
+/// A Dion step at rank r over a plain Muon step on the same n x m float
+/// matrix (Dion's cost grows with r, Muon's does not).
+void bm_dion(benchmark::State& state) {
+  using T = float;
+  const polar::index n = state.range(0), m = state.range(1), r = state.range(2);
+  polar::backend::eigen be;
+  rmat<T> w(n, m), w2(n, m), g(n, m);
+  be.fill_random(polar::make_view(w), polar::rng_key{7}, polar::distribution::normal);
+  be.fill_random(polar::make_view(g), polar::rng_key{8}, polar::distribution::normal);
+  w2 = w;
+  polar::dion_direction d;
+  d.rank = r;
+  d.lr = 1e-4;
+  polar::muon_direction<> plain;
+  plain.lr = 1e-4;
+  const auto gv = polar::make_view(static_cast<const rmat<T>&>(g));
+  auto s = d.init(be, polar::as_const(polar::make_view(w)));
+  auto sp = plain.init(be, polar::as_const(polar::make_view(w2)));
+  const auto step = [&] { d.step(be, polar::make_view(w), gv, s); };
+  const auto base = [&] { plain.step(be, polar::make_view(w2), gv, sp); };
+  double ratio = 0;
+  for (auto _ : state) ratio = polar_bench::interleaved_ratio(step, base, 5, 0.3);
+  state.counters["ratio_to_muon"] = ratio;
+  state.counters["rank"] = double(s.rank);
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (int n : {256, 512, 1024, 2048, 4096}) b->Args({n, n});
   for (int n : {256, 512, 1024}) b->Args({n, 4 * n});
@@ -332,5 +360,7 @@ BENCHMARK_CAPTURE(bm_family, optax_momentum, [] {
   d.bias_correction = true;
   return d;
 }())->Args({1024, 4096})->Unit(benchmark::kMillisecond)->Iterations(1);
+
+BENCHMARK(bm_dion)->Args({1024, 4096, 1024})->Args({1024, 4096, 256})->Args({1024, 4096, 64})->Unit(benchmark::kMillisecond)->Iterations(1);
 
 BENCHMARK_MAIN();

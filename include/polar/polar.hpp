@@ -3,7 +3,8 @@
 // polar is a header-only C++17 library of geometry-aware optimizers. This
 // header includes the core (views, tensors, tensor traits, errors, the
 // counter-based generator), the backend concept, the Eigen backend, the
-// orthogonalizers, the directions (SGD, momentum, AdamW, Muon), the
+// orthogonalizers, the directions (SGD, momentum, AdamW, Muon and its family:
+// NorMuon, AdaMuon, PolarGrad, Dion), QK-clip, the
 // geometries, the gains, the SPSA estimator with its one-byte codes and
 // decentralized protocol (with the in-process loopback transport), and the
 // model-level optimizer (groups, rules, schedules, clipping). Opt-in: the
@@ -23,6 +24,7 @@
 #include "polar/core/tensor.hpp"
 #include "polar/checkpoint.hpp"
 #include "polar/direction/adamw.hpp"
+#include "polar/direction/dion.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/direction/sgd.hpp"
 #include "polar/estimator/byte_code.hpp"
