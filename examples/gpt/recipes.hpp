@@ -28,7 +28,7 @@ namespace gpt {
 /// The optimizers of the experiment, by name.
 inline const std::vector<std::string>& optimizer_names() {
   static const std::vector<std::string> names = {"adamw",   "muon",    "normuon",   "adamuon",
-                                                 "polargrad", "md-adamw", "md-muon", "sphere",
+                                                 "polargrad", "dion",     "md-adamw", "md-muon", "sphere",
                                                  "manifold-muon", "spsa"};
   return names;
 }
@@ -115,6 +115,12 @@ std::unique_ptr<polar::optimizer<Backend, float>> make_optimizer(Backend& be, fl
     mu.lr = o.lr;
     mu.weight_decay = o.weight_decay;
     opt->add_group("hidden", mu, hidden).lr_schedule = sched;
+  } else if (o.optimizer == "dion") {
+    polar::dion_direction d;  // rank 32: a quarter of the default width (full rank at --quick)
+    d.lr = o.lr;
+    d.rank = 32;
+    d.weight_decay = o.weight_decay;
+    opt->add_group("hidden", d, hidden).lr_schedule = sched;
   } else if (o.optimizer == "md-adamw") {
     polar::md_adamw md;
     md.direction.lr = o.lr;

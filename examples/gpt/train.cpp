@@ -59,10 +59,10 @@ struct options {
 [[noreturn]] void usage(int code) {
   std::printf(
       "usage: polar_gpt [options]\n"
-      "  --optimizer NAME   adamw, muon, normuon, adamuon, polargrad, md-adamw, md-muon, sphere,\n"
+      "  --optimizer NAME   adamw, muon, normuon, adamuon, polargrad, dion, md-adamw, md-muon, sphere,\n"
       "                     manifold-muon or spsa (default muon)\n"
       "  --lr X             the hidden matrices' learning rate (every group's for adamw);\n"
-      "                     defaults: adamw 3e-3, muon 0.02, normuon 0.02, adamuon 3e-3, polargrad 1,\n"
+      "                     defaults: adamw 3e-3, muon 0.02, normuon 0.02, adamuon 3e-3, polargrad 1, dion 0.01,\n"
       "                     md-adamw 3e-3, md-muon 0.02, sphere 3e-3, manifold-muon 0.05, spsa 1e-4\n"
       "  --lr-adam X        the embeddings', head's and gains' AdamW learning rate (default 3e-3)\n"
       "  --weight-decay X   AdamW's decoupled weight decay on matrices (default 0.1 for adamw, else 0)\n"
@@ -184,13 +184,14 @@ options parse(int argc, char** argv) {
   const bool md = o.optimizer.compare(0, 3, "md-") == 0;
   if (o.lr < 0) {
     o.lr = o.optimizer == "muon" || o.optimizer == "md-muon" || o.optimizer == "normuon" ? 0.02
+           : o.optimizer == "dion"                                                        ? 0.01
            : o.optimizer == "manifold-muon"                                               ? 0.05
            : o.optimizer == "polargrad"                                                   ? 1.0
            : o.optimizer == "spsa"                                                        ? 1e-4
                                                                                           : 3e-3;
   }
   const bool clippable = o.optimizer == "adamw" || o.optimizer == "muon" || o.optimizer == "normuon" ||
-                         o.optimizer == "adamuon" || o.optimizer == "polargrad";
+                         o.optimizer == "adamuon" || o.optimizer == "polargrad" || o.optimizer == "dion";
   if (o.qk_clip > 0 && !clippable)
     bad("--qk-clip rescales the weights, which " + o.optimizer +
         " keeps on its manifold or in its own state (D and gains): use it with adamw or a Muon");
