@@ -240,13 +240,11 @@ void bm_svd_polar(benchmark::State& state) {
   }
 }
 
-/// A Muon step with a transform after the orthogonalizer (NorMuon, AdaMuon,
-/// PolarGrad, or optax's bias-corrected momentum) over a plain Muon step on
-/// the same n x m float matrix: the median of interleaved rounds.
+/// A step of direction d over a plain Muon step on the same n x m float
+/// matrix: the median of interleaved rounds.
 template <class Direction>
-void bm_family(benchmark::State& state, Direction d) {
+double ratio_to_muon(Direction d, polar::index n, polar::index m) {
   using T = float;
-  const polar::index n = state.range(0), m = state.range(1);
   polar::backend::eigen be;
   rmat<T> w(n, m), w2(n, m), g(n, m);
   be.fill_random(polar::make_view(w), polar::rng_key{7}, polar::distribution::normal);
@@ -260,35 +258,27 @@ void bm_family(benchmark::State& state, Direction d) {
   auto sp = plain.init(be, polar::as_const(polar::make_view(w2)));
   const auto step = [&] { d.step(be, polar::make_view(w), gv, s); };
   const auto base = [&] { plain.step(be, polar::make_view(w2), gv, sp); };
+  return polar_bench::interleaved_ratio(step, base, 5, 0.3);
+}
+
+/// A Muon step with a transform after the orthogonalizer (NorMuon, AdaMuon,
+/// PolarGrad, or optax's bias-corrected momentum) over a plain Muon step.
+template <class Direction>
+void bm_family(benchmark::State& state, Direction d) {
   double ratio = 0;
-  for (auto _ : state) ratio = polar_bench::interleaved_ratio(step, base, 5, 0.3);
+  for (auto _ : state) ratio = ratio_to_muon(d, state.range(0), state.range(1));
   state.counters["ratio_to_muon"] = ratio;
 }
 
-/// A Dion step at rank r over a plain Muon step on the same n x m float
-/// matrix (Dion's cost grows with r, Muon's does not).
+/// A Dion step at rank r over a plain Muon step (Dion's cost grows with r,
+/// Muon's does not).
 void bm_dion(benchmark::State& state) {
-  using T = float;
-  const polar::index n = state.range(0), m = state.range(1), r = state.range(2);
-  polar::backend::eigen be;
-  rmat<T> w(n, m), w2(n, m), g(n, m);
-  be.fill_random(polar::make_view(w), polar::rng_key{7}, polar::distribution::normal);
-  be.fill_random(polar::make_view(g), polar::rng_key{8}, polar::distribution::normal);
-  w2 = w;
   polar::dion_direction d;
-  d.rank = r;
-  d.lr = 1e-4;
-  polar::muon_direction<> plain;
-  plain.lr = 1e-4;
-  const auto gv = polar::make_view(static_cast<const rmat<T>&>(g));
-  auto s = d.init(be, polar::as_const(polar::make_view(w)));
-  auto sp = plain.init(be, polar::as_const(polar::make_view(w2)));
-  const auto step = [&] { d.step(be, polar::make_view(w), gv, s); };
-  const auto base = [&] { plain.step(be, polar::make_view(w2), gv, sp); };
+  d.rank = state.range(2);
   double ratio = 0;
-  for (auto _ : state) ratio = polar_bench::interleaved_ratio(step, base, 5, 0.3);
+  for (auto _ : state) ratio = ratio_to_muon(d, state.range(0), state.range(1));
   state.counters["ratio_to_muon"] = ratio;
-  state.counters["rank"] = double(s.rank);
+  state.counters["rank"] = double(d.rank_for(state.range(0), state.range(1)));
 }
 
 void shapes(benchmark::internal::Benchmark* b) {
