@@ -281,7 +281,10 @@ struct manifold_muon {
       }
       const double root = double(p);  // sqrt(numel(H)) for the p x p H
       double alpha = dual_lr;
-      const auto Hp = row_major_view(ws.hp.data(), p, p, -1, sp);
+      // This iteration's residual and the previous one's, swapped rather
+      // than copied at the end of each iteration.
+      auto Hk = H;
+      auto Hp = row_major_view(ws.hp.data(), p, p, -1, sp);
       for (int k = 0; k < max_dual_steps; ++k) {
         // A = msign(M + 2 W Lambda)
         be.copy(as_const(M), Z);
@@ -290,19 +293,19 @@ struct manifold_muon {
         ++s.dual_iterations;
         // H = W^T A + A^T W, symmetric: 2 sym(W^T A)
         be.gemm(T(1), op::t, as_const(W), op::n, as_const(A), T(0), Z.block(0, 0, p, p));
-        be.map(detail::plus_fn<T>{}, H, as_const(Z.block(0, 0, p, p)), as_const(Z.block(0, 0, p, p).transpose()));
-        s.dual_residual = double(be.norm(as_const(H))) / root;
+        be.map(detail::plus_fn<T>{}, Hk, as_const(Z.block(0, 0, p, p)), as_const(Z.block(0, 0, p, p).transpose()));
+        s.dual_residual = double(be.norm(as_const(Hk))) / root;
         if (s.dual_residual < tolerance) break;
         if (k > 0) {
           // The secant (Barzilai–Borwein) length <s, s> / <s, y> for the
           // last move s = -alpha Hp and the change y = Hp - H of the
           // residual, kept within [dual_lr / 4, 4 dual_lr].
-          const double hp2 = double(be.dot(as_const(Hp), as_const(Hp))), hph = double(be.dot(as_const(Hp), as_const(H)));
+          const double hp2 = double(be.dot(as_const(Hp), as_const(Hp))), hph = double(be.dot(as_const(Hp), as_const(Hk)));
           if (hp2 - hph > 0) alpha = std::min(std::max(alpha * hp2 / (hp2 - hph), 0.25 * dual_lr), 4 * dual_lr);
         }
         const double step = alpha * (1.0 - double(k) / double(max_dual_steps));
-        be.axpby(T(-step), as_const(H), T(1), L);
-        be.copy(as_const(H), Hp);
+        be.axpby(T(-step), as_const(Hk), T(1), L);
+        std::swap(Hk, Hp);
       }
       be.copy(as_const(L), last);
     }
