@@ -23,6 +23,8 @@
 //                      PolarGrad's transform, or optax's momentum, over a
 //                      plain Muon step (1024 x 4096 float, same process)
 //   bm_dion/n/m/r      ratio_to_muon: a Dion step at rank r over a Muon step
+//   bm_step/n/m        one whole Muon step with optax's conventions, the
+//                      time bench/peers.py compares optax's and torch's with
 #include <benchmark/benchmark.h>
 
 #include "bench_support.hpp"
@@ -281,6 +283,25 @@ void bm_dion(benchmark::State& state) {
   state.counters["rank"] = double(d.rank_for(state.range(0), state.range(1)));
 }
 
+/// One whole Muon step (momentum, Newton-Schulz, update) in float, with
+/// optax's conventions (bias-corrected Nesterov momentum, Jordan's five
+/// steps): the step that bench/peers.py times optax's and torch's Muon
+/// against.
+void bm_step(benchmark::State& state) {
+  const polar::index n = state.range(0), m = state.range(1);
+  rmat<float> w(n, m), g(n, m);
+  polar::backend::eigen be;
+  be.fill_random(polar::make_view(w), polar::rng_key{5}, polar::distribution::normal, 0.02f);
+  be.fill_random(polar::make_view(g), polar::rng_key{6}, polar::distribution::normal, 1e-3f);
+  polar::muon_direction<> d;
+  d.bias_correction = true;
+  d.lr = 1e-4;
+  auto s = d.init(be, polar::as_const(polar::make_view(w)));
+  const auto gv = polar::make_view(static_cast<const rmat<float>&>(g));
+  for (auto _ : state) d.step(be, polar::make_view(w), gv, s);
+  state.counters["threads"] = polar::threads();
+}
+
 void shapes(benchmark::internal::Benchmark* b) {
   for (int n : {256, 512, 1024, 2048, 4096}) b->Args({n, n});
   for (int n : {256, 512, 1024}) b->Args({n, 4 * n});
@@ -350,6 +371,8 @@ BENCHMARK_CAPTURE(bm_family, optax_momentum, [] {
   d.bias_correction = true;
   return d;
 }())->Args({1024, 4096})->Unit(benchmark::kMillisecond)->Iterations(1);
+
+BENCHMARK(bm_step)->Args({256, 1024})->Args({512, 2048})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK(bm_dion)->Args({1024, 4096, 1024})->Args({1024, 4096, 256})->Args({1024, 4096, 64})->Unit(benchmark::kMillisecond)->Iterations(1);
 

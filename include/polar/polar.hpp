@@ -18,6 +18,7 @@
 #include "polar/core/error.hpp"
 #include "polar/core/random.hpp"
 #include "polar/core/tensor_traits.hpp"
+#include "polar/core/threads.hpp"
 #include "polar/core/view.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/backend/eigen.hpp"

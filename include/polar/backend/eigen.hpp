@@ -1,7 +1,8 @@
 // polar/backend/eigen.hpp: the Eigen backend, for host memory.
 //
-// Products go through Eigen's GEMM (threaded by OpenMP when the translation
-// unit is compiled with it), the symmetric rank-k update is blocked into GEMMs
+// Products go through Eigen's single-threaded GEMM on blocks of the result
+// that polar's thread pool shares out (core/threads.hpp), the symmetric
+// rank-k update is blocked into GEMMs
 // plus Eigen's triangular kernel on the diagonal blocks, factorizations are
 // Eigen's HouseholderQR, BDCSVD and PartialPivLU, and elementwise work and
 // reductions are OpenMP loops over the views (backend/detail/host_loops.hpp).
@@ -19,15 +20,12 @@
 #include "polar/backend/detail/host_loops.hpp"
 #include "polar/core/eigen_traits.hpp"
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 namespace polar::backend {
 
-/// Host backend over Eigen 3.4 and OpenMP. Stateless and cheap to
-/// construct; one object may be shared by threads that do not call it
-/// concurrently (Eigen's GEMM starts its own threads).
+/// Host backend over Eigen 3.4, polar's thread pool and OpenMP. Stateless
+/// and cheap to construct; one object may be shared by threads. The number
+/// of threads it uses is polar::threads() (polar::set_threads,
+/// polar::thread_limit; docs/threads.md).
 class eigen {
  public:
   /// Operands live in host memory.
@@ -40,14 +38,9 @@ class eigen {
 
   /// "eigen".
   static const char* name() { return "eigen"; }
-  /// Threads the backend's parallel loops and Eigen's GEMM use (1 without OpenMP).
-  static int threads() {
-#if defined(_OPENMP)
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-  }
+  /// Threads the backend's loops and products use when called from this
+  /// thread now: polar::threads() (core/threads.hpp).
+  static int threads() { return polar::threads(); }
 
   // ---- memory ----------------------------------------------------------
 
@@ -105,21 +98,19 @@ class eigen {
     detail::eigen_kernels::symmetrize(from, c);
   }
   /// gemm on each matrix of the stacks. Small products run one per thread;
-  /// large ones one after another with Eigen's threaded GEMM.
+  /// large ones one after another, each threaded.
   template <class T>
   void gemm_batched(T alpha, op op_a, in_batch<T> a, op op_b, in_batch<T> b,
                     T beta, batch_view<T> c) {
     detail::check_gemm_batched("polar::gemm_batched", space, op_a, a, op_b, b, c);
     const index k = op_a == op::n ? a.cols() : a.rows();
     const index count = c.count();
-    // Small products run one per thread; large ones one after another, each
-    // threaded by Eigen. (An OpenMP region with an `if` clause that turns it
-    // off still counts as a region, and Eigen's threaded GEMM inside one runs
-    // about 20 times slower, so the two cases are separate loops.)
+    // Small products run one per task of polar's pool (each on one
+    // thread); large ones one after another, each threaded.
     if (count > 1 && c.rows() * c.cols() * k < (index(1) << 25)) {
-      POLAR_OMP(parallel for schedule(dynamic))
-      for (index i = 0; i < count; ++i)
+      detail::host::parallel_tasks(count, [&](index i) {
         detail::eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
+      });
     } else {
       for (index i = 0; i < count; ++i)
         detail::eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
@@ -133,8 +124,9 @@ class eigen {
     const index k = op_a == op::n ? a.cols() : a.rows();
     const index count = c.count();
     if (count > 1 && c.rows() * c.cols() * k < (index(1) << 25)) {  // as gemm_batched
-      POLAR_OMP(parallel for schedule(dynamic))
-      for (index i = 0; i < count; ++i) detail::eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
+      detail::host::parallel_tasks(count, [&](index i) {
+        detail::eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
+      });
     } else {
       for (index i = 0; i < count; ++i) detail::eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
     }

@@ -62,34 +62,6 @@
 #define POLAR_OMP(x)
 #endif
 
-/// POLAR_PARALLEL_FOR(cond, clauses, loop): the for statement `loop` split
-/// across threads by `omp parallel for schedule(static) clauses` when cond
-/// holds, and run as written on the calling thread when it does not.
-///
-/// An `if (false)` clause would not do: the region still enters the OpenMP
-/// runtime, which starts a team of one and ends it with a futex call, about
-/// 0.3 us a loop on the development machine against 0.02 for a loop of 256
-/// elements, and a step over small vectors (gains, p x p blocks) runs a dozen
-/// such loops. The serial branch computes what a team of one would. The loop
-/// must not hold a pragma (POLAR_OMP(simd)): GCC does not keep a _Pragma of a
-/// macro's argument in its place.
-#if defined(_OPENMP)
-#define POLAR_PARALLEL_FOR(cond, clauses, ...)             \
-  do {                                                     \
-    if (cond) {                                            \
-      POLAR_OMP(parallel for schedule(static) clauses)     \
-      __VA_ARGS__                                          \
-    } else {                                               \
-      __VA_ARGS__                                          \
-    }                                                      \
-  } while (false)
-#else
-#define POLAR_PARALLEL_FOR(cond, clauses, ...) \
-  do {                                         \
-    __VA_ARGS__                                \
-  } while (false)
-#endif
-
 #ifndef POLAR_DEBUG_CHECKS
 #if defined(NDEBUG)
 /// Extra checks that cost time (points on their manifold, finite state);
@@ -112,7 +84,7 @@ using index = std::ptrdiff_t;
 namespace detail::host {
 /// Below this many elements a host loop runs on one thread (the Eigen
 /// backend's loops, the fused kernels, and the Thrust OpenMP system's calls):
-/// starting a team costs more than the loop saves.
+/// handing out the work costs more than the loop saves.
 inline constexpr index parallel_threshold = index(1) << 15;
 }  // namespace detail::host
 

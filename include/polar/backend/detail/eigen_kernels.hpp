@@ -19,13 +19,10 @@
 #include <limits>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "polar/backend/concept.hpp"
 #include "polar/core/config.hpp"
 #include "polar/core/error.hpp"
+#include "polar/core/threads.hpp"
 
 
 namespace polar::detail::eigen_kernels {
@@ -79,24 +76,94 @@ operand<T> as_operand(matrix_view<const T> v, op o) {
   return r;
 }
 
-/// C = alpha op(A) op(B) + beta C with C column-major.
+/// Products of fewer multiply-adds than this run on the calling thread:
+/// waking a pool thread costs more than it saves.
+inline constexpr double parallel_product_work = double(1 << 21);
+
+/// How a product's C is cut into blocks for the threads: `count` blocks of
+/// `size` columns (or rows) each, the last one shorter.
+struct product_split {
+  index count = 1;
+  index size = 0;
+  bool by_rows = false;
+};
+
+/// One block per thread along C's longer side, for a product of
+/// rows x cols x k multiply-adds on `team` threads; one block for a small
+/// product. Column blocks are multiples of 16 columns and row blocks of 48
+/// rows, so that Eigen's kernel computes every element of a block with the
+/// same operations as in the whole product (its register tiles are 48 rows
+/// of floats, 24 of doubles, with AVX-512, and divide 48 on every other
+/// instruction set): the result is the same bits on any number of threads.
+/// Blocks that share C's rows repack op(A) (for the 1024 x 4096 by 4096 x
+/// 1024 GEMM, 2 blocks on one thread take 1.04 times the whole product's
+/// time, 16 blocks 1.25 times), so there are no more blocks than threads.
+inline product_split split_product(index rows, index cols, index k, int team) {
+  product_split s;
+  const bool by_rows = rows > cols;
+  const index len = by_rows ? rows : cols, quantum = by_rows ? 48 : 16;
+  s.size = len;
+  s.by_rows = by_rows;
+  if (team <= 1 || double(rows) * double(cols) * double(k) < parallel_product_work) return s;
+  const index per = (len + team - 1) / team;
+  s.size = std::max(quantum, (per + quantum - 1) / quantum * quantum);
+  s.count = (len + s.size - 1) / s.size;
+  return s;
+}
+
+/// C = alpha op(A) op(B) + beta C with C column-major, on polar::threads()
+/// threads.
+///
+/// The threads compute independent blocks of C (split_product), each with
+/// Eigen's single-threaded GEMM, and meet once, at the end, where the first
+/// to finish sleeps (core/threads.hpp). Eigen's own threaded GEMM shares its
+/// packed panels between threads and waits for them by spinning, many times
+/// a product: on cores shared with other busy processes a Muon step took 12
+/// times its quiet time (docs/threads.md).
 template <class T>
 void product(T alpha, const operand<T>& a, const operand<T>& b, T beta, mut_map<T> c) {
-  if (beta == T(0))
-    c.setZero();
-  else if (beta != T(1))
-    c *= beta;
-  if (c.size() == 0 || (a.trans ? a.rows : a.cols) == 0 || alpha == T(0)) return;
+  const index k = a.trans ? a.rows : a.cols;
+  const bool empty = c.size() == 0 || k == 0 || alpha == T(0);
+  const product_split s = split_product(c.rows(), c.cols(), empty ? 0 : k, threads());
   const auto ma = a.map();
   const auto mb = b.map();
-  if (!a.trans && !b.trans)
-    c.noalias() += alpha * ma * mb;
-  else if (!a.trans && b.trans)
-    c.noalias() += alpha * ma * mb.transpose();
-  else if (a.trans && !b.trans)
-    c.noalias() += alpha * ma.transpose() * mb;
-  else
-    c.noalias() += alpha * ma.transpose() * mb.transpose();
+  // cb += alpha op(A) op(B) restricted to the block, for op(A) = opa and
+  // op(B) = opb.
+  const auto accumulate = [&](auto cb, index lo, index w, const auto& opa, const auto& opb) {
+    if (beta == T(0))
+      cb.setZero();
+    else if (beta != T(1))
+      cb *= beta;
+    if (empty) return;
+    if (s.by_rows)
+      cb.noalias() += alpha * opa.middleRows(lo, w) * opb;
+    else
+      cb.noalias() += alpha * opa * opb.middleCols(lo, w);
+  };
+  // Block p of C: its rows or columns [p * size, p * size + w).
+  const auto block = [&](index p) {
+    const index lo = p * s.size, w = std::min(s.size, (s.by_rows ? c.rows() : c.cols()) - lo);
+    const auto on = [&](const auto& opa, const auto& opb) {
+      if (s.by_rows)
+        accumulate(c.middleRows(lo, w), lo, w, opa, opb);
+      else
+        accumulate(c.middleCols(lo, w), lo, w, opa, opb);
+    };
+    if (!a.trans && !b.trans)
+      on(ma, mb);
+    else if (!a.trans && b.trans)
+      on(ma, mb.transpose());
+    else if (a.trans && !b.trans)
+      on(ma.transpose(), mb);
+    else
+      on(ma.transpose(), mb.transpose());
+  };
+  if (s.count == 1) {
+    const host::serial_eigen one;
+    block(0);
+  } else {
+    host::parallel_tasks(s.count, block);
+  }
 }
 
 /// Runs `f(mut_map, transposed)` on a writable column-major map of c: c
@@ -174,45 +241,42 @@ void syrk_leaf(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> 
 }
 
 /// Lower triangle of C = alpha op(A) op(A)^T + beta C, by recursive halving:
-/// with op(A) = [A1; A2], the off-diagonal block C21 = A2 A1^T is one large
-/// GEMM (Eigen threads it) and C11, C22 recurse. Diagonal blocks of at most
-/// `leaf` rows use Eigen's triangular kernel, the two of a split on separate
-/// threads (each kernel runs on one). The upper triangle of C is not touched.
+/// with op(A) = [A1; A2], the off-diagonal block C21 = A2 A1^T is one GEMM
+/// (threaded by `product`) and C11, C22 recurse. Diagonal blocks of at most
+/// `leaf` rows use Eigen's triangular kernel (one thread each). The two
+/// halves run side by side on two threads when both are leaves, and always
+/// on a team of two, where each half then runs on one thread; otherwise one
+/// after the other, each threading its own GEMMs. The halving depends on n
+/// alone, so the result is the same bits on any number of threads. The
+/// upper triangle of C is not touched.
 template <class T>
 void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
-  constexpr index leaf = 256;
+  constexpr index leaf = 128;
   const index n = c.rows();
   const index k = op_a == op::n ? a.cols() : a.rows();
   const op op_bt = op_a == op::n ? op::t : op::n;
   auto rows_of = [&](index r0, index nr) { return op_a == op::n ? a.block(r0, 0, nr, k) : a.block(0, r0, k, nr); };
-  // A leaf runs on one thread; at the top level a small C is still split
-  // once so that both halves run side by side.
-  bool nested = true;
-#if defined(_OPENMP)
-  nested = omp_in_parallel() || omp_get_max_threads() == 1;
-#endif
-  if (n <= leaf && (nested || n <= 64)) {
+  if (n <= leaf) {
+    const host::serial_eigen one;
     syrk_leaf(alpha, op_a, a, beta, c);
     return;
   }
   const index h = ((n / 2 + 15) / 16) * 16;
   gemm(alpha, op_a, rows_of(h, n - h), op_bt, rows_of(0, h), beta, c.block(h, 0, n - h, h));
-  auto first = [&] { syrk_lower(alpha, op_a, rows_of(0, h), beta, c.block(0, 0, h, h)); };
-  auto second = [&] { syrk_lower(alpha, op_a, rows_of(h, n - h), beta, c.block(h, h, n - h, n - h)); };
-#if defined(_OPENMP)
-  if (h <= leaf && n - h <= leaf && !omp_in_parallel() && omp_get_max_threads() > 1) {
-    POLAR_OMP(parallel sections num_threads(2))
-    {
-      POLAR_OMP(section)
-      first();
-      POLAR_OMP(section)
-      second();
-    }
-    return;
+  const auto half = [&](index p) {
+    if (p == 0)
+      syrk_lower(alpha, op_a, rows_of(0, h), beta, c.block(0, 0, h, h));
+    else
+      syrk_lower(alpha, op_a, rows_of(h, n - h), beta, c.block(h, h, n - h, n - h));
+  };
+  const int team = threads();
+  const bool large = double(n) * double(n) * double(k) >= 2 * parallel_product_work;
+  if (large && (team == 2 || (team > 2 && h <= leaf && n - h <= leaf))) {
+    host::parallel_tasks(2, half);
+  } else {
+    half(0);
+    half(1);
   }
-#endif
-  first();
-  second();
 }
 
 template <class T>
@@ -240,11 +304,10 @@ void symmetrize(uplo from, matrix_view<T> c) {
         for (index j = j0; j < std::min(j1, i); ++j) s(j, i) = s(i, j);
     }
   };
-  // Row bi of tiles has bi + 1 of them: dynamic scheduling; no region at
-  // all for small matrices (see POLAR_PARALLEL_FOR).
+  // Row bi of tiles has bi + 1 of them: the pool's threads take rows one
+  // at a time; small matrices stay on the calling thread.
   if (n >= 256) {
-    POLAR_OMP(parallel for schedule(dynamic))
-    for (index bi = 0; bi < tiles; ++bi) tile_row(bi);
+    host::parallel_tasks(tiles, tile_row);
   } else {
     for (index bi = 0; bi < tiles; ++bi) tile_row(bi);
   }

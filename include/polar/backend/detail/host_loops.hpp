@@ -19,6 +19,7 @@
 #include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/checks.hpp"
 #include "polar/core/random.hpp"
+#include "polar/core/threads.hpp"
 
 
 namespace polar::detail::host {
@@ -36,16 +37,19 @@ void map(F f, matrix_view<T> out, matrix_view<const In>... in) {
   if (n == 0) return;
   if (out.is_contiguous() && (detail::flat_compatible(out, in) && ...)) {
     T* o = out.data();
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index k = 0; k < n; ++k) o[k] = f(in.data()[k]...););
+    for_parts(loop_parts(n, n), n, [=](index lo, index hi) {
+      for (index k = lo; k < hi; ++k) o[k] = f(in.data()[k]...);
+    });
   } else if (out.rows_contiguous()) {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index i = 0; i < r; ++i)
-        for (index j = 0; j < c; ++j) out(i, j) = f(in(i, j)...););
+    for_parts(loop_parts(r, n), r, [=](index lo, index hi) {
+      for (index i = lo; i < hi; ++i)
+        for (index j = 0; j < c; ++j) out(i, j) = f(in(i, j)...);
+    });
   } else {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index j = 0; j < c; ++j)
-        for (index i = 0; i < r; ++i) out(i, j) = f(in(i, j)...););
+    for_parts(loop_parts(c, n), c, [=](index lo, index hi) {
+      for (index j = lo; j < hi; ++j)
+        for (index i = 0; i < r; ++i) out(i, j) = f(in(i, j)...);
+    });
   }
 }
 
@@ -55,16 +59,19 @@ void fill(matrix_view<T> x, T value) {
   if (n == 0) return;
   if (x.is_contiguous()) {
     T* o = x.data();
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index k = 0; k < n; ++k) o[k] = value;);
+    for_parts(loop_parts(n, n), n, [=](index lo, index hi) {
+      for (index k = lo; k < hi; ++k) o[k] = value;
+    });
   } else if (x.rows_contiguous()) {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index i = 0; i < r; ++i)
-        for (index j = 0; j < c; ++j) x(i, j) = value;);
+    for_parts(loop_parts(r, n), r, [=](index lo, index hi) {
+      for (index i = lo; i < hi; ++i)
+        for (index j = 0; j < c; ++j) x(i, j) = value;
+    });
   } else {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index j = 0; j < c; ++j)
-        for (index i = 0; i < r; ++i) x(i, j) = value;);
+    for_parts(loop_parts(c, n), c, [=](index lo, index hi) {
+      for (index j = lo; j < hi; ++j)
+        for (index i = 0; i < r; ++i) x(i, j) = value;
+    });
   }
 }
 
@@ -72,29 +79,38 @@ void fill(matrix_view<T> x, T value) {
 template <class T, class G>
 acc_t<T> sum_of(matrix_view<const T> x, matrix_view<const T> y, G g) {
   const index r = x.rows(), c = x.cols(), n = r * c;
-  acc_t<T> s = 0;
-  if (n == 0) return s;
+  using A = acc_t<T>;
+  if (n == 0) return A(0);
+  const auto plus = [](A u, A v) { return u + v; };
   if (x.is_contiguous() && detail::flat_compatible(x, y)) {
     // Chunks of contiguous_sum: vectorized within, threaded across.
     constexpr index chunk = 8192;
     const index chunks = (n + chunk - 1) / chunk;
     const T* a = x.data();
     const T* b = y.data();
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(+ : s),
-      for (index q = 0; q < chunks; ++q) {
+    return reduce_parts(loop_parts(chunks, n), chunks, A(0), [=](index q0, index q1) {
+      A s = 0;
+      for (index q = q0; q < q1; ++q) {
         const index lo = q * chunk;
         s += contiguous_sum(a + lo, b + lo, std::min(chunk, n - lo), g);
-      });
+      }
+      return s;
+    }, plus);
   } else if (x.rows_contiguous()) {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(+ : s),
-      for (index i = 0; i < r; ++i)
-        for (index j = 0; j < c; ++j) s += g(x(i, j), y(i, j)););
+    return reduce_parts(loop_parts(r, n), r, A(0), [=](index lo, index hi) {
+      A s = 0;
+      for (index i = lo; i < hi; ++i)
+        for (index j = 0; j < c; ++j) s += g(x(i, j), y(i, j));
+      return s;
+    }, plus);
   } else {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(+ : s),
-      for (index j = 0; j < c; ++j)
-        for (index i = 0; i < r; ++i) s += g(x(i, j), y(i, j)););
+    return reduce_parts(loop_parts(c, n), c, A(0), [=](index lo, index hi) {
+      A s = 0;
+      for (index j = lo; j < hi; ++j)
+        for (index i = 0; i < r; ++i) s += g(x(i, j), y(i, j));
+      return s;
+    }, plus);
   }
-  return s;
 }
 
 template <class T>
@@ -111,24 +127,33 @@ T sum(matrix_view<const T> x) {
 template <class T>
 T max_abs(matrix_view<const T> x) {
   const index r = x.rows(), c = x.cols(), n = r * c;
-  acc_t<T> m = 0;
-  int nan = 0;
+  using A = acc_t<T>;
   if (n == 0) return T(0);
-  auto visit = [&](T v, acc_t<T>& mm, int& nn) {
-    const acc_t<T> a = std::abs(widen(v));
-    if (a != a) nn = 1;
-    if (a > mm) mm = a;
+  // The largest |x| and whether a NaN was seen.
+  struct acc {
+    A m = 0;
+    bool nan = false;
   };
-  if (x.rows_contiguous()) {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(max : m) reduction(| : nan),
-      for (index i = 0; i < r; ++i)
-        for (index j = 0; j < c; ++j) visit(x(i, j), m, nan););
-  } else {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(max : m) reduction(| : nan),
-      for (index j = 0; j < c; ++j)
-        for (index i = 0; i < r; ++i) visit(x(i, j), m, nan););
-  }
-  return nan ? std::numeric_limits<T>::quiet_NaN() : T(m);
+  const auto visit = [](T v, acc& s) {
+    const A a = std::abs(widen(v));
+    if (a != a) s.nan = true;
+    if (a > s.m) s.m = a;
+  };
+  const auto join = [](acc u, acc v) { return acc{std::max(u.m, v.m), u.nan || v.nan}; };
+  const acc m = x.rows_contiguous()
+                    ? reduce_parts(loop_parts(r, n), r, acc{}, [=](index lo, index hi) {
+                        acc s;
+                        for (index i = lo; i < hi; ++i)
+                          for (index j = 0; j < c; ++j) visit(x(i, j), s);
+                        return s;
+                      }, join)
+                    : reduce_parts(loop_parts(c, n), c, acc{}, [=](index lo, index hi) {
+                        acc s;
+                        for (index j = lo; j < hi; ++j)
+                          for (index i = 0; i < r; ++i) visit(x(i, j), s);
+                        return s;
+                      }, join);
+  return m.nan ? std::numeric_limits<T>::quiet_NaN() : T(m.m);
 }
 
 /// Whether no element is NaN or infinite: contiguous_finite over
@@ -136,29 +161,30 @@ T max_abs(matrix_view<const T> x) {
 template <class T>
 bool all_finite(matrix_view<const T> x) {
   const index r = x.rows(), c = x.cols(), n = r * c;
-  int bad = 0;
   if (n == 0) return true;
+  const auto both = [](bool u, bool v) { return u && v; };
+  // finite(k): whether item k (a chunk, row, column or element) is finite.
+  const auto over = [&](index items, auto finite) {
+    return reduce_parts(loop_parts(items, n), items, true, [=](index lo, index hi) {
+      bool ok = true;
+      for (index k = lo; k < hi; ++k) ok = finite(k) && ok;
+      return ok;
+    }, both);
+  };
   if (x.is_contiguous()) {
     constexpr index chunk = 8192;
-    const index chunks = (n + chunk - 1) / chunk;
     const T* a = x.data();
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
-      for (index q = 0; q < chunks; ++q) {
-        const index lo = q * chunk;
-        bad |= contiguous_finite(a + lo, std::min(chunk, n - lo)) ? 0 : 1;
-      });
-  } else if (x.rows_contiguous()) {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
-      for (index i = 0; i < r; ++i) bad |= contiguous_finite(&x(i, 0), c) ? 0 : 1;);
-  } else if (x.cols_contiguous()) {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
-      for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(0, j), r) ? 0 : 1;);
-  } else {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, reduction(| : bad),
-      for (index i = 0; i < r; ++i)
-        for (index j = 0; j < c; ++j) bad |= contiguous_finite(&x(i, j), 1) ? 0 : 1;);
+    return over((n + chunk - 1) / chunk, [=](index q) {
+      return contiguous_finite(a + q * chunk, std::min(chunk, n - q * chunk));
+    });
   }
-  return bad == 0;
+  if (x.rows_contiguous()) return over(r, [=](index i) { return contiguous_finite(&x(i, 0), c); });
+  if (x.cols_contiguous()) return over(c, [=](index j) { return contiguous_finite(&x(0, j), r); });
+  return over(r, [=](index i) {
+    bool ok = true;
+    for (index j = 0; j < c; ++j) ok = contiguous_finite(&x(i, j), 1) && ok;
+    return ok;
+  });
 }
 
 /// Frobenius norm. One pass of squares in the accumulator; a scaled second
@@ -185,8 +211,8 @@ void reduce_rows(matrix_view<const T> x, vector_view<T> out, G g, H h) {
   using A = acc_t<T>;
   const index r = x.rows(), c = x.cols();
   if (x.rows_contiguous() || c <= 1) {
-    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
-      for (index i = 0; i < r; ++i) {
+    for_parts(loop_parts(r, r * c), r, [&](index lo, index hi) {
+      for (index i = lo; i < hi; ++i) {
         A s = 0;
         if (c == 0) {
           // An empty row: no element to address (the data may be null).
@@ -197,20 +223,22 @@ void reduce_rows(matrix_view<const T> x, vector_view<T> out, G g, H h) {
           for (index j = 0; j < c; ++j) s += g(x(i, j));
         }
         out[i] = T(h(s, x.row(i)));
-      });
+      }
+    });
   } else {
     // Columns are contiguous: sweep them, keeping one accumulator per row of
     // a block of rows.
     constexpr index block = 512;
     const index nb = (r + block - 1) / block;
-    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
-      for (index b = 0; b < nb; ++b) {
+    for_parts(loop_parts(nb, r * c), nb, [&](index lo, index hi) {
+      for (index b = lo; b < hi; ++b) {
         const index i0 = b * block, i1 = std::min(r, i0 + block);
         A acc[block] = {};
         for (index j = 0; j < c; ++j)
           for (index i = i0; i < i1; ++i) acc[i - i0] += g(x(i, j));
         for (index i = i0; i < i1; ++i) out[i] = T(h(acc[i - i0], x.row(i)));
-      });
+      }
+    });
   }
 }
 
@@ -244,15 +272,17 @@ template <class T>
 void scale_rows(vector_view<const T> s, matrix_view<T> x) {
   const index r = x.rows(), c = x.cols();
   if (x.rows_contiguous()) {
-    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
-      for (index i = 0; i < r; ++i) {
+    for_parts(loop_parts(r, r * c), r, [=](index lo, index hi) {
+      for (index i = lo; i < hi; ++i) {
         const T f = s[i];
         for (index j = 0; j < c; ++j) x(i, j) = T(x(i, j) * f);
-      });
+      }
+    });
   } else {
-    POLAR_PARALLEL_FOR(r * c >= parallel_threshold, ,
-      for (index j = 0; j < c; ++j)
-        for (index i = 0; i < r; ++i) x(i, j) = T(x(i, j) * s[i]););
+    for_parts(loop_parts(c, r * c), c, [=](index lo, index hi) {
+      for (index j = lo; j < hi; ++j)
+        for (index i = 0; i < r; ++i) x(i, j) = T(x(i, j) * s[i]);
+    });
   }
 }
 
@@ -388,8 +418,8 @@ void random_pass(matrix_view<T> x, const rng_key& key, distribution d, T scale, 
     const std::uint64_t start_block = first / per;
     const std::uint64_t end = first + std::uint64_t(n);
     const index nchunks = index((end - start_block * per + chunk - 1) / chunk);
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index q = 0; q < nchunks; ++q) {
+    for_parts(loop_parts(nchunks, n), nchunks, [&](index q0, index q1) {
+      for (index q = q0; q < q1; ++q) {
         const std::uint64_t lo = std::max(first, start_block * per + std::uint64_t(q) * chunk);
         const std::uint64_t hi = std::min(end, start_block * per + std::uint64_t(q + 1) * chunk);
         if (lo >= hi) continue;
@@ -406,14 +436,16 @@ void random_pass(matrix_view<T> x, const rng_key& key, distribution d, T scale, 
           }
         }
         generate_range<T>(st, d, lo, hi - lo, [p, lo, first, put](std::uint64_t k, T z) { put(p[lo - first + k], z); });
-      });
+      }
+    });
   } else {
-    POLAR_PARALLEL_FOR(n >= parallel_threshold, ,
-      for (index i = 0; i < r; ++i) {
+    for_parts(loop_parts(r, n), r, [&](index lo, index hi) {
+      for (index i = lo; i < hi; ++i) {
         const auto row = x.row(i);
         generate_range<T>(st, d, offset + std::uint64_t(i) * std::uint64_t(c), std::uint64_t(c),
                           [row, put](std::uint64_t k, T z) { put(row[index(k)], z); });
-      });
+      }
+    });
   }
 }
 

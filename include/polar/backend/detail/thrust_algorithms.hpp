@@ -17,6 +17,7 @@
 #include <thrust/system/cpp/execution_policy.h>
 #include <thrust/transform_reduce.h>
 #if defined(_OPENMP)
+#include <omp.h>
 #include <thrust/system/omp/execution_policy.h>
 #endif
 
@@ -28,6 +29,7 @@
 #include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/checks.hpp"
 #include "polar/core/random.hpp"
+#include "polar/core/threads.hpp"
 #include "polar/core/view.hpp"
 
 namespace polar::detail::thrust_alg {
@@ -38,17 +40,31 @@ POLAR_HOST_DEVICE bool finite(double x) noexcept { return x - x == 0.0; }
 
 /// f(p) for the policy p that runs a call over n elements: Thrust's serial
 /// system in place of its OpenMP system below host::parallel_threshold
-/// elements, the policy given otherwise. Thrust's OpenMP algorithms open a
-/// parallel region on every call, whatever its size: 0.7 us for an axpby of
-/// 256 floats that the serial system does in 0.05 (docs/benchmarks.md), and
-/// a step over a small matrix or over gain vectors makes a dozen such calls.
+/// elements or where polar::threads() is 1, the policy given otherwise, on
+/// polar::threads() threads. Thrust's OpenMP algorithms open a parallel
+/// region on every call, whatever its size: 0.7 us for an axpby of 256
+/// floats that the serial system does in 0.05 (docs/benchmarks.md), and a
+/// step over a small matrix or over gain vectors makes a dozen such calls.
 /// Elementwise results do not depend on the system; a reduction below the
 /// threshold adds its chunks' sums in order, on any number of threads.
 template <class Policy, class F>
 decltype(auto) on_policy(const Policy& policy, index n, F&& f) {
 #if defined(_OPENMP)
   if constexpr (std::is_same_v<Policy, std::decay_t<decltype(::thrust::omp::par)>>) {
-    if (n < host::parallel_threshold) return f(::thrust::cpp::par);
+    const int team = n < host::parallel_threshold ? 1 : polar::threads();
+    if (team == 1) return f(::thrust::cpp::par);
+    // Thrust's regions take OpenMP's count on this thread: set it for the
+    // call, and put back what the caller had.
+    struct openmp_count {
+      int previous = omp_get_max_threads();
+      explicit openmp_count(int t) {
+        if (t != previous) omp_set_num_threads(t);
+      }
+      ~openmp_count() {
+        if (omp_get_max_threads() != previous) omp_set_num_threads(previous);
+      }
+    } const count(team);
+    return f(policy);
   }
 #else
   (void)n;

@@ -90,15 +90,15 @@ const T* factors_or_null(const std::vector<T>& b) {
   return nullptr;
 }
 
-/// The number of threads polar's host loops use for rows x cols elements.
+/// The parts polar's threads share a kernel over rows x cols elements in:
+/// host::loop_parts, and for pass 1, which keeps a row of column sums per
+/// part, at most 8 (or one per thread, where there are more): the parts
+/// depend on the sizes alone on up to 8 threads, and so do the bits.
 template <class Backend>
-int md_threads(index rows, index cols) {
-#if defined(_OPENMP)
-  if (threaded_backend<Backend>::value && rows * cols >= host::parallel_threshold) return omp_get_max_threads();
-#endif
-  (void)rows;
-  (void)cols;
-  return 1;
+index md_parts(index rows, index cols, bool column_sums = false) {
+  if (!threaded_backend<Backend>::value) return 1;
+  const index parts = host::loop_parts(rows, rows * cols);
+  return column_sums ? std::min<index>(parts, std::max(8, polar::threads())) : parts;
 }
 
 /// Matrices of at least this many bytes are taken to come from memory:
@@ -178,7 +178,7 @@ void md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, co
   const double bc1 = 1 - std::pow(dir.beta1, double(t)), bc2 = 1 - std::pow(dir.beta2, double(t));
   const T b1 = T(dir.beta1), b2 = T(dir.beta2), keep = T(1 - dir.lr * dir.weight_decay);
   const T lr_bc1 = T(dir.lr / bc1), isbc2 = T(1 / std::sqrt(bc2)), eps = T(dir.eps);
-  const int threads = md_threads<Backend>(rows, cols);
+  const index parts = md_parts<Backend>(rows, cols, col_grad || col_norm);
   const bool from_memory = std::size_t(rows) * std::size_t(cols) * sizeof(T) >= streaming_bytes;
   out.row_grad.assign(std::size_t(rows), 0.0);
   out.row_norm.assign(std::size_t(rows), 0.0);
@@ -187,21 +187,19 @@ void md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, co
   const std::size_t nc = std::size_t(cols);
   auto& cg = out.grad_parts<sum_t<T>>();
   auto& cn = out.norm_parts;
-  cg.assign(col_grad ? std::size_t(threads) * nc : 0, sum_t<T>(0));
-  cn.assign(col_norm ? std::size_t(threads) * nc : 0, 0.0);
-  double total_p = 0, total_norm = 0;
+  cg.assign(col_grad ? std::size_t(parts) * nc : 0, sum_t<T>(0));
+  cn.assign(col_norm ? std::size_t(parts) * nc : 0, 0.0);
   const T* const g0 = g.data();
   const index gs = g.row_stride();
-  POLAR_OMP(parallel num_threads(threads) if (threads > 1) reduction(+ : total_p, total_norm))
-  {
-    std::size_t tid = 0;
-#if defined(_OPENMP)
-    tid = std::size_t(omp_get_thread_num());
-#endif
-    sum_t<T>* const cgt = col_grad ? cg.data() + tid * nc : nullptr;
-    double* const cnt = col_norm ? cn.data() + tid * nc : nullptr;
-    POLAR_OMP(for schedule(static))
-    for (index i = 0; i < rows; ++i) {
+  // The sums of the rows of a part: of p and of |D|^2.
+  struct totals {
+    double p, norm;
+  };
+  const totals total = host::reduce_parts(parts, rows, totals{0, 0}, [&](index lo, index hi, index part) {
+    sum_t<T>* const cgt = col_grad ? cg.data() + std::size_t(part) * nc : nullptr;
+    double* const cnt = col_norm ? cn.data() + std::size_t(part) * nc : nullptr;
+    totals sums{0, 0};
+    for (index i = lo; i < hi; ++i) {
       const T* const gi = g0 + i * gs;
       T* const di = d + i * cols;
       T* const mi = m + i * cols;
@@ -228,16 +226,17 @@ void md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, co
         with_factor(std::false_type{}, std::false_type{});
       out.row_grad[std::size_t(i)] = sr;
       out.row_norm[std::size_t(i)] = nn;
-      total_p += sp;
-      total_norm += nn;
+      sums.p += sp;
+      sums.norm += nn;
     }
-  }
-  out.total_p = total_p;
-  out.total_norm = total_norm;
-  // The threads' column sums, added in thread order.
+    return sums;
+  }, [](totals x, totals y) { return totals{x.p + y.p, x.norm + y.norm}; });
+  out.total_p = total.p;
+  out.total_norm = total.norm;
+  // The parts' column sums, added in order.
   const auto reduce = [&](const auto& part, std::vector<double>& to) {
     to.assign(nc, 0.0);
-    for (int k = 0; k < threads; ++k)
+    for (index k = 0; k < parts; ++k)
       for (std::size_t j = 0; j < nc; ++j) to[j] += double(part[std::size_t(k) * nc + j]);
   };
   if (col_grad) reduce(cg, out.col_grad);
@@ -329,14 +328,11 @@ inline void stream_fence() {
 template <class Backend, class T>
 void md_pass2(matrix_view<T> w, const T* d, const T* a, const T* b, const T* pr, const T* pc) {
   const index rows = w.rows(), cols = w.cols();
-  [[maybe_unused]] const int threads = md_threads<Backend>(rows, cols);
   T* const w0 = w.data();
   const index ws = w.row_stride();
   const bool streaming = std::size_t(rows) * std::size_t(cols) * sizeof(T) >= streaming_bytes;
-  POLAR_OMP(parallel num_threads(threads) if (threads > 1))
-  {
-    POLAR_OMP(for schedule(static))
-    for (index i = 0; i < rows; ++i) {
+  host::for_parts(md_parts<Backend>(rows, cols), rows, [&](index lo, index hi) {
+    for (index i = lo; i < hi; ++i) {
       const T* const di = d + i * cols;
       const T ai = a[i], ri = pr[i];
       if (b)
@@ -345,16 +341,13 @@ void md_pass2(matrix_view<T> w, const T* d, const T* a, const T* b, const T* pr,
         write_row(w0 + i * ws, cols, streaming, fused_weight_row<T, false>{di, ai, nullptr, ri, pc});
     }
     stream_fence();
-  }
+  });
 }
 
 /// d_ij <- d_ij a_i b_j: the pending factors applied (D itself in d; b
 /// null: ones).
 template <class Backend, class T>
 void md_settle(T* d, index rows, index cols, const T* a, const T* b) {
-  [[maybe_unused]] const int threads = md_threads<Backend>(rows, cols);
-  // The row's loops carry pragmas: they stay outside POLAR_PARALLEL_FOR's
-  // argument, in this lambda.
   const auto row = [=](index i) {
     T* const di = d + i * cols;
     const T ai = a[i];
@@ -366,7 +359,9 @@ void md_settle(T* d, index rows, index cols, const T* a, const T* b) {
       for (index j = 0; j < cols; ++j) di[j] = T(di[j] * ai);
     }
   };
-  POLAR_PARALLEL_FOR(threads > 1, num_threads(threads), for (index i = 0; i < rows; ++i) row(i););
+  host::for_parts(md_parts<Backend>(rows, cols), rows, [&](index lo, index hi) {
+    for (index i = lo; i < hi; ++i) row(i);
+  });
 }
 
 }  // namespace polar::detail

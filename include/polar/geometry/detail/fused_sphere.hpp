@@ -107,7 +107,7 @@ template <class Backend>
 struct threaded_backend<Backend, std::void_t<decltype(Backend::threaded)>>
     : std::bool_constant<Backend::threaded> {};
 
-/// Runs f(i, w_row, g_row) for every row, rows split across OpenMP threads
+/// Runs f(i, w_row, g_row) for every row, rows split across polar's threads
 /// when the backend is threaded and the matrix is large enough; rows of
 /// unit column stride are passed as contiguous_row.
 ///
@@ -118,16 +118,18 @@ struct threaded_backend<Backend, std::void_t<decltype(Backend::threaded)>>
 template <class Backend, class T, class F>
 void for_each_row(matrix_view<T> w, matrix_view<const T> g, F&& f) {
   const index rows = w.rows();
-  [[maybe_unused]] const bool parallel = threaded_backend<Backend>::value && rows * w.cols() >= host::parallel_threshold;
+  const index parts = threaded_backend<Backend>::value ? host::loop_parts(rows, rows * w.cols()) : 1;
   if (w.col_stride() == 1 && g.col_stride() == 1) {
-    POLAR_PARALLEL_FOR(parallel, ,
-      for (index i = 0; i < rows; ++i)
-        f(i, contiguous_row<T>{w.data() + i * w.row_stride()}, contiguous_row<const T>{g.data() + i * g.row_stride()}););
+    host::for_parts(parts, rows, [&](index lo, index hi) {
+      for (index i = lo; i < hi; ++i)
+        f(i, contiguous_row<T>{w.data() + i * w.row_stride()}, contiguous_row<const T>{g.data() + i * g.row_stride()});
+    });
   } else {
-    POLAR_PARALLEL_FOR(parallel, ,
-      for (index i = 0; i < rows; ++i)
+    host::for_parts(parts, rows, [&](index lo, index hi) {
+      for (index i = lo; i < hi; ++i)
         f(i, strided_row<T>{w.data() + i * w.row_stride(), w.col_stride()},
-          strided_row<const T>{g.data() + i * g.row_stride(), g.col_stride()}););
+          strided_row<const T>{g.data() + i * g.row_stride(), g.col_stride()});
+    });
   }
 }
 
@@ -163,17 +165,24 @@ template <class Backend, class T>
 void check_fused_rows(const char* op, matrix_view<const T> w, matrix_view<const T> g, const T* memory,
                       double radius) {
   const index rows = w.rows(), cols = w.cols();
-  [[maybe_unused]] const bool parallel = threaded_backend<Backend>::value && rows * cols >= host::parallel_threshold;
-  int bad = 0;
-  index zero = rows;
-  POLAR_PARALLEL_FOR(parallel, reduction(| : bad) reduction(min : zero),
-    for (index i = 0; i < rows; ++i) {
+  const index parts = threaded_backend<Backend>::value ? host::loop_parts(rows, rows * cols) : 1;
+  // Whether a row of G holds NaN or infinity, and the first row with nothing
+  // to step along (rows if none).
+  struct found {
+    bool bad;
+    index zero;
+  };
+  const auto [bad, zero] = host::reduce_parts(parts, rows, found{false, rows}, [=](index lo, index hi) {
+    found f{false, rows};
+    for (index i = lo; i < hi; ++i) {
       const value_kind k = row_kind(g, i);
-      if (k == value_kind::nonfinite) bad = 1;
-      if (k == value_kind::zero && i < zero && row_kind(w, i) == value_kind::zero &&
+      if (k == value_kind::nonfinite) f.bad = true;
+      if (k == value_kind::zero && i < f.zero && row_kind(w, i) == value_kind::zero &&
           (memory == nullptr || contiguous_kind(memory + i * cols, cols) == value_kind::zero))
-        zero = i;
-    });
+        f.zero = i;
+    }
+    return f;
+  }, [](found u, found v) { return found{u.bad || v.bad, std::min(u.zero, v.zero)}; });
   if (bad) raise<non_finite_error>(op, "G (", rows, "x", cols, ") holds NaN or infinity");
   if (zero < rows)
     raise<numerical_error>(op, "row ", zero, " of the ", rows, "x", cols, " matrix W is zero and so is its gradient",
