@@ -3,20 +3,10 @@
 // find_package (or add_subdirectory).
 #include <polar/polar.hpp>
 
-#if defined(POLAR_CONSUMER_SERIAL) && defined(_OPENMP)
-#error "polar::serial passed OpenMP's flags to a serial build"
-#endif
-
 #include <cmath>
 #include <cstdio>
 
 int main() {
-#if defined(POLAR_CONSUMER_SERIAL)
-  // Serial by default; two threads of polar's pool when asked for.
-  if (polar::threads() != 1) return 1;
-  polar::set_threads(2);
-  std::printf("consumer (serial build): polar runs on %d threads when asked\n", polar::threads());
-#endif
   // Fit W to a target with the gradient of 1/2 |W - target|^2.
   Eigen::MatrixXf target = Eigen::MatrixXf::Random(64, 256), w = Eigen::MatrixXf::Zero(64, 256);
   polar::backend::eigen be;
