@@ -73,18 +73,23 @@ struct thrust_host_kernels {
     check_inplace_or_disjoint("polar::copy_to_host", "dst", dst, "src", src);
     thrust_alg::map(r.policy(), thrust_alg::identity_fn{}, dst, src);
   }
+  // The products run on polar's pool, and on the OpenMP system on OpenMP's
+  // threads (R::openmp_team; core/threads.hpp, openmp_executor).
   template <class R, class T>
   static void gemm(R&, T alpha, op op_a, matrix_view<const T> a, op op_b, matrix_view<const T> b,
                    T beta, matrix_view<T> c) {
+    const host::openmp_scope team(R::openmp_team);
     eigen_kernels::gemm(alpha, op_a, a, op_b, b, beta, c);
   }
   template <class R, class T>
   static void syrk(R&, uplo tri, T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
+    const host::openmp_scope team(R::openmp_team);
     eigen_kernels::syrk(tri, alpha, op_a, a, beta, c);
   }
   template <class R, class T>
   static void gemm_batched(R&, T alpha, op op_a, batch_view<const T> a, op op_b,
                            batch_view<const T> b, T beta, batch_view<T> c) {
+    const host::openmp_scope team(R::openmp_team);
     for (index i = 0; i < c.count(); ++i) eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
   }
   template <class R, class T>
@@ -117,6 +122,7 @@ struct thrust_system<system::cpp> {
   using buffer = host_buffer<T>;
   using kernels = thrust_host_kernels;
   struct resources {
+    static constexpr bool openmp_team = false;
     auto policy() const { return ::thrust::cpp::par; }
     void synchronize() {}
   };
@@ -132,6 +138,7 @@ struct thrust_system<system::omp> {
   using buffer = host_buffer<T>;
   using kernels = thrust_host_kernels;
   struct resources {
+    static constexpr bool openmp_team = true;
     auto policy() const { return ::thrust::omp::par; }
     void synchronize() {}
   };
@@ -185,6 +192,9 @@ class thrust : private detail::thrust_system<System>::resources {
   /// Whether polar's own loops for this backend may use several threads:
   /// false for the serial cpp system.
   static constexpr bool threaded = sys::threaded;
+  /// Whether that work runs on OpenMP's threads (the omp system, whose
+  /// Thrust calls use them too) rather than on polar's pool.
+  static constexpr bool openmp_threads = std::is_same_v<System, system::omp>;
   /// Owning allocation in `space`.
   template <class T>
   using buffer = typename sys::template buffer<T>;

@@ -6,7 +6,7 @@
 // each computed by a single-threaded Eigen kernel, and elementwise loops and
 // reductions cut into parts. The threads take blocks or parts one at a time
 // from a shared counter and meet only at the end of a call; a thread with
-// nothing to do looks for work briefly (50 us), then yields its core to any
+// nothing to do looks for work briefly (0.5 ms), then yields its core to any
 // other runnable thread between looks, then sleeps (see idle_spin).
 //
 // Eigen's own threaded GEMM and OpenMP's barriers wait by spinning. On a
@@ -82,6 +82,15 @@ inline int environment_threads() {
   return n;
 }
 
+/// Set while a Thrust OpenMP backend's call runs (openmp_scope): the pool
+/// then runs its jobs on OpenMP's threads, those that Thrust's own calls
+/// use, instead of its own (two sets of threads would take turns on the
+/// same cores: OpenMP's spin for a while after each region).
+inline bool& openmp_executor() {
+  static thread_local bool b = false;
+  return b;
+}
+
 inline bool in_openmp_region() {
 #if defined(_OPENMP)
   return omp_in_parallel() != 0;
@@ -137,6 +146,19 @@ class thread_limit {
 
 namespace detail::host {
 
+/// While it lives (and `on` holds), the pool runs this thread's jobs on
+/// OpenMP's threads (see openmp_executor).
+class openmp_scope {
+ public:
+  explicit openmp_scope(bool on) : previous_(openmp_executor()) { openmp_executor() = previous_ || on; }
+  ~openmp_scope() { openmp_executor() = previous_; }
+  openmp_scope(const openmp_scope&) = delete;
+  openmp_scope& operator=(const openmp_scope&) = delete;
+
+ private:
+  bool previous_;
+};
+
 /// While it lives, OpenMP's thread count on this thread is 1, so that
 /// Eigen's GEMM, which asks omp_get_max_threads() how many threads to start,
 /// runs on the calling thread alone. Restores the count it found.
@@ -166,19 +188,21 @@ class serial_eigen {
 /// any other runnable thread (std::this_thread::yield) between looks until
 /// idle_poll, then sleeps on a condition variable.
 ///
-/// Measured on 2 cores under 2 busy processes (bench_load; docs/threads.md):
-/// a thread woken from sleep for each job made a quiet Muon step on
-/// 256 x 1024 (about 40 jobs tens of microseconds apart) 1.3 times slower,
-/// since waking an idle core of a virtual machine takes about 100 us; and
-/// yielding from the first look let the busy process keep the core until
-/// the scheduler's next tick (4 ms), which doubled the step under load. A
-/// look without pause of up to 50 us catches a partner that is running;
-/// one that has been descheduled is waited for by yielding, then sleeping.
-/// OpenMP's runtime (libgomp) looks for 300,000 turns by default before it
-/// sleeps, and Eigen's threaded GEMM without bound.
-inline constexpr auto idle_spin = std::chrono::microseconds(50);
+/// Measured on 2 cores beside 2 busy processes (bench_load, docs/threads.md):
+/// sleeping at once made the quiet Muon step on 256 x 1024 (about 40 jobs
+/// tens of microseconds apart) 1.3 times slower, since waking an idle core
+/// of this virtual machine takes about 100 us; yielding from the first look
+/// let the busy process keep the core until the scheduler's next tick (4 ms)
+/// and took that step from 2.5 to 4-5 times its quiet time under load; a
+/// look of 50 us left the MD-AdamW step at 2.4-3.0 times, one of 500 us
+/// brought every step to 2.5 times or less. A look of 500 us catches a
+/// partner that is running; a partner that has been descheduled is waited
+/// for by yielding, then sleeping. OpenMP's runtime (libgomp) looks 300,000
+/// times before it sleeps (4.5 ms on the development machine), and Eigen's
+/// threaded GEMM without bound.
+inline constexpr auto idle_spin = std::chrono::microseconds(500);
 /// See idle_spin.
-inline constexpr auto idle_poll = std::chrono::microseconds(200);
+inline constexpr auto idle_poll = std::chrono::microseconds(1000);
 
 /// A pool of threads that run the tasks 0..n-1 of one job at a time beside
 /// the caller. Each thread takes the next task from a shared counter, so a
@@ -224,6 +248,12 @@ class pool {
   void run(int team, index n, F&& f) {
     if (n <= 0) return;
     if (team > 1 && n > 1 && !on_pool_thread() && !in_openmp_region()) {
+#if defined(_OPENMP)
+      if (openmp_executor()) {
+        run_openmp(int(std::min<index>(team, n)), n, f);
+        return;
+      }
+#endif
       std::unique_lock<std::mutex> busy(run_, std::try_to_lock);
       if (busy.owns_lock()) {
         run_shared(int(std::min<index>(team, n)), n, f);
@@ -262,6 +292,23 @@ class pool {
       }
     }
   };
+
+#if defined(_OPENMP)
+  /// The tasks on a team of OpenMP's threads, taken from a shared counter.
+  template <class F>
+  static void run_openmp(int team, index n, F& f) {
+    job j;
+    j.call = [](void* p, index i) { (*static_cast<std::remove_reference_t<F>*>(p))(i); };
+    j.f = const_cast<void*>(static_cast<const void*>(&f));
+    j.n = n;
+#pragma omp parallel num_threads(team)
+    {
+      const serial_eigen one;
+      j.work();
+    }
+    if (j.error) std::rethrow_exception(j.error);
+  }
+#endif
 
   template <class F>
   void run_shared(int team, index n, F& f) {

@@ -179,6 +179,7 @@ void md_adamw_pass1(const adamw_direction& dir, matrix_view<const T> g, T* d, co
   const T b1 = T(dir.beta1), b2 = T(dir.beta2), keep = T(1 - dir.lr * dir.weight_decay);
   const T lr_bc1 = T(dir.lr / bc1), isbc2 = T(1 / std::sqrt(bc2)), eps = T(dir.eps);
   const index parts = md_parts<Backend>(rows, cols, col_grad || col_norm);
+  const host::openmp_scope team(openmp_backend<Backend>::value);
   const bool from_memory = std::size_t(rows) * std::size_t(cols) * sizeof(T) >= streaming_bytes;
   out.row_grad.assign(std::size_t(rows), 0.0);
   out.row_norm.assign(std::size_t(rows), 0.0);
@@ -331,6 +332,7 @@ void md_pass2(matrix_view<T> w, const T* d, const T* a, const T* b, const T* pr,
   T* const w0 = w.data();
   const index ws = w.row_stride();
   const bool streaming = std::size_t(rows) * std::size_t(cols) * sizeof(T) >= streaming_bytes;
+  const host::openmp_scope team(openmp_backend<Backend>::value);
   host::for_parts(md_parts<Backend>(rows, cols), rows, [&](index lo, index hi) {
     for (index i = lo; i < hi; ++i) {
       const T* const di = d + i * cols;
@@ -359,6 +361,7 @@ void md_settle(T* d, index rows, index cols, const T* a, const T* b) {
       for (index j = 0; j < cols; ++j) di[j] = T(di[j] * ai);
     }
   };
+  const host::openmp_scope team(openmp_backend<Backend>::value);
   host::for_parts(md_parts<Backend>(rows, cols), rows, [&](index lo, index hi) {
     for (index i = lo; i < hi; ++i) row(i);
   });

@@ -107,6 +107,14 @@ template <class Backend>
 struct threaded_backend<Backend, std::void_t<decltype(Backend::threaded)>>
     : std::bool_constant<Backend::threaded> {};
 
+/// Whether a backend's threaded work runs on OpenMP's threads
+/// (Backend::openmp_threads: Thrust's OMP system) rather than polar's pool.
+template <class Backend, class = void>
+struct openmp_backend : std::false_type {};
+template <class Backend>
+struct openmp_backend<Backend, std::void_t<decltype(Backend::openmp_threads)>>
+    : std::bool_constant<Backend::openmp_threads> {};
+
 /// Runs f(i, w_row, g_row) for every row, rows split across polar's threads
 /// when the backend is threaded and the matrix is large enough; rows of
 /// unit column stride are passed as contiguous_row.
@@ -119,6 +127,7 @@ template <class Backend, class T, class F>
 void for_each_row(matrix_view<T> w, matrix_view<const T> g, F&& f) {
   const index rows = w.rows();
   const index parts = threaded_backend<Backend>::value ? host::loop_parts(rows, rows * w.cols()) : 1;
+  const host::openmp_scope team(openmp_backend<Backend>::value);
   if (w.col_stride() == 1 && g.col_stride() == 1) {
     host::for_parts(parts, rows, [&](index lo, index hi) {
       for (index i = lo; i < hi; ++i)
@@ -166,6 +175,7 @@ void check_fused_rows(const char* op, matrix_view<const T> w, matrix_view<const 
                       double radius) {
   const index rows = w.rows(), cols = w.cols();
   const index parts = threaded_backend<Backend>::value ? host::loop_parts(rows, rows * cols) : 1;
+  const host::openmp_scope team(openmp_backend<Backend>::value);
   // Whether a row of G holds NaN or infinity, and the first row with nothing
   // to step along (rows if none).
   struct found {
