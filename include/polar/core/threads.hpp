@@ -246,22 +246,33 @@ class pool {
   /// exception a task throws is rethrown here once all tasks have ended.
   template <class F>
   void run(int team, index n, F&& f) {
+    run_erased(team, n, [](void* p, index i) { (*static_cast<std::remove_reference_t<F>*>(p))(i); },
+               const_cast<void*>(static_cast<const void*>(&f)));
+  }
+
+  /// run() with the task as call(f, i): one function for every kind of task,
+  /// so each call site instantiates only its small thunk.
+  void run_erased(int team, index n, void (*call)(void*, index), void* f) {
     if (n <= 0) return;
+    job j;
+    j.call = call;
+    j.f = f;
+    j.n = n;
     if (team > 1 && n > 1 && !on_pool_thread() && !in_openmp_region()) {
 #if defined(_OPENMP)
       if (openmp_executor()) {
-        run_openmp(int(std::min<index>(team, n)), n, f);
+        run_openmp(int(std::min<index>(team, n)), j);
         return;
       }
 #endif
       std::unique_lock<std::mutex> busy(run_, std::try_to_lock);
       if (busy.owns_lock()) {
-        run_shared(int(std::min<index>(team, n)), n, f);
+        run_shared(int(std::min<index>(team, n)), j);
         return;
       }
     }
     const serial_eigen one;
-    for (index i = 0; i < n; ++i) f(i);
+    for (index i = 0; i < n; ++i) call(f, i);
   }
 
   /// Threads the pool has started (they are started when a job first needs
@@ -295,12 +306,7 @@ class pool {
 
 #if defined(_OPENMP)
   /// The tasks on a team of OpenMP's threads, taken from a shared counter.
-  template <class F>
-  static void run_openmp(int team, index n, F& f) {
-    job j;
-    j.call = [](void* p, index i) { (*static_cast<std::remove_reference_t<F>*>(p))(i); };
-    j.f = const_cast<void*>(static_cast<const void*>(&f));
-    j.n = n;
+  static void run_openmp(int team, job& j) {
 #pragma omp parallel num_threads(team)
     {
       const serial_eigen one;
@@ -310,13 +316,7 @@ class pool {
   }
 #endif
 
-  template <class F>
-  void run_shared(int team, index n, F& f) {
-    using G = std::remove_reference_t<F>;
-    job j;
-    j.call = [](void* p, index i) { (*static_cast<G*>(p))(i); };
-    j.f = const_cast<void*>(static_cast<const void*>(&f));
-    j.n = n;
+  void run_shared(int team, job& j) {
     {
       std::lock_guard<std::mutex> lk(m_);
       while (int(workers_.size()) < team - 1) {
