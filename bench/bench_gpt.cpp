@@ -28,6 +28,7 @@ using backend = polar::backend::eigen;
 using clock_type = std::chrono::steady_clock;
 
 void bm_gpt_step(benchmark::State& state, const char* optimizer) {
+  polar::use_openmp_threads(true);  // as polar_gpt does: the model's loops are OpenMP's
   backend be;
   gpt::config c;
   c.vocab = 84;  // Shakespeare's characters

@@ -250,6 +250,9 @@ int main(int argc, char** argv) {
 #if defined(_OPENMP)
   if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
+  // The model's own loops are OpenMP's: polar's products and steps run on
+  // the same threads (docs/threads.md).
+  polar::use_openmp_threads(true);
   backend be;
   gpt::corpus corpus;
   try {

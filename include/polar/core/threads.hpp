@@ -90,6 +90,11 @@ inline bool& openmp_executor() {
   static thread_local bool b = false;
   return b;
 }
+/// Set by polar::use_openmp_threads for the whole process.
+inline std::atomic<bool>& openmp_everywhere() {
+  static std::atomic<bool> b{false};
+  return b;
+}
 
 inline bool in_openmp_region() {
 #if defined(_OPENMP)
@@ -124,6 +129,17 @@ inline void set_threads(int n) {
   if (n < 0) detail::raise<value_error>("polar::set_threads", "the thread count must be >= 0 (0: the default), got ", n);
   detail::host::process_threads().store(n, std::memory_order_relaxed);
 }
+
+/// Runs polar's threaded work on OpenMP's threads (on = true) instead of its
+/// own pool (false, the default), in the whole process. For a program whose
+/// own code runs OpenMP loops between polar's calls (a model's forward and
+/// backward passes): OpenMP's threads look for work for a while after each
+/// region, and polar's pool threads would take turns with them on the
+/// cores; with one set of threads there is nothing to take turns with. The
+/// GPT example's training step took 1.6 times as long with two sets
+/// (docs/threads.md). Without OpenMP in the translation unit it has no
+/// effect.
+inline void use_openmp_threads(bool on) { detail::host::openmp_everywhere().store(on); }
 
 /// Limits the threads polar uses for calls made from this thread while the
 /// object lives (for example 1 in each of several worker threads, or in a
@@ -260,7 +276,7 @@ class pool {
     j.n = n;
     if (team > 1 && n > 1 && !on_pool_thread() && !in_openmp_region()) {
 #if defined(_OPENMP)
-      if (openmp_executor()) {
+      if (openmp_executor() || openmp_everywhere().load(std::memory_order_relaxed)) {
         run_openmp(int(std::min<index>(team, n)), j);
         return;
       }
