@@ -145,6 +145,27 @@ BOOST_AUTO_TEST_CASE(pool_runs_every_task_once_and_rethrows) {
   BOOST_TEST(again.load() == 10);
 }
 
+BOOST_AUTO_TEST_CASE(openmp_threads_give_the_same_bits) {
+  // polar::use_openmp_threads: the same work on OpenMP's threads (where the
+  // test is compiled with OpenMP), the same bits as on polar's pool.
+  const auto a = gaussian<fmat>(300, 700, 11), b = gaussian<fmat>(700, 500, 12);
+  polar::backend::eigen be;
+  const auto product = [&] {
+    fmat c(300, 500);
+    be.gemm(1.0f, polar::op::n, polar::make_view(a), polar::op::n, polar::make_view(b), 0.0f, polar::make_view(c));
+    return c;
+  };
+  const polar::thread_limit two(2);
+  const fmat on_pool = product();
+  polar::use_openmp_threads(true);
+  std::atomic<int> seen{0};
+  polar::detail::host::parallel_tasks(4, [&](polar::index) { seen.fetch_add(1); });
+  const fmat on_openmp = product();
+  polar::use_openmp_threads(false);
+  BOOST_TEST(seen.load() == 4);
+  BOOST_TEST(same_bits(on_pool, on_openmp));
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_callers_share_the_pool) {
   // Two threads call products at once: one gets the pool, the other runs
   // on its own thread; both results are right (the same bits as alone).
