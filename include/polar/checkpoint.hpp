@@ -212,6 +212,30 @@ class checkpoint {
 
   // ---- bytes and files ------------------------------------------------------
 
+  /// Adds other's entries to this checkpoint, in their order: those whose
+  /// names are new; an entry present in both must be the same (kind, type,
+  /// shape, contents), as the counts in the shards of a sharded optimizer's
+  /// checkpoint are. Entries whose names begin with `except` (when it is
+  /// not empty) are left out. Checks everything before adding anything.
+  /// @throws format_error naming an entry that differs.
+  void merge(const checkpoint& other, const std::string& except = "") {
+    const auto skip = [&](const std::string& name) { return !except.empty() && name.compare(0, except.size(), except) == 0; };
+    for (const auto& e : other.entries_) {
+      if (skip(e.name)) continue;
+      const auto it = index_.find(e.name);
+      if (it == index_.end()) continue;
+      const entry& mine = entries_[it->second];
+      if (mine.kind != e.kind || mine.code != e.code || mine.extents != e.extents || mine.payload != e.payload)
+        detail::raise<format_error>("polar::checkpoint::merge", "both checkpoints hold '", e.name,
+                                    "' but with different ", mine.kind != e.kind ? "kinds" : "contents");
+    }
+    for (const auto& e : other.entries_)
+      if (!skip(e.name) && !index_.count(e.name)) {
+        index_[e.name] = entries_.size();
+        entries_.push_back(e);
+      }
+  }
+
   /// The checkpoint in the file format.
   std::vector<std::uint8_t> serialize() const {
     std::size_t size = 28;

@@ -84,6 +84,11 @@
 
 namespace polar {
 
+namespace dist {
+template <class Backend, class T, class Communicator>
+class sharded_optimizer;
+}  // namespace dist
+
 /// The shape of a tensor as rules see it.
 struct param_shape {
   int rank = 0;          ///< 0 to 5 (a matrix view is rank 2)
@@ -212,6 +217,36 @@ struct steps_stacks<P, B, T,
                         std::declval<B&>(), std::declval<batch_view<T>>(), std::declval<batch_view<const T>>(),
                         std::declval<typename P::template state<B, T>&>()))>> : std::true_type {};
 
+// Whether a policy orthogonalizes (Muon and its family, manifold Muon, a
+// Stiefel geometry), directly or through the direction, geometry or
+// optimizer it wraps: what dist's balancer counts as cubic work.
+template <class P, class = void>
+struct has_orthogonalizer : std::false_type {};
+template <class P>
+struct has_orthogonalizer<P, std::void_t<decltype(std::declval<const P&>().orthogonalizer)>> : std::true_type {};
+template <class P>
+constexpr bool orthogonalizes();
+template <class P, class = void>
+struct wraps_direction : std::false_type {};
+template <class P>
+struct wraps_direction<P, std::void_t<decltype(std::declval<const P&>().direction)>>
+    : std::bool_constant<orthogonalizes<std::decay_t<decltype(std::declval<const P&>().direction)>>()> {};
+template <class P, class = void>
+struct wraps_geometry : std::false_type {};
+template <class P>
+struct wraps_geometry<P, std::void_t<decltype(std::declval<const P&>().geometry)>>
+    : std::bool_constant<orthogonalizes<std::decay_t<decltype(std::declval<const P&>().geometry)>>()> {};
+template <class P, class = void>
+struct wraps_optimizer : std::false_type {};
+template <class P>
+struct wraps_optimizer<P, std::void_t<decltype(std::declval<const P&>().optimizer)>>
+    : std::bool_constant<orthogonalizes<std::decay_t<decltype(std::declval<const P&>().optimizer)>>()> {};
+template <class P>
+constexpr bool orthogonalizes() {
+  return has_orthogonalizer<P>::value || wraps_direction<P>::value || wraps_geometry<P>::value ||
+         wraps_optimizer<P>::value;
+}
+
 template <class P, class = void>
 struct has_check_member : std::false_type {};
 template <class P>
@@ -305,8 +340,14 @@ class optimizer_group {
 
   template <class, class>
   friend class optimizer;
+  template <class, class, class>
+  friend class dist::sharded_optimizer;
   /// Makes the state of a tensor added to the group.
-  virtual void add_state(Backend& be, const std::string& name, const param_view<T>& w) = 0;
+  /// Returns the state's slot.
+  virtual std::size_t add_state(Backend& be, const std::string& name, const param_view<T>& w) = 0;
+  /// Work of one step of a tensor of this shape, for dist's balancer: its
+  /// multiply-adds when the policy orthogonalizes, else its elements times 10.
+  virtual double step_cost(const param_view<T>& w) const = 0;
   /// The live policy for the next step: the settings times the schedules, checked.
   virtual void prepare(const char* op) = 0;
   /// Steps the group's k-th tensor with the live policy.
@@ -371,13 +412,23 @@ class group_of final : public optimizer_group<Backend, T> {
     return b.matrix(0);
   }
 
-  void add_state(Backend& be, const std::string& name, const param_view<T>& w) override {
+  std::size_t add_state(Backend& be, const std::string& name, const param_view<T>& w) override {
     constexpr const char* op = "polar::optimizer::add";
     if constexpr (stacks) {
       states.push_back(settings.init(be, w.stack(op)));
     } else {
       states.push_back(settings.init(be, one_matrix(op, name, w)));
     }
+    return states.size() - 1;
+  }
+  double step_cost(const param_view<T>& w) const override {
+    const double elements = double(w.elements().size());
+    if (!orthogonalizes<Policy>() || !w.matrix_like()) return 10 * elements;
+    // Newton-Schulz on each m x n matrix (s = min, l = max): per
+    // iteration X X^T (s^2 l / 2 with syrk), A^2 (s^3) and B X (s^2 l).
+    const auto b = w.stack("polar::optimizer::step_cost");
+    const double s = double(std::min(b.rows(), b.cols())), l = double(std::max(b.rows(), b.cols()));
+    return double(b.count()) * 5 * (1.5 * s * s * l + s * s * s) + 10 * elements;
   }
   void prepare(const char* op) override {
     live = settings;
@@ -506,6 +557,9 @@ class optimizer {
   template <class Policy>
   typename Policy::template state<Backend, T>& state_of(index i) {
     const auto& e = entries_.at(std::size_t(i));
+    if (!e.owned())
+      detail::raise<value_error>("polar::optimizer::state_of", "'", e.name, "' is owned by another rank; its state "
+                                 "is there");
     return typed<Policy>("polar::optimizer::state_of", groups_[e.group]->name()).states[e.slot];
   }
   /// Steps taken.
@@ -541,97 +595,7 @@ class optimizer {
   void step(std::initializer_list<param_view<const T>> grads) { step(grads.begin(), grads.size()); }
   /// The same, from n gradients at grads.
   void step(const param_view<const T>* grads, std::size_t n) {
-    constexpr const char* op = "polar::optimizer::step";
-    if (n != entries_.size())
-      detail::raise<shape_error>(op, "got ", n, " gradients for ", entries_.size(), " tensors");
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto& e = entries_[i];
-      if (!grads[i].same_shape_as(e.w))
-        detail::raise<shape_error>(op, "the gradient of '", e.name, "' is ", grads[i].shape_string(),
-                                   " but the tensor is ", e.w.shape_string());
-      check_input(op, "G", grads[i].elements());
-    }
-    for (auto& g : groups_) g->prepare(op);
-    // Finiteness.
-    bad_.assign(n, 0);
-    std::size_t bad_count = 0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (!be_->all_finite(grads[i].elements())) {
-        bad_[i] = 1;
-        ++bad_count;
-      }
-    if (bad_count > 0) {
-      if (nonfinite == nonfinite_policy::raise) {
-        std::string which;
-        for (std::size_t i = 0; i < n; ++i)
-          if (bad_[i]) which += (which.empty() ? "'" : ", '") + entries_[i].name + "' (" + entries_[i].w.shape_string() + ")";
-        detail::raise<non_finite_error>(op, "the gradients of ", which,
-                                        " hold NaN or infinity (policy raise; skip or zero would go on); nothing "
-                                        "was stepped");
-      }
-      if (nonfinite == nonfinite_policy::skip) {
-        ++skipped_;
-        return;
-      }
-    }
-    // Norms, where clipping needs them.
-    factor_.assign(n, 1.0);
-    bool any_group_clip = false;
-    for (const auto& g : groups_) any_group_clip = any_group_clip || g->clip_norm > 0;
-    long long zeroed = 0;
-    if (clip_norm > 0 || any_group_clip || bad_count > 0) {
-      sq_.assign(n, 0.0);
-      double total = 0;
-      for (std::size_t i = 0; i < n; ++i) {
-        if (bad_[i]) {
-          const auto g = grads[i].elements();
-          const auto c = clip_view(g.rows(), g.cols());
-          be_->map(detail::nonfinite_indicator_fn<T>{}, c, g);
-          zeroed += static_cast<long long>(double(be_->sum(as_const(c))));
-          if (clip_norm > 0 || any_group_clip) {
-            be_->map(detail::clean_square_fn<T>{}, c, g);
-            sq_[i] = double(be_->sum(as_const(c)));
-          }
-        } else if (clip_norm > 0 || any_group_clip) {
-          const auto g = grads[i].elements();
-          sq_[i] = double(be_->dot(g, g));
-        }
-        total += sq_[i];
-      }
-      last_norm_ = std::sqrt(total);
-      if ((clip_norm > 0 || any_group_clip) && !std::isfinite(last_norm_))
-        detail::raise<numerical_error>(op, "the norm of the gradients overflows (", last_norm_,
-                                       "); nothing was stepped");
-      const double global = clip_norm > 0 ? std::min(1.0, clip_norm / (last_norm_ + 1e-6)) : 1.0;
-      for (const auto& g : groups_) {
-        double f = global;
-        if (g->clip_norm > 0) {
-          double s = 0;
-          for (index i : g->members()) s += sq_[std::size_t(i)];
-          f *= std::min(1.0, g->clip_norm / (global * std::sqrt(s) + 1e-6));
-        }
-        for (index i : g->members()) factor_[std::size_t(i)] = f;
-      }
-    }
-    // The steps.
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto& e = entries_[i];
-      auto& grp = *groups_[e.group];
-      if (bad_[i] || factor_[i] != 1.0) {
-        const auto g = grads[i].elements();
-        const auto c = clip_view(g.rows(), g.cols());
-        be_->map(detail::clip_clean_fn<T>{T(factor_[i]), bad_[i] != 0}, c, g);
-        grp.step_member(*be_, e.slot, e.w, like(grads[i], c));
-      } else {
-        grp.step_member(*be_, e.slot, e.w, grads[i]);
-      }
-    }
-    for (auto& g : groups_) ++g->steps_;
-    if (bad_count > 0) {
-      ++zeroed_steps_;
-      zeroed_entries_ += zeroed;
-    }
-    ++steps_;
+    step_with("polar::optimizer::step", grads, n, [](std::vector<double>&) {}, [](std::size_t) {});
   }
 
   /// Puts every tensor's weights (under prefix + its name), its group and
@@ -644,6 +608,7 @@ class optimizer {
     ck.put_integer(prefix + "zeroed_entries", zeroed_entries_);
     for (const auto& g : groups_) ck.put_integer(prefix + "group/" + g->name() + "/steps", g->steps_);
     for (const auto& e : entries_) {
+      if (!e.owned()) continue;  // dist: its owner saves it
       ck.put(*be_, prefix + e.name, as_const(e.w.elements()));
       ck.put_integer(prefix + e.name + "/group", detail::name_hash(groups_[e.group]->name()));
       groups_[e.group]->put(*be_, ck, prefix + e.name + "/state", e.slot);
@@ -668,6 +633,7 @@ class optimizer {
     for (const auto& e : entries_) {
       ck.check(op, prefix + e.name, e.w.elements());
       const auto& grp = *groups_[e.group];
+      if (!e.owned()) continue;  // dist: the weights only
       if (ck.get_integer(prefix + e.name + "/group") != detail::name_hash(grp.name()))
         detail::raise<shape_error>(op, "'", e.name, "' is in group '", grp.name(),
                                    "' here but in another group in the checkpoint");
@@ -680,7 +646,7 @@ class optimizer {
     }
     for (auto& e : entries_) {
       ck.get(*be_, prefix + e.name, e.w.elements());
-      groups_[e.group]->get(*be_, ck, prefix + e.name + "/state", e.slot);
+      if (e.owned()) groups_[e.group]->get(*be_, ck, prefix + e.name + "/state", e.slot);
     }
     for (std::size_t k = 0; k < groups_.size(); ++k) groups_[k]->steps_ = group_steps[k];
     steps_ = long(steps);
@@ -694,10 +660,132 @@ class optimizer {
     std::string name;
     param_view<T> w;
     std::size_t group;
-    std::size_t slot;
+    std::size_t slot;  // its state's position in its group; no_slot where another rank owns it
+    bool owned() const noexcept { return slot != no_slot; }
   };
 
-  index add_to(std::string name, param_view<T> w, optimizer_group<Backend, T>* forced) {
+  static constexpr std::size_t no_slot = std::size_t(-1);
+  template <class, class, class>
+  friend class dist::sharded_optimizer;
+
+  // A step of the tensors this optimizer owns (all of them, unless dist's
+  // sharded optimizer made it: then grads[i] of a tensor another rank owns
+  // is not read). What decides the step for the whole model (which
+  // gradients are non-finite, their squared norms, the entries zeroed) is
+  // measured on the owned tensors, three numbers a tensor in `measured`;
+  // exchange(measured) fills in the other ranks' tensors (a no-op here).
+  // Every rank then takes the same decisions from the same numbers, summed
+  // in the order of the tensors. after(i) runs after tensor i's turn in the
+  // steps (the sharded optimizer sends finished buckets there).
+  template <class Exchange, class After>
+  void step_with(const char* op, const param_view<const T>* grads, std::size_t n, Exchange&& exchange,
+                 After&& after) {
+    if (n != entries_.size())
+      detail::raise<shape_error>(op, "got ", n, " gradients for ", entries_.size(), " tensors");
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& e = entries_[i];
+      if (!e.owned()) continue;
+      if (!grads[i].same_shape_as(e.w))
+        detail::raise<shape_error>(op, "the gradient of '", e.name, "' is ", grads[i].shape_string(),
+                                   " but the tensor is ", e.w.shape_string());
+      check_input(op, "G", grads[i].elements());
+    }
+    for (auto& g : groups_) g->prepare(op);
+    bool any_group_clip = false;
+    for (const auto& g : groups_) any_group_clip = any_group_clip || g->clip_norm > 0;
+    const bool clipping = clip_norm > 0 || any_group_clip;
+    // Finiteness, and the norms where clipping needs them.
+    measured_.assign(3 * n, 0.0);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!entries_[i].owned()) continue;
+      const auto g = grads[i].elements();
+      if (!be_->all_finite(g)) {
+        measured_[3 * i] = 1;
+        if (nonfinite == nonfinite_policy::zero) {
+          const auto c = clip_view(g.rows(), g.cols());
+          be_->map(detail::nonfinite_indicator_fn<T>{}, c, g);
+          measured_[3 * i + 2] = double(static_cast<long long>(double(be_->sum(as_const(c)))));
+          if (clipping) {
+            be_->map(detail::clean_square_fn<T>{}, c, g);
+            measured_[3 * i + 1] = double(be_->sum(as_const(c)));
+          }
+        }
+      } else if (clipping) {
+        measured_[3 * i + 1] = double(be_->dot(g, g));
+      }
+    }
+    exchange(measured_);
+    std::size_t bad_count = 0;
+    long long zeroed = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (measured_[3 * i] != 0) {
+        ++bad_count;
+        zeroed += static_cast<long long>(measured_[3 * i + 2]);
+      }
+    if (bad_count > 0) {
+      if (nonfinite == nonfinite_policy::raise) {
+        std::string which;
+        for (std::size_t i = 0; i < n; ++i)
+          if (measured_[3 * i] != 0)
+            which += (which.empty() ? "'" : ", '") + entries_[i].name + "' (" + entries_[i].w.shape_string() + ")";
+        detail::raise<non_finite_error>(op, "the gradients of ", which,
+                                        " hold NaN or infinity (policy raise; skip or zero would go on); nothing "
+                                        "was stepped");
+      }
+      if (nonfinite == nonfinite_policy::skip) {
+        ++skipped_;
+        return;
+      }
+    }
+    // Clipping factors: the same sums in the same order on every rank.
+    factor_.assign(n, 1.0);
+    if (clipping || bad_count > 0) {
+      double total = 0;
+      for (std::size_t i = 0; i < n; ++i) total += measured_[3 * i + 1];
+      last_norm_ = std::sqrt(total);
+      if (clipping && !std::isfinite(last_norm_))
+        detail::raise<numerical_error>(op, "the norm of the gradients overflows (", last_norm_,
+                                       "); nothing was stepped");
+      const double global = clip_norm > 0 ? std::min(1.0, clip_norm / (last_norm_ + 1e-6)) : 1.0;
+      for (const auto& g : groups_) {
+        double f = global;
+        if (g->clip_norm > 0) {
+          double sum = 0;
+          for (index i : g->members()) sum += measured_[3 * std::size_t(i) + 1];
+          f *= std::min(1.0, g->clip_norm / (global * std::sqrt(sum) + 1e-6));
+        }
+        for (index i : g->members()) factor_[std::size_t(i)] = f;
+      }
+    }
+    // The steps.
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto& e = entries_[i];
+      if (!e.owned()) {
+        after(i);
+        continue;
+      }
+      auto& grp = *groups_[e.group];
+      const bool bad = measured_[3 * i] != 0;
+      if (bad || factor_[i] != 1.0) {
+        const auto g = grads[i].elements();
+        const auto c = clip_view(g.rows(), g.cols());
+        be_->map(detail::clip_clean_fn<T>{T(factor_[i]), bad}, c, g);
+        grp.step_member(*be_, e.slot, e.w, like(grads[i], c));
+      } else {
+        grp.step_member(*be_, e.slot, e.w, grads[i]);
+      }
+      after(i);
+    }
+    for (auto& g : groups_) ++g->steps_;
+    if (bad_count > 0) {
+      ++zeroed_steps_;
+      zeroed_entries_ += zeroed;
+    }
+    ++steps_;
+  }
+
+
+  index add_to(std::string name, param_view<T> w, optimizer_group<Backend, T>* forced, bool owned = true) {
     constexpr const char* op = "polar::optimizer::add";
     for (const auto& e : entries_)
       if (e.name == name) detail::raise<value_error>(op, "a tensor named '", name, "' is already there");
@@ -718,10 +806,13 @@ class optimizer {
       }
     }
     auto& g = *groups_[gi];
-    g.add_state(*be_, name, w);
-    g.share(pool_);
+    std::size_t slot = no_slot;
+    if (owned) {
+      slot = g.add_state(*be_, name, w);
+      g.share(pool_);
+    }
     g.members_.push_back(index(entries_.size()));
-    entries_.push_back(entry{std::move(name), w, gi, std::size_t(g.members_.size() - 1)});
+    entries_.push_back(entry{std::move(name), w, gi, slot});
     return index(entries_.size()) - 1;
   }
 
@@ -787,8 +878,7 @@ class optimizer {
   std::vector<entry> entries_;
   scratch_pool pool_;
   typename Backend::template buffer<T> clip_;
-  std::vector<unsigned char> bad_;
-  std::vector<double> sq_;
+  std::vector<double> measured_;
   std::vector<double> factor_;
   long steps_ = 0;
   long skipped_ = 0;

@@ -1,6 +1,18 @@
-// polar/dist/mpi.hpp: the MPI transport of decentralized SPSA
-// (estimator/decentralized.hpp). Needs <mpi.h>: link the CMake target
+// polar/dist/mpi.hpp: polar over MPI. Needs <mpi.h>: link the CMake target
 // polar::mpi, which polar provides where find_package(MPI) finds MPI.
+//
+// mpi_communicator: the communicator of the sharded optimizer
+// (dist/communicator.hpp, dist/sharded_optimizer.hpp) over host memory.
+// Collectives are MPI's non-blocking ones (MPI_Ialltoallv,
+// MPI_Iallgatherv, MPI_Ibcast, MPI_Ibarrier); wait() tests the request
+// until it completes or the timeout passes. While it waits it yields the
+// core and then sleeps between tests, so a rank that waits leaves the core
+// to the ranks that work. A timeout cannot cancel MPI's request: the
+// communicator refuses every later call, and the program should end with
+// MPI_Abort.
+//
+// mpi_transport: the transport of decentralized SPSA
+// (estimator/decentralized.hpp).
 //
 // Machine m is rank m of the communicator. Every rank calls exchange() once
 // per step, in the same order of steps (MPI's collectives keep them in lock
@@ -22,14 +34,165 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
+#include <climits>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "polar/core/error.hpp"
+#include "polar/dist/communicator.hpp"
 #include "polar/estimator/decentralized.hpp"
 
 namespace polar::dist {
+
+/// One rank of an MPI communicator (see the communicator concept in
+/// dist/communicator.hpp); buffers are in host memory.
+class mpi_communicator {
+ public:
+  /// A started collective.
+  struct request {
+    MPI_Request r = MPI_REQUEST_NULL;
+    const char* what = "";
+    std::vector<int> counts, displs, counts2, displs2;  // MPI's int counts, kept alive until the wait
+  };
+
+  /// How long a collective waits for the other ranks.
+  std::chrono::milliseconds timeout = std::chrono::seconds(60);
+
+  /// Uses `comm`, which must outlive the communicator; MPI must be initialized.
+  explicit mpi_communicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
+    check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  }
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  const traffic& counted() const noexcept { return traffic_; }
+
+  request start_all_to_all(const void* send, const std::size_t* send_bytes, void* recv, const std::size_t* recv_bytes) {
+    usable("MPI_Ialltoallv");
+    request q;
+    q.what = "MPI_Ialltoallv";
+    q.counts = ints(q.what, send_bytes);
+    q.displs = offsets(q.what, q.counts);
+    q.counts2 = ints(q.what, recv_bytes);
+    q.displs2 = offsets(q.what, q.counts2);
+    check(MPI_Ialltoallv(send, q.counts.data(), q.displs.data(), MPI_BYTE, recv, q.counts2.data(), q.displs2.data(),
+                         MPI_BYTE, comm_, &q.r),
+          q.what);
+    for (int r = 0; r < size_; ++r)
+      if (r != rank_) {
+        traffic_.bytes_sent += send_bytes[r];
+        traffic_.bytes_received += recv_bytes[r];
+      }
+    ++traffic_.collectives;
+    return q;
+  }
+  request start_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
+    usable("MPI_Iallgatherv");
+    request q;
+    q.what = "MPI_Iallgatherv";
+    q.counts2 = ints(q.what, recv_bytes);
+    q.displs2 = offsets(q.what, q.counts2);
+    if (bytes != recv_bytes[rank_])
+      detail::raise<value_error>("polar::dist::mpi_communicator", "all_gather sends ", bytes, " bytes but expects ",
+                                 recv_bytes[rank_], " from itself");
+    check(MPI_Iallgatherv(send, int(bytes), MPI_BYTE, recv, q.counts2.data(), q.displs2.data(), MPI_BYTE, comm_,
+                          &q.r),
+          q.what);
+    for (int r = 0; r < size_; ++r)
+      if (r != rank_) {
+        traffic_.bytes_sent += bytes;
+        traffic_.bytes_received += recv_bytes[r];
+      }
+    ++traffic_.collectives;
+    return q;
+  }
+  void wait(request& q) {
+    if (q.r == MPI_REQUEST_NULL) return;
+    const auto start = std::chrono::steady_clock::now();
+    for (int tries = 0;; ++tries) {
+      int done = 0;
+      check(MPI_Test(&q.r, &done, MPI_STATUS_IGNORE), q.what);
+      if (done) return;
+      const auto waited = std::chrono::steady_clock::now() - start;
+      if (waited > timeout) {
+        broken_ = std::string(q.what) + " did not complete within " + std::to_string(timeout.count()) +
+                  " ms (a rank died, is out of step or stopped calling)";
+        detail::raise<transport_error>("polar::dist::mpi_communicator", "rank ", rank_, " of ", size_, ": ",
+                                       broken_);
+      }
+      if (waited < std::chrono::microseconds(200))
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(waited < std::chrono::milliseconds(5) ? 20 : 200));
+    }
+  }
+  void broadcast(void* data, std::size_t bytes, int root) {
+    usable("MPI_Ibcast");
+    request q;
+    q.what = "MPI_Ibcast";
+    if (bytes > std::size_t(INT_MAX))
+      detail::raise<value_error>("polar::dist::mpi_communicator", "broadcast of ", bytes, " bytes: MPI counts are int");
+    check(MPI_Ibcast(data, int(bytes), MPI_BYTE, root, comm_, &q.r), q.what);
+    if (rank_ == root) traffic_.bytes_sent += bytes * std::size_t(size_ - 1);
+    else traffic_.bytes_received += bytes;
+    ++traffic_.collectives;
+    wait(q);
+  }
+  void barrier() {
+    usable("MPI_Ibarrier");
+    request q;
+    q.what = "MPI_Ibarrier";
+    check(MPI_Ibarrier(comm_, &q.r), q.what);
+    ++traffic_.collectives;
+    wait(q);
+  }
+
+ private:
+  void usable(const char* call) const {
+    if (!broken_.empty())
+      detail::raise<transport_error>("polar::dist::mpi_communicator", "rank ", rank_, ": ", call,
+                                     " after an earlier collective failed: ", broken_);
+  }
+  std::vector<int> ints(const char* call, const std::size_t* bytes) const {
+    std::vector<int> out(static_cast<std::size_t>(size_));
+    for (int r = 0; r < size_; ++r) {
+      if (bytes[r] > std::size_t(INT_MAX))
+        detail::raise<value_error>("polar::dist::mpi_communicator", call, ": ", bytes[r], " bytes for rank ", r,
+                                   " (MPI counts are int; make the buckets smaller)");
+      out[std::size_t(r)] = int(bytes[r]);
+    }
+    return out;
+  }
+  static std::vector<int> offsets(const char* call, const std::vector<int>& counts) {
+    std::vector<int> out(counts.size());
+    long long at = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      if (at > INT_MAX)
+        detail::raise<value_error>("polar::dist::mpi_communicator", call, ": ", at,
+                                   " bytes in one call (MPI offsets are int; make the buckets smaller)");
+      out[r] = int(at);
+      at += counts[r];
+    }
+    return out;
+  }
+  void check(int rc, const char* call) {
+    if (rc == MPI_SUCCESS) return;
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, text, &len);
+    broken_ = std::string(call) + " failed: " + std::string(text, std::size_t(len));
+    detail::raise<transport_error>("polar::dist::mpi_communicator", "rank ", rank_, ": ", broken_);
+  }
+
+  MPI_Comm comm_;
+  int rank_ = 0, size_ = 1;
+  traffic traffic_;
+  std::string broken_;
+};
 
 /// Machines as MPI ranks: one MPI_Allgather of one byte per rank per step,
 /// and broadcasts for a late rank's byte log (docs/decentralized.md).

@@ -125,38 +125,38 @@ void product(T alpha, const operand<T>& a, const operand<T>& b, T beta, mut_map<
   const index k = a.trans ? a.rows : a.cols;
   const bool empty = c.size() == 0 || k == 0 || alpha == T(0);
   const product_split s = split_product(c.rows(), c.cols(), empty ? 0 : k, threads());
-  const auto ma = a.map();
-  const auto mb = b.map();
-  // cb += alpha op(A) op(B) restricted to the block, for op(A) = opa and
-  // op(B) = opb.
-  const auto accumulate = [&](auto cb, index lo, index w, const auto& opa, const auto& opb) {
+  // Block p of C is C's rows or columns [lo, lo + w) with lo = p * size:
+  // rows [lo, lo + w) of op(A) times op(B), or op(A) times columns
+  // [lo, lo + w) of op(B). Every block is written with maps of the same
+  // type as the whole operands (a slice of M's rows or columns is M's map
+  // moved and narrowed), so Eigen's GEMM is instantiated once per
+  // combination of transposes, whichever way C is cut.
+  const auto slice = [](const operand<T>& m, bool rows_of_op, index lo, index w) {
+    // Rows of op(M) are M's rows when M is not transposed, its columns when it is.
+    const bool m_rows = rows_of_op != m.trans;
+    return m_rows ? const_map<T>(m.data + lo, w, m.cols, Eigen::OuterStride<>(m.ld))
+                  : const_map<T>(m.data + lo * m.ld, m.rows, w, Eigen::OuterStride<>(m.ld));
+  };
+  const auto block = [&](index p) {
+    const index lo = p * s.size, w = std::min(s.size, (s.by_rows ? c.rows() : c.cols()) - lo);
+    mut_map<T> cb = s.by_rows ? mut_map<T>(c.data() + lo, w, c.cols(), Eigen::OuterStride<>(c.outerStride()))
+                              : mut_map<T>(c.data() + lo * c.outerStride(), c.rows(), w,
+                                           Eigen::OuterStride<>(c.outerStride()));
     if (beta == T(0))
       cb.setZero();
     else if (beta != T(1))
       cb *= beta;
     if (empty) return;
-    if (s.by_rows)
-      cb.noalias() += alpha * opa.middleRows(lo, w) * opb;
-    else
-      cb.noalias() += alpha * opa * opb.middleCols(lo, w);
-  };
-  // Block p of C: its rows or columns [p * size, p * size + w).
-  const auto block = [&](index p) {
-    const index lo = p * s.size, w = std::min(s.size, (s.by_rows ? c.rows() : c.cols()) - lo);
-    const auto on = [&](const auto& opa, const auto& opb) {
-      if (s.by_rows)
-        accumulate(c.middleRows(lo, w), lo, w, opa, opb);
-      else
-        accumulate(c.middleCols(lo, w), lo, w, opa, opb);
-    };
+    const const_map<T> ma = s.by_rows ? slice(a, true, lo, w) : a.map();
+    const const_map<T> mb = s.by_rows ? b.map() : slice(b, false, lo, w);
     if (!a.trans && !b.trans)
-      on(ma, mb);
+      cb.noalias() += alpha * ma * mb;
     else if (!a.trans && b.trans)
-      on(ma, mb.transpose());
+      cb.noalias() += alpha * ma * mb.transpose();
     else if (a.trans && !b.trans)
-      on(ma.transpose(), mb);
+      cb.noalias() += alpha * ma.transpose() * mb;
     else
-      on(ma.transpose(), mb.transpose());
+      cb.noalias() += alpha * ma.transpose() * mb.transpose();
   };
   if (s.count == 1) {
     const host::serial_eigen one;
