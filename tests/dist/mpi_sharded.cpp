@@ -9,7 +9,8 @@
 //                       (computed here on each rank); 24 Muon matrices must
 //                       move the design's bytes and split the state; a
 //                       checkpoint saved by N ranks must resume on N - 1
-//                       (a sub-communicator) bit-exactly.
+//                       (a sub-communicator) bit-exactly; decentralized
+//                       SPSA's transport must refuse a rank out of step.
 //   mpi_sharded kill    rank 2 of 3 dies (SIGKILL) after sharding; ranks 0
 //                       and 1 must each report transport_error within their
 //                       2 s timeout instead of hanging.
@@ -98,6 +99,20 @@ void steps(int rank, int size) {
                std::to_string(expected));
     expect(double(opt.state_bytes()) <= (1.0 / size + 0.05) * double(single), rank,
            "state " + std::to_string(opt.state_bytes()) + " bytes of " + std::to_string(single));
+  }
+  // Decentralized SPSA's transport finds a rank out of step.
+  {
+    polar::dist::mpi_transport net;
+    bool threw = false;
+    try {
+      net.exchange(rank == size - 1 ? 8u : 7u, std::uint32_t(rank), 3);
+    } catch (const polar::transport_error& e) {
+      threw = std::string(e.what()).find("out of step") != std::string::npos;
+    }
+    expect(threw == (size > 1), rank, "an exchange out of step was not refused");
+    const auto records = net.exchange(9, std::uint32_t(rank), 5);
+    expect(records.size() == std::size_t(size), rank, "an exchange in step lost records");
+    expect(net.bytes_sent() == 4, rank, "2 bytes a step: sent " + std::to_string(net.bytes_sent()));
   }
   // A checkpoint of `size` ranks resumed on size - 1 of them (1 rank: on 1).
   {

@@ -194,15 +194,20 @@ class mpi_communicator {
   std::string broken_;
 };
 
-/// Machines as MPI ranks: one MPI_Allgather of one byte per rank per step,
-/// and broadcasts for a late rank's byte log (docs/decentralized.md).
+/// Machines as MPI ranks: one MPI_Allgather per step of each rank's byte
+/// and the low byte of its step number (so a rank 1 to 255 steps out of
+/// step with the others is found), and broadcasts for a late rank's byte
+/// log (docs/decentralized.md).
 class mpi_transport {
  public:
   /// Uses `comm`, which must outlive the transport; MPI must be initialized.
-  explicit mpi_transport(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
+  /// With check_steps false each rank sends its byte alone (1 byte a step
+  /// instead of 2) and ranks out of step go unnoticed.
+  explicit mpi_transport(MPI_Comm comm = MPI_COMM_WORLD, bool check_steps = true)
+      : comm_(comm), check_steps_(check_steps) {
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
-    all_.resize(std::size_t(size_));
+    all_.resize(std::size_t(size_) * 2);
   }
 
   /// This rank: the machine id it publishes as.
@@ -213,17 +218,28 @@ class mpi_transport {
   /// Sends this rank's byte and returns the step's records of every rank
   /// that sent one other than absent, in increasing order of rank.
   /// @throws value_error when machine is not this rank; transport_error when
-  ///         MPI reports an error.
+  ///         MPI reports an error, or (with check_steps) when another rank
+  ///         sent a byte for another step: every rank throws then.
   std::vector<byte_record> exchange(std::uint32_t step, std::uint32_t machine, std::uint8_t byte) {
+    constexpr const char* op = "polar::dist::mpi_transport::exchange";
     if (machine != std::uint32_t(rank_))
-      detail::raise<value_error>("polar::dist::mpi_transport::exchange", "machine ", machine,
-                                 " publishes through rank ", rank_, " at step ", step, "; the machine id is the rank");
-    check(MPI_Allgather(&byte, 1, MPI_BYTE, all_.data(), 1, MPI_BYTE, comm_), "MPI_Allgather");
-    sent_ += 1;
-    received_ += std::uint64_t(size_);
+      detail::raise<value_error>(op, "machine ", machine, " publishes through rank ", rank_, " at step ", step,
+                                 "; the machine id is the rank");
+    const int k = check_steps_ ? 2 : 1;
+    const std::uint8_t mine[2] = {byte, std::uint8_t(step & 0xffu)};
+    check(MPI_Allgather(mine, k, MPI_BYTE, all_.data(), k, MPI_BYTE, comm_), "MPI_Allgather");
+    sent_ += std::uint64_t(k);
+    received_ += std::uint64_t(k) * std::uint64_t(size_);
+    if (check_steps_)
+      for (int r = 0; r < size_; ++r)
+        if (all_[std::size_t(2 * r + 1)] != mine[1])
+          detail::raise<transport_error>(op, "rank ", r, " sent its byte for a step = ",
+                                         int(all_[std::size_t(2 * r + 1)]), " (mod 256) while rank ", rank_,
+                                         " is at step ", step, " = ", int(mine[1]),
+                                         " (mod 256): the ranks are out of step");
     std::vector<byte_record> out;
     for (int r = 0; r < size_; ++r)
-      if (all_[std::size_t(r)] != byte_code::absent) out.push_back({std::uint32_t(r), all_[std::size_t(r)]});
+      if (all_[std::size_t(k * r)] != byte_code::absent) out.push_back({std::uint32_t(r), all_[std::size_t(k * r)]});
     return out;
   }
 
@@ -241,7 +257,7 @@ class mpi_transport {
     return data;
   }
 
-  /// Bytes this rank sent and received in exchange() so far.
+  /// Bytes this rank sent in exchange() so far (2 a step, 1 without the step check).
   std::uint64_t bytes_sent() const noexcept { return sent_; }
   /// Bytes received from the other ranks so far.
   std::uint64_t bytes_received() const noexcept { return received_; }
@@ -256,6 +272,7 @@ class mpi_transport {
   }
 
   MPI_Comm comm_;
+  bool check_steps_ = true;
   int rank_ = 0, size_ = 1;
   std::vector<std::uint8_t> all_;
   std::uint64_t sent_ = 0, received_ = 0;
