@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends.hpp"
 #include "dist/sharded_model.hpp"
 #include "polar/backend/eigen.hpp"
 #include "polar/core/threads.hpp"
@@ -135,15 +136,17 @@ BOOST_AUTO_TEST_CASE(collectives_sum_in_the_order_of_the_ranks) {
   }
 }
 
-BOOST_AUTO_TEST_CASE(steps_are_the_bits_of_one_optimizer_on_the_averaged_gradient) {
+// On Eigen and Thrust's host systems (tests/backends.hpp).
+BOOST_AUTO_TEST_CASE_TEMPLATE(steps_are_the_bits_of_one_optimizer_on_the_averaged_gradient, B,
+                              polar_test::host_backends) {
   for (const double clip : {0.0, 2.0}) {
     for (int n = 1; n <= 4; ++n) {
       BOOST_TEST_CONTEXT("ranks " << n << ", clip_norm " << clip) {
         const int steps = 3;
         // The reference: one optimizer stepping the average.
         model ref = sharded_test::make_model();
-        polar::backend::eigen be;
-        polar::optimizer<polar::backend::eigen, float> one(be);
+        B be;
+        polar::optimizer<B, float> one(be);
         sharded_test::configure(one, clip);
         sharded_test::add_all(one, ref);
         for (int s = 0; s < steps; ++s) sharded_test::step_averaged(one, ref, s, n);
@@ -151,8 +154,8 @@ BOOST_AUTO_TEST_CASE(steps_are_the_bits_of_one_optimizer_on_the_averaged_gradien
         std::vector<std::size_t> state(static_cast<std::size_t>(n));
         const auto errors = run_ranks(n, [&](comm_t& c, int r) {
           model m = sharded_test::make_model();
-          polar::backend::eigen b;
-          sharded_t opt(b, c);
+          B b;
+          polar::dist::sharded_optimizer<B, float, comm_t> opt(b, c);
           opt.bucket_bytes = 4096;  // several buckets
           sharded_test::configure(opt, clip);
           sharded_test::add_all(opt, m);

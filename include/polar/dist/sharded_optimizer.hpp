@@ -33,9 +33,11 @@
 // moves; plus 32 bytes of header and 24 per owned tensor (3).
 //
 // Memory: the states of the owned tensors; the averaged gradients of the
-// owned tensors; host buffers of two buckets for sending and receiving.
-// The communicator works in host memory: tensors of a device backend are
-// staged through the host (copy_to_host, copy_from_host).
+// owned tensors; buffers of two buckets for sending and receiving, in the
+// communicator's memory. Where that is the backend's (MPI with the host
+// backends, NCCL with CUDA) the backend packs and averages there; a host
+// communicator with a device backend stages through the host
+// (copy_to_host, copy_from_host).
 //
 // Errors: a rank whose gradients do not fit its tensors refuses the step,
 // and every other rank throws transport_error naming it; ranks at other
@@ -90,12 +92,53 @@ inline std::vector<int> balance(const std::vector<double>& cost, int ranks) {
   return owner;
 }
 
+namespace detail {
+// The memory a communicator's buffers are in: Communicator::space, or host.
+template <class C, class = void>
+struct comm_space_of {
+  static constexpr memory_space value = memory_space::host;
+};
+template <class C>
+struct comm_space_of<C, std::void_t<decltype(C::space)>> {
+  static constexpr memory_space value = C::space;
+};
+template <class T>
+struct add_fn {
+  POLAR_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
+};
+template <class T>
+struct divide_fn {
+  T n;
+  POLAR_HOST_DEVICE T operator()(T a) const { return a / n; }
+};
+}  // namespace detail
+
+/// All-gather of host bytes on any communicator: directly where its buffers
+/// are host memory, through its host_all_gather where they are the
+/// device's (the sharded optimizer's headers and measures).
+template <class Comm>
+void all_gather_host(Comm& c, const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
+  if constexpr (detail::comm_space_of<Comm>::value == memory_space::host)
+    all_gather(c, send, bytes, recv, recv_bytes);
+  else
+    c.host_all_gather(send, bytes, recv, recv_bytes);
+}
+
 /// polar::optimizer sharded over the ranks of a communicator (see the header
 /// comment). @tparam Communicator local_communicator, mpi_communicator, or
 /// any type with their operations.
 template <class Backend, class T, class Communicator>
 class sharded_optimizer {
   using inner_type = polar::optimizer<Backend, T>;
+  // Buffers in the communicator's memory. Where that is the backend's
+  // memory, gradients and weights are packed and averaged with the
+  // backend's operations; a host communicator with a device backend
+  // stages them through the host.
+  static constexpr memory_space comm_space = detail::comm_space_of<Communicator>::value;
+  static constexpr bool direct = comm_space == Backend::space;
+  static_assert(direct || comm_space == memory_space::host,
+                "polar::dist::sharded_optimizer: a communicator of device memory needs a backend of device memory");
+  using staging = std::conditional_t<direct, typename Backend::template buffer<T>, std::vector<T>>;
 
  public:
   /// As polar::optimizer::nonfinite, decided for the whole model.
@@ -371,7 +414,7 @@ class sharded_optimizer {
     const header mine{magic, std::uint64_t(inner_.steps()), fingerprint_, status};
     std::vector<header> all(static_cast<std::size_t>(p));
     std::vector<std::size_t> counts(static_cast<std::size_t>(p), sizeof(header));
-    all_gather(*comm_, &mine, sizeof mine, all.data(), counts.data());
+    all_gather_host(*comm_, &mine, sizeof mine, all.data(), counts.data());
     for (int r = 0; r < p; ++r)
       if (all[std::size_t(r)].magic != magic)
         polar::detail::raise<transport_error>(op, "rank ", r, " sent something other than a sharded optimizer's "
@@ -430,8 +473,15 @@ class sharded_optimizer {
     avg_views_.assign(n, param_view<const T>());
     for (std::size_t i = 0; i < n; ++i)
       if (owner_[i] == me) avg_views_[i] = averaged(i);
-    for (auto& s : send_) s.assign(largest, T(0));
-    for (auto& r : recv_) r.assign(largest * std::size_t(p), T(0));
+    for (int k = 0; k < 2; ++k) {
+      if constexpr (direct) {
+        send_[k] = be_->template allocate<T>(index(std::max<std::size_t>(largest, 1)));
+        recv_[k] = be_->template allocate<T>(index(std::max<std::size_t>(largest * std::size_t(p), 1)));
+      } else {
+        send_[k].assign(largest, T(0));
+        recv_[k].assign(largest * std::size_t(p), T(0));
+      }
+    }
     counts_.assign(std::size_t(p), 0);
     counts2_.assign(std::size_t(p), 0);
     requests_.resize(2);
@@ -453,13 +503,20 @@ class sharded_optimizer {
     return param_view<const T>(as_const(averaged_matrix(i)));
   }
 
-  // Host copies of a tensor's elements, row by row.
-  void to_host(matrix_view<const T> src, T* dst) {
-    be_->copy_to_host(src, row_major_view(dst, src.rows(), src.cols(), -1, memory_space::host));
+  // A tensor's elements into a buffer, row by row, and back.
+  void pack(matrix_view<const T> src, T* dst) {
+    const auto to = row_major_view(dst, src.rows(), src.cols(), -1, comm_space);
+    if constexpr (direct)
+      be_->copy(src, to);
+    else
+      be_->copy_to_host(src, to);
   }
-  void from_host(const T* src, matrix_view<T> dst) {
-    be_->copy_from_host(as_const(row_major_view(const_cast<T*>(src), dst.rows(), dst.cols(), -1, memory_space::host)),
-                        dst);
+  void unpack(const T* src, matrix_view<T> dst) {
+    const auto from = as_const(row_major_view(const_cast<T*>(src), dst.rows(), dst.cols(), -1, comm_space));
+    if constexpr (direct)
+      be_->copy(from, dst);
+    else
+      be_->copy_from_host(from, dst);
   }
 
   // Step (2) for bucket b: each rank's gradients of the tensors rank q owns
@@ -474,7 +531,7 @@ class sharded_optimizer {
       for (index i = k.first; i < k.last; ++i)
         if (owner_[std::size_t(i)] == q) {
           const auto g = grads[i].elements();
-          to_host(g, send.data() + at);
+          pack(g, send.data() + at);
           at += std::size_t(g.size());
         }
     const std::size_t mine = k.elems[std::size_t(me)];
@@ -489,13 +546,24 @@ class sharded_optimizer {
       if (owner_[std::size_t(i)] != me) continue;
       const auto w = entries()[std::size_t(i)].w.elements();
       const std::size_t m = std::size_t(w.size());
-      T* sum = send.data();  // the send buffer is free again: the sums go there
-      for (std::size_t e = 0; e < m; ++e) {
-        T s = recv[o + e];
-        for (int q = 1; q < p; ++q) s += recv[std::size_t(q) * mine + o + e];
-        sum[e] = s / ranks;
+      if constexpr (direct) {
+        // ((g_0 + g_1) + ...) / N with the backend's elementwise maps.
+        const auto out = averaged_matrix(std::size_t(i));
+        const auto part = [&](int q) {
+          return as_const(row_major_view(recv.data() + std::size_t(q) * mine + o, w.rows(), w.cols(), -1, comm_space));
+        };
+        be_->copy(part(0), out);
+        for (int q = 1; q < p; ++q) be_->map(detail::add_fn<T>{}, out, as_const(out), part(q));
+        be_->map(detail::divide_fn<T>{ranks}, out, as_const(out));
+      } else {
+        T* sum = send.data();  // the send buffer is free again: the sums go there
+        for (std::size_t e = 0; e < m; ++e) {
+          T s = recv[o + e];
+          for (int q = 1; q < p; ++q) s += recv[std::size_t(q) * mine + o + e];
+          sum[e] = s / ranks;
+        }
+        unpack(sum, averaged_matrix(std::size_t(i)));
       }
-      from_host(sum, averaged_matrix(std::size_t(i)));
       o += m;
     }
   }
@@ -511,7 +579,7 @@ class sharded_optimizer {
       if (owner_[i] == me) mine_.insert(mine_.end(), measured.begin() + long(3 * i), measured.begin() + long(3 * i + 3));
     all_.resize(3 * n);
     for (int q = 0; q < p; ++q) counts2_[std::size_t(q)] = 3 * owned[std::size_t(q)] * sizeof(double);
-    all_gather(*comm_, mine_.data(), mine_.size() * sizeof(double), all_.data(), counts2_.data());
+    all_gather_host(*comm_, mine_.data(), mine_.size() * sizeof(double), all_.data(), counts2_.data());
     std::vector<std::size_t> at(static_cast<std::size_t>(p), 0);
     for (int q = 1; q < p; ++q) at[std::size_t(q)] = at[std::size_t(q - 1)] + 3 * owned[std::size_t(q - 1)];
     for (std::size_t i = 0; i < n; ++i) {
@@ -540,7 +608,7 @@ class sharded_optimizer {
     for (index i = k.first; i < k.last; ++i)
       if (owner_[std::size_t(i)] == me) {
         const auto w = as_const(entries()[std::size_t(i)].w.elements());
-        to_host(w, send.data() + at);
+        pack(w, send.data() + at);
         at += std::size_t(w.size());
       }
     auto& counts = gather_counts_[b % 2];
@@ -559,7 +627,7 @@ class sharded_optimizer {
       for (index i = k.first; i < k.last; ++i)
         if (owner_[std::size_t(i)] == q) {
           const auto w = entries()[std::size_t(i)].w.elements();
-          if (q != me) from_host(recv.data() + at, w);
+          if (q != me) unpack(recv.data() + at, w);
           at += std::size_t(w.size());
         }
     gathers_finished_ = b + 1;
@@ -575,7 +643,7 @@ class sharded_optimizer {
   std::vector<std::size_t> offset_;  // of an owned tensor's averaged gradient in avg_
   typename Backend::template buffer<T> avg_;
   std::vector<param_view<const T>> avg_views_;
-  std::vector<T> send_[2], recv_[2];
+  staging send_[2], recv_[2];
   std::vector<std::size_t> counts_, counts2_, gather_counts_[2];
   std::vector<typename Communicator::request> requests_;
   std::vector<double> mine_, all_;
