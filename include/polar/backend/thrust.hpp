@@ -249,6 +249,13 @@ class thrust : private detail::thrust_system<System>::resources {
   }
   /// Waits for queued device work (a no-op on the host systems).
   void synchronize() { res::synchronize(); }
+  /// The CUDA stream the backend's work is queued on (the CUDA system
+  /// only): give it to polar::dist::nccl_communicator, so that collectives
+  /// queue behind the kernels that fill their buffers.
+  template <class S = System, class = std::enable_if_t<std::is_same_v<S, system::cuda>>>
+  auto stream() const noexcept {
+    return res::stream();
+  }
 
   // ---- level 3 -----------------------------------------------------------
 
