@@ -36,6 +36,8 @@ namespace {
 using sharded_test::fmat;
 using sharded_test::model;
 using sharded_t = polar::dist::sharded_optimizer<polar::backend::eigen, float, polar::dist::mpi_communicator>;
+using sharded_run = sharded_test::trained<sharded_t, polar::backend::eigen>;
+using reference_run = sharded_test::trained<polar::optimizer<polar::backend::eigen, float>, polar::backend::eigen>;
 
 int failures = 0;
 void expect(bool ok, int rank, const std::string& what) {
@@ -48,55 +50,36 @@ void expect(bool ok, int rank, const std::string& what) {
 void steps(int rank, int size) {
   // Bits against one optimizer, with and without clipping.
   for (const double clip : {0.0, 2.0}) {
-    model ref = sharded_test::make_model();
-    polar::backend::eigen be;
-    polar::optimizer<polar::backend::eigen, float> one(be);
-    sharded_test::configure(one, clip);
-    sharded_test::add_all(one, ref);
+    reference_run reference(clip);
+    auto& ref = reference.m;
+    auto& one = reference.opt;
     for (int s = 0; s < 3; ++s) sharded_test::step_averaged(one, ref, s, size);
-    model m = sharded_test::make_model();
     polar::dist::mpi_communicator comm;
-    sharded_t opt(be, comm);
-    opt.bucket_bytes = 4096;
-    sharded_test::configure(opt, clip);
-    sharded_test::add_all(opt, m);
-    for (int s = 0; s < 3; ++s) sharded_test::step_own(opt, m, rank, s);
+    sharded_run run(clip, comm);
+    auto& m = run.m;
+    run.opt.bucket_bytes = 4096;
+    for (int s = 0; s < 3; ++s) sharded_test::step_own(run.opt, m, rank, s);
     for (std::size_t t = 0; t < m.w.size(); ++t)
       expect(sharded_test::same_bits(m.w[t], ref.w[t]), rank,
              "clip " + std::to_string(clip) + ": " + m.names[t] + " differs from one optimizer's step");
   }
   // Bytes and state for 24 Muon matrices.
   {
-    std::vector<fmat> ws, gs;
-    for (int k = 0; k < 24; ++k) {
-      ws.push_back(sharded_test::random(16, 40, 7 + std::uint64_t(k)));
-      gs.push_back(sharded_test::random(16, 40, 100 + std::uint64_t(k + 24 * rank)));
-    }
+    sharded_test::muon_set set(rank);
     polar::backend::eigen be;
-    std::size_t single = 0;
-    {
-      std::vector<fmat> copy = ws;
-      polar::optimizer<polar::backend::eigen, float> one(be);
-      one.add_group("muon", polar::muon_direction<>{});
-      for (std::size_t k = 0; k < copy.size(); ++k) one.add("w" + std::to_string(k), polar::make_view(copy[k]));
-      single = one.state_bytes();
-    }
     polar::dist::mpi_communicator comm;
     sharded_t opt(be, comm);
     opt.bucket_bytes = 16 * 40 * 4 * 5;
-    opt.add_group("muon", polar::muon_direction<>{});
-    for (std::size_t k = 0; k < ws.size(); ++k) opt.add("w" + std::to_string(k), polar::make_view(ws[k]));
-    std::vector<polar::param_view<const float>> g;
-    for (auto& x : gs) g.push_back(polar::make_view(x));
-    opt.step(g);
+    set.add_to(opt);
+    opt.step(set.grads());
     const auto before = opt.counted();
-    opt.step(g);
+    opt.step(set.grads());
     const auto after = opt.counted();
-    const double others = size - 1, p = double(opt.parameter_bytes());
-    const double expected = 2 * others / size * p + 32 * others + 24.0 * (24 / size) * others;
+    const double expected = sharded_test::muon_set::step_bytes(size, double(opt.parameter_bytes()));
     expect(double(after.bytes_sent - before.bytes_sent) == expected, rank,
            "bytes sent in a step: " + std::to_string(after.bytes_sent - before.bytes_sent) + ", the design's " +
                std::to_string(expected));
+    const std::size_t single = sharded_test::muon_set::single_state_bytes();
     expect(double(opt.state_bytes()) <= (1.0 / size + 0.05) * double(single), rank,
            "state " + std::to_string(opt.state_bytes()) + " bytes of " + std::to_string(single));
   }
@@ -118,31 +101,24 @@ void steps(int rank, int size) {
   {
     const std::string path = "mpi_sharded_ckpt_" + std::to_string(size);
     const int resume = size > 1 ? size - 1 : 1;
-    model ref = sharded_test::make_model();
-    polar::backend::eigen be;
-    polar::optimizer<polar::backend::eigen, float> one(be);
-    sharded_test::configure(one, 2.0);
-    sharded_test::add_all(one, ref);
+    reference_run reference(2.0);
+    auto& ref = reference.m;
+    auto& one = reference.opt;
     for (int s = 0; s < 4; ++s) sharded_test::step_averaged(one, ref, s, s < 2 ? size : resume);
     {
-      model m = sharded_test::make_model();
       polar::dist::mpi_communicator comm;
-      sharded_t opt(be, comm);
-      sharded_test::configure(opt, 2.0);
-      sharded_test::add_all(opt, m);
-      for (int s = 0; s < 2; ++s) sharded_test::step_own(opt, m, rank, s);
-      opt.save(path);
+      sharded_run run(2.0, comm);
+      for (int s = 0; s < 2; ++s) sharded_test::step_own(run.opt, run.m, rank, s);
+      run.opt.save(path);
     }
     MPI_Comm sub;
     MPI_Comm_split(MPI_COMM_WORLD, rank < resume ? 0 : 1, rank, &sub);
     if (rank < resume) {
-      model m = sharded_test::make_model();
       polar::dist::mpi_communicator comm(sub);
-      sharded_t opt(be, comm);
-      sharded_test::configure(opt, 2.0);
-      sharded_test::add_all(opt, m);
-      opt.load(path);
-      for (int s = 2; s < 4; ++s) sharded_test::step_own(opt, m, rank, s);
+      sharded_run run(2.0, comm);
+      auto& m = run.m;
+      run.opt.load(path);
+      for (int s = 2; s < 4; ++s) sharded_test::step_own(run.opt, m, rank, s);
       for (std::size_t t = 0; t < m.w.size(); ++t)
         expect(sharded_test::same_bits(m.w[t], ref.w[t]), rank,
                "resumed on " + std::to_string(resume) + " ranks: " + m.names[t] + " differs");
@@ -161,13 +137,11 @@ void kill_one(int rank, int size) {
     expect(false, rank, "the kill test runs on 3 ranks");
     return;
   }
-  model m = sharded_test::make_model();
-  polar::backend::eigen be;
   polar::dist::mpi_communicator comm;
   comm.timeout = std::chrono::seconds(2);
-  sharded_t opt(be, comm);
-  sharded_test::configure(opt, 0.0);
-  sharded_test::add_all(opt, m);
+  sharded_run run(0.0, comm);
+  auto& m = run.m;
+  auto& opt = run.opt;
   opt.shard();
   if (rank == 2) std::raise(SIGKILL);
   const auto start = std::chrono::steady_clock::now();

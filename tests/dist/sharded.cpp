@@ -30,6 +30,8 @@ using sharded_test::fmat;
 using sharded_test::model;
 using comm_t = polar::dist::local_communicator;
 using sharded_t = polar::dist::sharded_optimizer<polar::backend::eigen, float, comm_t>;
+using sharded_run = sharded_test::trained<sharded_t, polar::backend::eigen>;
+using reference_run = sharded_test::trained<polar::optimizer<polar::backend::eigen, float>, polar::backend::eigen>;
 
 // Runs f(comm, rank) on n threads, one rank each; returns what each threw.
 template <class F>
@@ -144,11 +146,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(steps_are_the_bits_of_one_optimizer_on_the_average
       BOOST_TEST_CONTEXT("ranks " << n << ", clip_norm " << clip) {
         const int steps = 3;
         // The reference: one optimizer stepping the average.
-        model ref = sharded_test::make_model();
-        B be;
-        polar::optimizer<B, float> one(be);
-        sharded_test::configure(one, clip);
-        sharded_test::add_all(one, ref);
+        sharded_test::trained<polar::optimizer<B, float>, B> reference(clip);
+        auto& ref = reference.m;
+        auto& one = reference.opt;
         for (int s = 0; s < steps; ++s) sharded_test::step_averaged(one, ref, s, n);
         std::vector<model> got(static_cast<std::size_t>(n));
         std::vector<std::size_t> state(static_cast<std::size_t>(n));
@@ -179,36 +179,20 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(steps_are_the_bits_of_one_optimizer_on_the_average
 }
 
 BOOST_AUTO_TEST_CASE(state_and_bytes_per_rank_are_the_designs) {
-  // 24 Muon matrices: every rank owns 24 / n of them.
+  const std::size_t single = sharded_test::muon_set::single_state_bytes();
   for (int n = 1; n <= 4; ++n) {
-    std::size_t single = 0;
-    {
-      std::vector<fmat> ws(24, fmat::Zero(16, 40));
-      polar::backend::eigen be;
-      polar::optimizer<polar::backend::eigen, float> one(be);
-      one.add_group("muon", polar::muon_direction<>{});
-      for (std::size_t k = 0; k < ws.size(); ++k) one.add("w" + std::to_string(k), polar::make_view(ws[k]));
-      single = one.state_bytes();
-    }
     std::vector<std::size_t> state(static_cast<std::size_t>(n));
     std::vector<polar::dist::traffic> before(static_cast<std::size_t>(n)), after(static_cast<std::size_t>(n));
     std::vector<std::size_t> p_bytes(static_cast<std::size_t>(n));
     const auto errors = run_ranks(n, [&](comm_t& c, int r) {
-      std::vector<fmat> ws, gs;
-      for (int k = 0; k < 24; ++k) {
-        ws.push_back(sharded_test::random(16, 40, 7 + std::uint64_t(k)));
-        gs.push_back(sharded_test::random(16, 40, 100 + std::uint64_t(k + 24 * r)));
-      }
+      sharded_test::muon_set set(r);
       polar::backend::eigen b;
       sharded_t opt(b, c);
       opt.bucket_bytes = 16 * 40 * 4 * 5;  // 5 matrices a bucket
-      opt.add_group("muon", polar::muon_direction<>{});
-      for (std::size_t k = 0; k < ws.size(); ++k) opt.add("w" + std::to_string(k), polar::make_view(ws[k]));
-      std::vector<polar::param_view<const float>> g;
-      for (auto& x : gs) g.push_back(polar::make_view(x));
-      opt.step(g);
+      set.add_to(opt);
+      opt.step(set.grads());
       before[std::size_t(r)] = opt.counted();
-      opt.step(g);
+      opt.step(set.grads());
       after[std::size_t(r)] = opt.counted();
       state[std::size_t(r)] = opt.state_bytes();
       p_bytes[std::size_t(r)] = opt.parameter_bytes();
@@ -216,11 +200,7 @@ BOOST_AUTO_TEST_CASE(state_and_bytes_per_rank_are_the_designs) {
     rethrow_any(errors);
     for (int r = 0; r < n; ++r) {
       BOOST_TEST(double(state[std::size_t(r)]) <= (1.0 / n + 0.05) * double(single));
-      // One step: the gradients of the others' tensors out, this rank's
-      // weights to every other rank, a 32-byte header and 24 bytes per
-      // owned tensor to every other rank.
-      const double p = double(p_bytes[std::size_t(r)]), others = n - 1;
-      const double expected = 2 * others / n * p + 32 * others + 24.0 * (24 / n) * others;
+      const double expected = sharded_test::muon_set::step_bytes(n, double(p_bytes[std::size_t(r)]));
       BOOST_TEST(double(after[std::size_t(r)].bytes_sent - before[std::size_t(r)].bytes_sent) == expected);
       BOOST_TEST(double(after[std::size_t(r)].bytes_received - before[std::size_t(r)].bytes_received) == expected);
       // Collectives a step: the header, per bucket (5 of them) an all-to-all
@@ -235,28 +215,22 @@ BOOST_AUTO_TEST_CASE(checkpoints_move_between_rank_counts) {
   // The reference: 2 steps averaged over 3 ranks, then 2 over m ranks.
   for (int m : {1, 2, 4, 3}) {
     BOOST_TEST_CONTEXT("saved on 3 ranks, resumed on " << m) {
-      model ref = sharded_test::make_model();
-      polar::backend::eigen be;
-      polar::optimizer<polar::backend::eigen, float> one(be);
-      sharded_test::configure(one, 2.0);
-      sharded_test::add_all(one, ref);
+      reference_run reference(2.0);
+      auto& ref = reference.m;
+      auto& one = reference.opt;
       for (int s = 0; s < 4; ++s) sharded_test::step_averaged(one, ref, s, s < 2 ? 3 : m);
       rethrow_any(run_ranks(3, [&](comm_t& c, int r) {
-        model mo = sharded_test::make_model();
-        polar::backend::eigen b;
-        sharded_t opt(b, c);
-        sharded_test::configure(opt, 2.0);
-        sharded_test::add_all(opt, mo);
+        sharded_run run(2.0, c);
+        auto& mo = run.m;
+        auto& opt = run.opt;
         for (int s = 0; s < 2; ++s) sharded_test::step_own(opt, mo, r, s);
         opt.save(path);
       }));
       std::vector<model> got(static_cast<std::size_t>(m));
       rethrow_any(run_ranks(m, [&](comm_t& c, int r) {
-        model mo = sharded_test::make_model();  // the initial weights: load overwrites them
-        polar::backend::eigen b;
-        sharded_t opt(b, c);
-        sharded_test::configure(opt, 2.0);
-        sharded_test::add_all(opt, mo);
+        sharded_run run(2.0, c);  // the initial weights: load overwrites them
+        auto& mo = run.m;
+        auto& opt = run.opt;
         opt.load(path);
         if (opt.steps() != 2) throw std::runtime_error("resumed at step " + std::to_string(opt.steps()));
         for (int s = 2; s < 4; ++s) sharded_test::step_own(opt, mo, r, s);
@@ -272,22 +246,15 @@ BOOST_AUTO_TEST_CASE(checkpoints_move_between_rank_counts) {
   }
   // A missing shard: every rank refuses, nothing is written.
   rethrow_any(run_ranks(2, [&](comm_t& c, int) {
-    model mo = sharded_test::make_model();
-    polar::backend::eigen b;
-    sharded_t opt(b, c);
-    sharded_test::configure(opt, 0.0);
-    sharded_test::add_all(opt, mo);
-    opt.save(path);
+    sharded_run run(0.0, c);
+    run.opt.save(path);
   }));
   std::remove(sharded_t::shard_path(path, 1, 2).c_str());
-  std::vector<std::string> kinds(2);
   const auto errors = run_ranks(2, [&](comm_t& c, int) {
-    model mo = sharded_test::make_model();
+    sharded_run run(0.0, c);
+    auto& mo = run.m;
+    auto& opt = run.opt;
     const model before = mo;
-    polar::backend::eigen b;
-    sharded_t opt(b, c);
-    sharded_test::configure(opt, 0.0);
-    sharded_test::add_all(opt, mo);
     opt.shard();
     try {
       opt.load(path);
@@ -310,11 +277,9 @@ BOOST_AUTO_TEST_CASE(faults_are_errors_within_the_timeout) {
     const auto errors = run_ranks(
         3,
         [&](comm_t& c, int r) {
-          model m = sharded_test::make_model();
-          polar::backend::eigen b;
-          sharded_t opt(b, c);
-          sharded_test::configure(opt, 0.0);
-          sharded_test::add_all(opt, m);
+          sharded_run run(0.0, c);
+          auto& m = run.m;
+          auto& opt = run.opt;
           opt.shard();
           if (r == 2) return;  // dies
           sharded_test::step_own(opt, m, r, 0);
@@ -351,12 +316,10 @@ BOOST_AUTO_TEST_CASE(faults_are_errors_within_the_timeout) {
   {
     std::vector<int> unchanged(3, 0);
     const auto errors = run_ranks(3, [&](comm_t& c, int r) {
-      model m = sharded_test::make_model();
+      sharded_run run(0.0, c);
+      auto& m = run.m;
+      auto& opt = run.opt;
       const model before = m;
-      polar::backend::eigen b;
-      sharded_t opt(b, c);
-      sharded_test::configure(opt, 0.0);
-      sharded_test::add_all(opt, m);
       opt.shard();
       auto g = sharded_test::gradients(m, r, 0);
       if (r == 1) g[0] = fmat::Zero(3, 3);
@@ -382,11 +345,9 @@ BOOST_AUTO_TEST_CASE(faults_are_errors_within_the_timeout) {
   {
     const std::string path = "polar_test_sharded_step_" + std::to_string(std::uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
     const auto errors = run_ranks(2, [&](comm_t& c, int r) {
-      model m = sharded_test::make_model();
-      polar::backend::eigen b;
-      sharded_t opt(b, c);
-      sharded_test::configure(opt, 0.0);
-      sharded_test::add_all(opt, m);
+      sharded_run run(0.0, c);
+      auto& m = run.m;
+      auto& opt = run.opt;
       sharded_test::step_own(opt, m, r, 0);
       opt.save(path + "a");
       sharded_test::step_own(opt, m, r, 1);
@@ -411,13 +372,11 @@ BOOST_AUTO_TEST_CASE(a_non_finite_gradient_is_decided_for_the_whole_model) {
     BOOST_TEST_CONTEXT("policy " << int(policy)) {
       const int n = 3;
       // The reference, with the NaN in rank 2's gradient of tensor 1.
-      model ref = sharded_test::make_model();
+      reference_run reference(2.0);
+      auto& ref = reference.m;
+      auto& one = reference.opt;
       const model start = ref;
-      polar::backend::eigen be;
-      polar::optimizer<polar::backend::eigen, float> one(be);
-      sharded_test::configure(one, 2.0);
       one.nonfinite = policy;
-      sharded_test::add_all(one, ref);
       bool ref_threw = false;
       try {
         sharded_test::step_averaged(one, ref, 0, n, /*nan_rank=*/2);
@@ -457,11 +416,9 @@ BOOST_AUTO_TEST_CASE(a_non_finite_gradient_is_decided_for_the_whole_model) {
 
 BOOST_AUTO_TEST_CASE(configuration_errors) {
   rethrow_any(run_ranks(1, [&](comm_t& c, int) {
-    model m = sharded_test::make_model();
-    polar::backend::eigen b;
-    sharded_t opt(b, c);
-    sharded_test::configure(opt, 0.0);
-    sharded_test::add_all(opt, m);
+    sharded_run run(0.0, c);
+    auto& m = run.m;
+    auto& opt = run.opt;
     BOOST_CHECK_THROW(opt.add(m.names[0], polar::make_view(m.w[0])), polar::value_error);  // a name is used twice
     opt.shard();
     fmat extra = fmat::Zero(2, 2);

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "polar/backend/eigen.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/gains/row_col_gains.hpp"
@@ -91,6 +92,61 @@ template <class Opt>
 void add_all(Opt& opt, model& m) {
   for (std::size_t t = 0; t < m.w.size(); ++t) opt.add(m.names[t], polar::make_view(m.w[t]));
 }
+
+/// A model with its optimizer, configured and filled: Opt is
+/// polar::optimizer<B, float> (the reference) or a sharded optimizer, made
+/// on `comm`. Not copyable: the optimizer holds views of the model.
+template <class Opt, class B>
+struct trained {
+  model m = make_model();
+  B be;
+  Opt opt;
+  template <class... Comm>
+  explicit trained(double clip, Comm&... comm) : opt(be, comm...) {
+    configure(opt, clip);
+    add_all(opt, m);
+  }
+  trained(const trained&) = delete;
+  trained& operator=(const trained&) = delete;
+};
+
+/// 24 Muon matrices of 16 x 40 and rank r's gradients of them: every rank
+/// of 1 to 4 owns 24 / N, so bytes and state split evenly.
+struct muon_set {
+  static constexpr int count = 24;
+  std::vector<fmat> w, g;
+  explicit muon_set(int r) {
+    for (int k = 0; k < count; ++k) {
+      w.push_back(random(16, 40, 7 + std::uint64_t(k)));
+      g.push_back(random(16, 40, 100 + std::uint64_t(k + count * r)));
+    }
+  }
+  /// Adds a Muon group and the matrices to opt.
+  template <class Opt>
+  void add_to(Opt& opt) {
+    opt.add_group("muon", polar::muon_direction<>{});
+    for (std::size_t k = 0; k < w.size(); ++k) opt.add("w" + std::to_string(k), polar::make_view(w[k]));
+  }
+  std::vector<polar::param_view<const float>> grads() const {
+    std::vector<polar::param_view<const float>> v;
+    for (const auto& x : g) v.push_back(polar::make_view(x));
+    return v;
+  }
+  /// The state one process holds for the set.
+  static std::size_t single_state_bytes() {
+    muon_set s(0);
+    polar::backend::eigen be;
+    polar::optimizer<polar::backend::eigen, float> one(be);
+    s.add_to(one);
+    return one.state_bytes();
+  }
+  /// The bytes a rank of n sends in one step: the others' gradients and its
+  /// weights to every other rank, 32 bytes of header and 24 per owned tensor.
+  static double step_bytes(int n, double parameter_bytes) {
+    const double others = n - 1;
+    return 2 * others / n * parameter_bytes + 32 * others + 24.0 * (count / n) * others;
+  }
+};
 
 /// Rank r's gradients at step s (entry (0, 0) of tensor 1 NaN when nan).
 inline std::vector<fmat> gradients(const model& m, int r, int s, bool nan = false) {

@@ -50,6 +50,33 @@ struct traffic {
   std::uint64_t bytes_sent = 0;      ///< to other ranks
   std::uint64_t bytes_received = 0;  ///< from other ranks
   std::uint64_t collectives = 0;     ///< collectives started
+
+  /// Counts rank `me`'s part of an all-to-all among n ranks.
+  void all_to_all(int me, int n, const std::size_t* send_bytes, const std::size_t* recv_bytes) noexcept {
+    for (int r = 0; r < n; ++r)
+      if (r != me) {
+        bytes_sent += send_bytes[r];
+        bytes_received += recv_bytes[r];
+      }
+    ++collectives;
+  }
+  /// Counts rank `me`'s part of an all-gather of `bytes` per rank.
+  void all_gather(int me, int n, std::size_t bytes, const std::size_t* recv_bytes) noexcept {
+    for (int r = 0; r < n; ++r)
+      if (r != me) {
+        bytes_sent += bytes;
+        bytes_received += recv_bytes[r];
+      }
+    ++collectives;
+  }
+  /// Counts rank `me`'s part of a broadcast of `bytes` from root.
+  void broadcast(int me, int n, std::size_t bytes, int root) noexcept {
+    if (me == root)
+      bytes_sent += bytes * std::size_t(n - 1);
+    else
+      bytes_received += bytes;
+    ++collectives;
+  }
 };
 
 /// Blocking all-to-all: start and wait.
@@ -243,12 +270,7 @@ class local_communicator {
     q.recv = recv;
     q.recv_counts = recv_bytes;
     q.pending = true;
-    for (int r = 0; r < size(); ++r)
-      if (r != rank_) {
-        traffic_.bytes_sent += send_bytes[r];
-        traffic_.bytes_received += recv_bytes[r];
-      }
-    ++traffic_.collectives;
+    traffic_.all_to_all(rank_, size(), send_bytes, recv_bytes);
     return q;
   }
   request start_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
@@ -259,12 +281,7 @@ class local_communicator {
     q.recv = recv;
     q.recv_counts = recv_bytes;
     q.pending = true;
-    for (int r = 0; r < size(); ++r)
-      if (r != rank_) {
-        traffic_.bytes_sent += bytes;
-        traffic_.bytes_received += recv_bytes[r];
-      }
-    ++traffic_.collectives;
+    traffic_.all_gather(rank_, size(), bytes, recv_bytes);
     return q;
   }
   void wait(request& q) {
@@ -302,9 +319,7 @@ class local_communicator {
     p.send = data;
     p.bytes = bytes;
     p.root = root;
-    if (rank_ == root) traffic_.bytes_sent += bytes * std::size_t(size() - 1);
-    else traffic_.bytes_received += bytes;
-    ++traffic_.collectives;
+    traffic_.broadcast(rank_, size(), bytes, root);
     const int me = rank_;
     g_->run(me, ++seq_, p, timeout, [&](const std::vector<local_group::post>& posts) {
       const auto& from = posts[std::size_t(root)];

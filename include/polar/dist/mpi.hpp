@@ -82,12 +82,7 @@ class mpi_communicator {
     check(MPI_Ialltoallv(send, q.counts.data(), q.displs.data(), MPI_BYTE, recv, q.counts2.data(), q.displs2.data(),
                          MPI_BYTE, comm_, &q.r),
           q.what);
-    for (int r = 0; r < size_; ++r)
-      if (r != rank_) {
-        traffic_.bytes_sent += send_bytes[r];
-        traffic_.bytes_received += recv_bytes[r];
-      }
-    ++traffic_.collectives;
+    traffic_.all_to_all(rank_, size_, send_bytes, recv_bytes);
     return q;
   }
   request start_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
@@ -102,12 +97,7 @@ class mpi_communicator {
     check(MPI_Iallgatherv(send, int(bytes), MPI_BYTE, recv, q.counts2.data(), q.displs2.data(), MPI_BYTE, comm_,
                           &q.r),
           q.what);
-    for (int r = 0; r < size_; ++r)
-      if (r != rank_) {
-        traffic_.bytes_sent += bytes;
-        traffic_.bytes_received += recv_bytes[r];
-      }
-    ++traffic_.collectives;
+    traffic_.all_gather(rank_, size_, bytes, recv_bytes);
     return q;
   }
   void wait(request& q) {
@@ -137,9 +127,7 @@ class mpi_communicator {
     if (bytes > std::size_t(INT_MAX))
       detail::raise<value_error>("polar::dist::mpi_communicator", "broadcast of ", bytes, " bytes: MPI counts are int");
     check(MPI_Ibcast(data, int(bytes), MPI_BYTE, root, comm_, &q.r), q.what);
-    if (rank_ == root) traffic_.bytes_sent += bytes * std::size_t(size_ - 1);
-    else traffic_.bytes_received += bytes;
-    ++traffic_.collectives;
+    traffic_.broadcast(rank_, size_, bytes, root);
     wait(q);
   }
   void barrier() {

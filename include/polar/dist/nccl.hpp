@@ -83,14 +83,12 @@ class nccl_communicator {
       } else {
         if (send_bytes[q]) nccl(ncclSend(s + so, send_bytes[q], ncclUint8, q, comm_, stream_), "ncclSend");
         if (recv_bytes[q]) nccl(ncclRecv(r + ro, recv_bytes[q], ncclUint8, q, comm_, stream_), "ncclRecv");
-        traffic_.bytes_sent += send_bytes[q];
-        traffic_.bytes_received += recv_bytes[q];
       }
       so += send_bytes[q];
       ro += recv_bytes[q];
     }
     nccl(ncclGroupEnd(), "ncclGroupEnd");
-    ++traffic_.collectives;
+    traffic_.all_to_all(rank_, size_, send_bytes, recv_bytes);
     return record("all_to_all");
   }
 
@@ -115,12 +113,7 @@ class nccl_communicator {
       }
       nccl(ncclGroupEnd(), "ncclGroupEnd");
     }
-    for (int q = 0; q < size_; ++q)
-      if (q != rank_) {
-        traffic_.bytes_sent += bytes;
-        traffic_.bytes_received += recv_bytes[q];
-      }
-    ++traffic_.collectives;
+    traffic_.all_gather(rank_, size_, bytes, recv_bytes);
     return record("all_gather");
   }
 
@@ -148,9 +141,7 @@ class nccl_communicator {
   void broadcast(void* data, std::size_t bytes, int root) {
     usable("broadcast");
     if (bytes) nccl(ncclBroadcast(data, data, bytes, ncclUint8, root, comm_, stream_), "ncclBroadcast");
-    if (rank_ == root) traffic_.bytes_sent += bytes * std::size_t(size_ - 1);
-    else traffic_.bytes_received += bytes;
-    ++traffic_.collectives;
+    traffic_.broadcast(rank_, size_, bytes, root);
     auto q = record("broadcast");
     wait(q);
   }
