@@ -24,8 +24,10 @@
 #include "polar/dist/communicator.hpp"
 #include "polar/dist/sharded_optimizer.hpp"
 
-namespace {
+BOOST_AUTO_TEST_SUITE(dist_sharded)
 
+// The helpers live in the suite's namespace: polar_tests compiles this file
+// in one unity group with others, whose anonymous namespaces are shared.
 using sharded_test::fmat;
 using sharded_test::model;
 using comm_t = polar::dist::local_communicator;
@@ -73,9 +75,6 @@ bool is(const std::exception_ptr& e, std::string* text = nullptr) {
   }
 }
 
-}  // namespace
-
-BOOST_AUTO_TEST_SUITE(dist_sharded)
 
 BOOST_AUTO_TEST_CASE(balance_gives_the_largest_first_to_the_least_loaded_rank) {
   // Loads after each: [5,0] [5,3] [5,6] [7,6] [7,8] [8,8].
