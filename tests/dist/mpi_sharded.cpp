@@ -83,6 +83,17 @@ void steps(int rank, int size) {
     expect(double(opt.state_bytes()) <= (1.0 / size + 0.05) * double(single), rank,
            "state " + std::to_string(opt.state_bytes()) + " bytes of " + std::to_string(single));
   }
+  // A communicator of device memory needs a CUDA-aware MPI, and says so.
+  {
+    bool refused = false;
+    try {
+      const polar::dist::cuda_aware_mpi_communicator device_comm;
+    } catch (const polar::unsupported_error&) {
+      refused = true;
+    }
+    expect(refused == !polar::dist::cuda_aware_mpi_communicator::cuda_aware(), rank,
+           "cuda_aware_mpi_communicator on an MPI that is not CUDA-aware must be refused, and only then");
+  }
   // Decentralized SPSA's transport finds a rank out of step.
   {
     polar::dist::mpi_transport net;

@@ -32,6 +32,9 @@
 #define MPICH_SKIP_MPICXX 1
 #endif
 #include <mpi.h>
+#if defined(OPEN_MPI) && OPEN_MPI
+#include <mpi-ext.h>  // MPIX_Query_cuda_support
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -42,15 +45,24 @@
 #include <vector>
 
 #include "polar/core/error.hpp"
+#include "polar/core/view.hpp"
 #include "polar/dist/communicator.hpp"
 #include "polar/estimator/decentralized.hpp"
 
 namespace polar::dist {
 
 /// One rank of an MPI communicator (see the communicator concept in
-/// dist/communicator.hpp); buffers are in host memory.
-class mpi_communicator {
+/// dist/communicator.hpp). Space is where the collectives' buffers are:
+/// host memory (mpi_communicator), or device memory for a CUDA-aware MPI
+/// (cuda_aware_mpi_communicator), so that the sharded optimizer hands MPI
+/// the device buffers of a CUDA backend instead of staging them through the
+/// host.
+template <memory_space Space>
+class basic_mpi_communicator {
  public:
+  /// Where the buffers of collectives live.
+  static constexpr memory_space space = Space;
+
   /// A started collective.
   struct request {
     MPI_Request r = MPI_REQUEST_NULL;
@@ -62,9 +74,32 @@ class mpi_communicator {
   std::chrono::milliseconds timeout = std::chrono::seconds(60);
 
   /// Uses `comm`, which must outlive the communicator; MPI must be initialized.
-  explicit mpi_communicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
+  /// @throws unsupported_error for device memory where the MPI is not
+  ///         CUDA-aware (Open MPI's MPIX_Query_cuda_support says so; another
+  ///         MPI is taken at its word).
+  explicit basic_mpi_communicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    if (Space == memory_space::device && !cuda_aware())
+      detail::raise<unsupported_error>("polar::dist::cuda_aware_mpi_communicator", "this MPI is not CUDA-aware "
+                                       "(MPIX_Query_cuda_support() is 0); use mpi_communicator, which stages "
+                                       "device tensors through the host, or nccl_communicator");
+  }
+
+  /// Whether the MPI library says it takes device pointers (Open MPI);
+  /// true where it has no way to say.
+  static bool cuda_aware() {
+#if defined(MPIX_CUDA_AWARE_SUPPORT)
+    return MPIX_Query_cuda_support() != 0;
+#else
+    return true;
+#endif
+  }
+
+  /// An all-gather of host bytes (MPI takes host memory whatever Space is).
+  void host_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
+    auto q = start_all_gather(send, bytes, recv, recv_bytes);
+    wait(q);
   }
 
   int rank() const noexcept { return rank_; }
@@ -181,6 +216,11 @@ class mpi_communicator {
   traffic traffic_;
   std::string broken_;
 };
+
+/// MPI over host memory.
+using mpi_communicator = basic_mpi_communicator<memory_space::host>;
+/// MPI over device memory, for a CUDA-aware MPI.
+using cuda_aware_mpi_communicator = basic_mpi_communicator<memory_space::device>;
 
 /// Machines as MPI ranks: one MPI_Allgather per step of each rank's byte
 /// and the low byte of its step number (so a rank 1 to 255 steps out of
