@@ -63,6 +63,27 @@
 #include "polar/dist/communicator.hpp"
 #include "polar/optimizer.hpp"
 
+namespace polar::detail {
+// The memory a communicator's buffers are in: Communicator::space, or host.
+template <class C, class = void>
+struct comm_space_of {
+  static constexpr memory_space value = memory_space::host;
+};
+template <class C>
+struct comm_space_of<C, std::void_t<decltype(C::space)>> {
+  static constexpr memory_space value = C::space;
+};
+template <class T>
+struct add_fn {
+  POLAR_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
+};
+template <class T>
+struct divide_fn {
+  T n;
+  POLAR_HOST_DEVICE T operator()(T a) const { return a / n; }
+};
+}  // namespace polar::detail
+
 namespace polar::dist {
 
 /// The owner of each of the tensors of costs `cost` among `ranks` ranks:
@@ -92,33 +113,13 @@ inline std::vector<int> balance(const std::vector<double>& cost, int ranks) {
   return owner;
 }
 
-namespace detail {
-// The memory a communicator's buffers are in: Communicator::space, or host.
-template <class C, class = void>
-struct comm_space_of {
-  static constexpr memory_space value = memory_space::host;
-};
-template <class C>
-struct comm_space_of<C, std::void_t<decltype(C::space)>> {
-  static constexpr memory_space value = C::space;
-};
-template <class T>
-struct add_fn {
-  POLAR_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
-};
-template <class T>
-struct divide_fn {
-  T n;
-  POLAR_HOST_DEVICE T operator()(T a) const { return a / n; }
-};
-}  // namespace detail
 
 /// All-gather of host bytes on any communicator: directly where its buffers
 /// are host memory, through its host_all_gather where they are the
 /// device's (the sharded optimizer's headers and measures).
 template <class Comm>
 void all_gather_host(Comm& c, const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
-  if constexpr (detail::comm_space_of<Comm>::value == memory_space::host)
+  if constexpr (polar::detail::comm_space_of<Comm>::value == memory_space::host)
     all_gather(c, send, bytes, recv, recv_bytes);
   else
     c.host_all_gather(send, bytes, recv, recv_bytes);
@@ -134,7 +135,7 @@ class sharded_optimizer {
   // memory, gradients and weights are packed and averaged with the
   // backend's operations; a host communicator with a device backend
   // stages them through the host.
-  static constexpr memory_space comm_space = detail::comm_space_of<Communicator>::value;
+  static constexpr memory_space comm_space = polar::detail::comm_space_of<Communicator>::value;
   static constexpr bool direct = comm_space == Backend::space;
   static_assert(direct || comm_space == memory_space::host,
                 "polar::dist::sharded_optimizer: a communicator of device memory needs a backend of device memory");
@@ -553,8 +554,8 @@ class sharded_optimizer {
           return as_const(row_major_view(recv.data() + std::size_t(q) * mine + o, w.rows(), w.cols(), -1, comm_space));
         };
         be_->copy(part(0), out);
-        for (int q = 1; q < p; ++q) be_->map(detail::add_fn<T>{}, out, as_const(out), part(q));
-        be_->map(detail::divide_fn<T>{ranks}, out, as_const(out));
+        for (int q = 1; q < p; ++q) be_->map(polar::detail::add_fn<T>{}, out, as_const(out), part(q));
+        be_->map(polar::detail::divide_fn<T>{ranks}, out, as_const(out));
       } else {
         T* sum = send.data();  // the send buffer is free again: the sums go there
         for (std::size_t e = 0; e < m; ++e) {
