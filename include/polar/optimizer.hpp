@@ -676,7 +676,9 @@ class optimizer {
   // exchange(measured) fills in the other ranks' tensors (a no-op here).
   // Every rank then takes the same decisions from the same numbers, summed
   // in the order of the tensors. after(i) runs after tensor i's turn in the
-  // steps (the sharded optimizer sends finished buckets there).
+  // steps (the sharded optimizer sends finished buckets there), and
+  // after(no_slot) once before the first: from there on, an error is this
+  // rank's own, not one every rank takes from the same numbers.
   template <class Exchange, class After>
   void step_with(const char* op, const param_view<const T>* grads, std::size_t n, Exchange&& exchange,
                  After&& after) {
@@ -758,6 +760,7 @@ class optimizer {
       }
     }
     // The steps.
+    after(no_slot);
     for (std::size_t i = 0; i < n; ++i) {
       const auto& e = entries_[i];
       if (!e.owned()) {

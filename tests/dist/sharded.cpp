@@ -203,8 +203,8 @@ BOOST_AUTO_TEST_CASE(state_and_bytes_per_rank_are_the_designs) {
       BOOST_TEST(double(after[std::size_t(r)].bytes_sent - before[std::size_t(r)].bytes_sent) == expected);
       BOOST_TEST(double(after[std::size_t(r)].bytes_received - before[std::size_t(r)].bytes_received) == expected);
       // Collectives a step: the header, per bucket (5 of them) an all-to-all
-      // and an all-gather, the measures.
-      BOOST_TEST(after[std::size_t(r)].collectives - before[std::size_t(r)].collectives == 12u);
+      // and an all-gather, the measures, the status.
+      BOOST_TEST(after[std::size_t(r)].collectives - before[std::size_t(r)].collectives == 13u);
     }
   }
 }
@@ -339,6 +339,43 @@ BOOST_AUTO_TEST_CASE(faults_are_errors_within_the_timeout) {
     BOOST_TEST(text.find("rank 1 refused") != std::string::npos, text);
     BOOST_TEST(is<polar::transport_error>(errors[2]));
     BOOST_TEST(unchanged == (std::vector<int>{1, 1, 1}), boost::test_tools::per_element());
+  }
+  // A policy that refuses its tensor's step on the owner (the sphere's
+  // point moved off the sphere, with the check on): the owner throws the
+  // policy's error, every other rank polar::error naming it; every rank
+  // holds the owner's weights and the step does not count.
+  {
+    std::vector<model> got(3);
+    std::vector<long> steps(3, -1);
+    const auto errors = run_ranks(3, [&](comm_t& c, int r) {
+      sharded_run run(0.0, c);
+      run.opt.settings<polar::riemannian_adam<polar::hypersphere>>("sphere").check_point = true;
+      run.opt.shard();
+      const polar::index sphere = 6;  // "sphere.w"
+      if (run.opt.owner(sphere) == r) run.m.w[std::size_t(sphere)] *= 2.0f;
+      try {
+        sharded_test::step_own(run.opt, run.m, r, 0);
+      } catch (...) {
+        got[std::size_t(r)] = run.m;
+        steps[std::size_t(r)] = run.opt.steps();
+        throw;
+      }
+    });
+    int owners = 0, others = 0;
+    for (int r = 0; r < 3; ++r) {
+      std::string text;
+      if (is<polar::value_error>(errors[std::size_t(r)], &text)) {
+        ++owners;
+      } else if (is<polar::error>(errors[std::size_t(r)], &text)) {
+        ++others;
+        BOOST_TEST(text.find("refused the step of 'sphere.w'") != std::string::npos, text);
+      }
+      BOOST_TEST(steps[std::size_t(r)] == 0);
+      for (std::size_t t = 0; t < got[0].w.size(); ++t)
+        BOOST_TEST(sharded_test::same_bits(got[std::size_t(r)].w[t], got[0].w[t]), "rank " << r << ", tensor " << t);
+    }
+    BOOST_TEST(owners == 1);
+    BOOST_TEST(others == 2);
   }
   // A rank resumed from an older checkpoint is out of step.
   {

@@ -141,10 +141,11 @@ struct muon_set {
     return one.state_bytes();
   }
   /// The bytes a rank of n sends in one step: the others' gradients and its
-  /// weights to every other rank, 32 bytes of header and 24 per owned tensor.
+  /// weights to every other rank, 32 bytes of header, 24 per owned tensor
+  /// and 8 of status.
   static double step_bytes(int n, double parameter_bytes) {
     const double others = n - 1;
-    return 2 * others / n * parameter_bytes + 32 * others + 24.0 * (count / n) * others;
+    return 2 * others / n * parameter_bytes + 32 * others + 24.0 * (count / n) * others + 8 * others;
   }
 };
 

@@ -23,14 +23,15 @@
 //     three numbers a tensor, so every rank takes the same decision from
 //     the same sums in the same order; (4) owners step their tensors, and
 //     each bucket's new weights go to every rank (an all-gather) while the
-//     owners step the next bucket.
+//     owners step the next bucket; (5) 8 bytes from each rank say whether
+//     its steps all succeeded.
 //
 // So the weights after a step are bit-identical to those of one
 // polar::optimizer that steps the averaged gradient, on any number of ranks.
 // Bytes per rank and step: (N - 1) / N of the gradients' bytes sent in (2)
 // and the same of the weights' bytes in (4), for an even split: 2 (N - 1) /
 // N P for P parameter bytes, what the all-reduce of plain data parallelism
-// moves; plus 32 bytes of header and 24 per owned tensor (3).
+// moves; plus 32 bytes of header, 24 per owned tensor (3) and 8 of status (5).
 //
 // Memory: the states of the owned tensors; the averaged gradients of the
 // owned tensors; buffers of two buckets for sending and receiving, in the
@@ -45,7 +46,11 @@
 // groups or policies differ) are found in (1) before anything moves. A rank
 // that dies or stops calling is found by the communicator's timeout
 // (transport_error). A policy that refuses a tensor's step on its owner (a
-// retraction that fails) throws there; the other ranks then time out.
+// retraction that fails) throws its error there; the owner still sends
+// every bucket, and (5) makes every other rank throw polar::error naming
+// the rank and the tensor. As in one process, tensors stepped before the
+// failure keep their step (every rank holds the owners' weights) and the
+// step does not count on any rank.
 #pragma once
 
 #include <algorithm>
@@ -299,10 +304,49 @@ class sharded_optimizer {
     // its tensors are stepped.
     gathers_started_ = 0;
     gathers_finished_ = 0;
-    inner_.step_with(op, avg_views_.data(), n, [&](std::vector<double>& measured) { share_measures(measured); },
-                     [&](std::size_t i) { after_step(i); });
+    stepping_ = false;
+    next_ = 0;
+    const auto counts = counters();
+    std::exception_ptr failure;
+    try {
+      inner_.step_with(op, avg_views_.data(), n, [&](std::vector<double>& measured) { share_measures(measured); },
+                       [&](std::size_t i) { after_step(i); });
+    } catch (...) {
+      // Before the steps every rank throws the same error from the same
+      // numbers; a policy that refuses a tensor's step throws on its owner
+      // only, which still sends every bucket and then tells the others.
+      if (!stepping_) throw;
+      failure = std::current_exception();
+    }
     if (inner_.skipped() != skipped) return;  // every rank skipped
+    std::uint64_t failed = 0;                 // 1 + the tensor this rank failed on
+    if (failure) {
+      std::size_t i = next_;
+      while (i < n && owner_[i] != comm_->rank()) ++i;
+      failed = i + 1;
+      while (gathers_started_ < buckets_.size()) {
+        if (gathers_started_ >= gathers_finished_ + 2) finish_gather(gathers_finished_);
+        start_gather(gathers_started_);
+      }
+    }
     while (gathers_finished_ < gathers_started_) finish_gather(gathers_finished_);
+    // Whether a rank failed: 8 bytes from each.
+    const int p = comm_->size();
+    status_.assign(std::size_t(p), 0);
+    std::vector<std::size_t> counts8(std::size_t(p), sizeof(std::uint64_t));
+    all_gather_host(*comm_, &failed, sizeof failed, status_.data(), counts8.data());
+    for (int r = 0; r < p; ++r)
+      if (status_[std::size_t(r)] != 0) {
+        // As in one process, a step that failed does not count; the weights
+        // every rank holds are the owners' (tensors stepped before the
+        // failure keep their step).
+        restore(counts);
+        if (failure) std::rethrow_exception(failure);
+        polar::detail::raise<error>(op, "rank ", r, "'s policy refused the step of '",
+                                    entries()[status_[std::size_t(r)] - 1].name,
+                                    "' (rank ", r, " threw the policy's error); every rank holds the owners' weights "
+                                    "and the step does not count");
+      }
   }
 
   /// Writes this rank's shard (its tensors' weights and states, the counts)
@@ -590,9 +634,33 @@ class sharded_optimizer {
     }
   }
 
+  // The optimizer's step counts, to undo a step that failed on some rank.
+  struct counts_t {
+    long steps, zeroed_steps;
+    long long zeroed_entries;
+    std::vector<long> groups;
+  };
+  counts_t counters() const {
+    counts_t c{inner_.steps_, inner_.zeroed_steps_, inner_.zeroed_entries_, {}};
+    for (const auto& g : inner_.groups_) c.groups.push_back(g->steps_);
+    return c;
+  }
+  void restore(const counts_t& c) {
+    inner_.steps_ = c.steps;
+    inner_.zeroed_steps_ = c.zeroed_steps;
+    inner_.zeroed_entries_ = c.zeroed_entries;
+    for (std::size_t k = 0; k < c.groups.size(); ++k) inner_.groups_[k]->steps_ = c.groups[k];
+  }
+
   // After tensor i's turn in the steps: when it ends a bucket, that
-  // bucket's weights start travelling.
+  // bucket's weights start travelling. i = inner_type::no_slot comes once,
+  // before the first tensor.
   void after_step(std::size_t i) {
+    if (i == inner_type::no_slot) {
+      stepping_ = true;
+      return;
+    }
+    next_ = i + 1;
     const std::size_t b = gathers_started_;
     if (b >= buckets_.size() || index(i) + 1 != buckets_[b].last) return;
     if (gathers_started_ >= gathers_finished_ + 2) finish_gather(gathers_finished_);
@@ -649,6 +717,9 @@ class sharded_optimizer {
   std::vector<typename Communicator::request> requests_;
   std::vector<double> mine_, all_;
   std::size_t gathers_started_ = 0, gathers_finished_ = 0;
+  bool stepping_ = false;  // the step reached the tensors' steps
+  std::size_t next_ = 0;   // the tensor whose turn comes next
+  std::vector<std::uint64_t> status_;
 };
 
 }  // namespace polar::dist
