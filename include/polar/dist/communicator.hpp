@@ -25,10 +25,15 @@
 //       how long a wait may take: past it the call throws transport_error
 //       naming the collective (and, where the engine can tell, the ranks that
 //       did not arrive), and every later call throws at once: a rank that
-//       died or fell out of step is an error in bounded time, not a hang.
+//       died or fell out of step is an error in bounded time, not a hang;
+//   static constexpr memory_space C::space (optional: host when absent)
+//       where the collectives' buffers are;
+//   void C::host_all_gather(send, bytes, recv, recv_bytes) (where space is
+//       device) an all-gather of host bytes.
 //
 // Every rank starts the same collectives in the same order. Implementations:
-// local_communicator (below), mpi_communicator (dist/mpi.hpp, host memory).
+// local_communicator (below), mpi_communicator and cuda_aware_mpi_communicator
+// (dist/mpi.hpp), nccl_communicator (dist/nccl.hpp, device memory).
 #pragma once
 
 #include <chrono>
