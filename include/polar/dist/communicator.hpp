@@ -254,19 +254,23 @@ class local_communicator {
  public:
   /// A started collective: local collectives run when waited for.
   struct request {
-    local_group::post p;
-    void* recv = nullptr;
-    const std::size_t* recv_counts = nullptr;
-    bool pending = false;
+    local_group::post p;                      ///< what this rank posts
+    void* recv = nullptr;                     ///< where its bytes go
+    const std::size_t* recv_counts = nullptr;  ///< bytes from each rank
+    bool pending = false;                     ///< not yet waited for
   };
 
   /// How long a collective waits for the other ranks.
   std::chrono::milliseconds timeout = std::chrono::seconds(60);
 
+  /// This rank, 0 to size() - 1.
   int rank() const noexcept { return rank_; }
+  /// The number of ranks.
   int size() const noexcept { return g_->n_; }
+  /// What this rank moved so far.
   const traffic& counted() const noexcept { return traffic_; }
 
+  /// Starts an all-to-all (see the concept in dist/communicator.hpp).
   request start_all_to_all(const void* send, const std::size_t* send_bytes, void* recv, const std::size_t* recv_bytes) {
     request q;
     q.p.k = local_group::kind::all_to_all;
@@ -278,6 +282,7 @@ class local_communicator {
     traffic_.all_to_all(rank_, size(), send_bytes, recv_bytes);
     return q;
   }
+  /// Starts an all-gather (see the concept in dist/communicator.hpp).
   request start_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
     request q;
     q.p.k = local_group::kind::all_gather;
@@ -289,6 +294,7 @@ class local_communicator {
     traffic_.all_gather(rank_, size(), bytes, recv_bytes);
     return q;
   }
+  /// Completes a started collective. @throws transport_error past the timeout.
   void wait(request& q) {
     if (!q.pending) return;
     q.pending = false;
@@ -318,6 +324,7 @@ class local_communicator {
       }
     });
   }
+  /// Root's bytes at data on every rank.
   void broadcast(void* data, std::size_t bytes, int root) {
     local_group::post p;
     p.k = local_group::kind::broadcast;
@@ -334,6 +341,7 @@ class local_communicator {
       if (me != root && bytes) std::memcpy(data, from.send, bytes);
     });
   }
+  /// Returns when every rank has called it.
   void barrier() {
     local_group::post p;
     p.k = local_group::kind::barrier;

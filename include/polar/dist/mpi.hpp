@@ -65,9 +65,13 @@ class basic_mpi_communicator {
 
   /// A started collective.
   struct request {
-    MPI_Request r = MPI_REQUEST_NULL;
-    const char* what = "";
-    std::vector<int> counts, displs, counts2, displs2;  // MPI's int counts, kept alive until the wait
+    MPI_Request r = MPI_REQUEST_NULL;  ///< MPI's request
+    const char* what = "";             ///< the MPI call, for messages
+    // MPI's int counts and offsets, kept alive until the wait.
+    std::vector<int> counts;   ///< bytes sent to each rank
+    std::vector<int> displs;   ///< where each rank's part starts in the send buffer
+    std::vector<int> counts2;  ///< bytes received from each rank
+    std::vector<int> displs2;  ///< where each rank's part lands in the receive buffer
   };
 
   /// How long a collective waits for the other ranks.
@@ -102,10 +106,14 @@ class basic_mpi_communicator {
     wait(q);
   }
 
+  /// This rank, 0 to size() - 1.
   int rank() const noexcept { return rank_; }
+  /// The number of ranks.
   int size() const noexcept { return size_; }
+  /// What this rank moved so far.
   const traffic& counted() const noexcept { return traffic_; }
 
+  /// Starts an all-to-all (see the concept in dist/communicator.hpp).
   request start_all_to_all(const void* send, const std::size_t* send_bytes, void* recv, const std::size_t* recv_bytes) {
     usable("MPI_Ialltoallv");
     request q;
@@ -120,6 +128,7 @@ class basic_mpi_communicator {
     traffic_.all_to_all(rank_, size_, send_bytes, recv_bytes);
     return q;
   }
+  /// Starts an all-gather (see the concept in dist/communicator.hpp).
   request start_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
     usable("MPI_Iallgatherv");
     request q;
@@ -135,6 +144,7 @@ class basic_mpi_communicator {
     traffic_.all_gather(rank_, size_, bytes, recv_bytes);
     return q;
   }
+  /// Completes a started collective. @throws transport_error past the timeout.
   void wait(request& q) {
     if (q.r == MPI_REQUEST_NULL) return;
     const auto start = std::chrono::steady_clock::now();
@@ -155,6 +165,7 @@ class basic_mpi_communicator {
         std::this_thread::sleep_for(std::chrono::microseconds(waited < std::chrono::milliseconds(5) ? 20 : 200));
     }
   }
+  /// Root's bytes at data on every rank.
   void broadcast(void* data, std::size_t bytes, int root) {
     usable("MPI_Ibcast");
     request q;
@@ -165,6 +176,7 @@ class basic_mpi_communicator {
     traffic_.broadcast(rank_, size_, bytes, root);
     wait(q);
   }
+  /// Returns when every rank has called it.
   void barrier() {
     usable("MPI_Ibarrier");
     request q;

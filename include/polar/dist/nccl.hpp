@@ -42,8 +42,8 @@ class nccl_communicator {
 
   /// A started collective: an event recorded after it on the stream.
   struct request {
-    cudaEvent_t done = nullptr;
-    const char* what = "";
+    cudaEvent_t done = nullptr;  ///< recorded on the stream after the collective
+    const char* what = "";       ///< the collective, for messages
   };
 
   /// How long a collective waits for the other ranks.
@@ -61,12 +61,16 @@ class nccl_communicator {
     if (scratch_) cudaFree(scratch_);
   }
 
+  /// This rank, 0 to size() - 1.
   int rank() const noexcept { return rank_; }
+  /// The number of ranks.
   int size() const noexcept { return size_; }
+  /// What this rank moved so far.
   const traffic& counted() const noexcept { return traffic_; }
   /// The CUDA stream the collectives run on.
   cudaStream_t stream() const noexcept { return stream_; }
 
+  /// Starts an all-to-all (see the concept in dist/communicator.hpp).
   request start_all_to_all(const void* send, const std::size_t* send_bytes, void* recv, const std::size_t* recv_bytes) {
     usable("all_to_all");
     const auto* s = static_cast<const unsigned char*>(send);
@@ -92,6 +96,7 @@ class nccl_communicator {
     return record("all_to_all");
   }
 
+  /// Starts an all-gather (see the concept in dist/communicator.hpp).
   request start_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
     usable("all_gather");
     if (bytes != recv_bytes[rank_])
@@ -117,6 +122,7 @@ class nccl_communicator {
     return record("all_gather");
   }
 
+  /// Completes a started collective. @throws transport_error past the timeout.
   void wait(request& q) {
     if (!q.done) return;
     const auto start = std::chrono::steady_clock::now();
@@ -145,6 +151,7 @@ class nccl_communicator {
     auto q = record("broadcast");
     wait(q);
   }
+  /// Returns when every rank has called it.
   void barrier() {
     usable("barrier");
     void* one = device_scratch(sizeof(int));
