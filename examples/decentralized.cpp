@@ -166,18 +166,7 @@ evaluation evaluate(const network& net, const digits& d) {
   std::vector<rmatrix> acts;
   const rmatrix train = d.x.topRows(n_train), test = d.x.bottomRows(d.x.rows() - n_train);
   const double loss = examples::loss_and_grads(net, train, d.labels.data(), nullptr, acts);
-  rmatrix h = test;
-  for (std::size_t l = 0; l < net.w.size(); ++l) {
-    rmatrix next = h * net.w[l].transpose();
-    h = l + 1 < net.w.size() ? rmatrix(next.cwiseMax(0.0f)) : next;
-  }
-  int right = 0;
-  for (Eigen::Index i = 0; i < h.rows(); ++i) {
-    Eigen::Index k;
-    h.row(i).maxCoeff(&k);
-    right += int(k) == d.labels[std::size_t(n_train + i)];
-  }
-  return {loss, double(right) / double(h.rows())};
+  return {loss, examples::accuracy(net, test, d.labels.data() + n_train)};
 }
 
 std::size_t parameters(const network& net) {

@@ -304,20 +304,6 @@ split split_digits(const digits& d) {
   return s;
 }
 
-double accuracy(const network& net, const rmatrix& x, const std::vector<int>& y) {
-  rmatrix a = x;
-  for (std::size_t l = 0; l < net.w.size(); ++l) {
-    rmatrix next = a * net.w[l].transpose();
-    a = l + 1 < net.w.size() ? rmatrix(next.cwiseMax(0.0f)) : next;
-  }
-  int right = 0;
-  for (Eigen::Index i = 0; i < a.rows(); ++i) {
-    Eigen::Index k;
-    a.row(i).maxCoeff(&k);
-    right += int(k) == y[std::size_t(i)];
-  }
-  return double(right) / double(a.rows());
-}
 
 // ---- progress ---------------------------------------------------------------
 
@@ -486,7 +472,7 @@ result train(const method& m, const options& o, const split& data) {
   }
   const int taken = r.curve.back().first;
   r.final_loss = r.curve.back().second;
-  r.test_accuracy = r.diverged ? 0 : accuracy(net, data.test_x, data.test_y);
+  r.test_accuracy = r.diverged ? 0 : examples::accuracy(net, data.test_x, data.test_y.data());
   r.ms_per_step = 1e3 * step_seconds / std::max(1, taken);
   r.ms_optimizer = 1e3 * optimizer_seconds / std::max(1, taken);
   std::ostringstream s;

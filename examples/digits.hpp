@@ -124,4 +124,20 @@ inline double loss_and_grads(const network& net, const rmatrix& x, const int* y,
   return loss / double(x.rows());
 }
 
+/// The fraction of the rows of x whose largest logit is their label (y[i]).
+inline double accuracy(const network& net, const rmatrix& x, const int* y) {
+  rmatrix a = x;
+  for (std::size_t l = 0; l < net.w.size(); ++l) {
+    rmatrix next = a * net.w[l].transpose();
+    a = l + 1 < net.w.size() ? rmatrix(next.cwiseMax(0.0f)) : next;
+  }
+  int right = 0;
+  for (Eigen::Index i = 0; i < a.rows(); ++i) {
+    Eigen::Index k;
+    a.row(i).maxCoeff(&k);
+    right += int(k) == y[i];
+  }
+  return double(right) / double(a.rows());
+}
+
 }  // namespace examples

@@ -104,21 +104,6 @@ void configure(Opt& opt, const examples::network& net, const options& o) {
   opt.group("hidden").lr_schedule = polar::schedule::cosine(o.steps);
 }
 
-double accuracy(const examples::network& net, const rmatrix& x, const std::vector<int>& y) {
-  rmatrix a = x;
-  for (std::size_t l = 0; l < net.w.size(); ++l) {
-    rmatrix z = a * net.w[l].transpose();
-    a = l + 1 < net.w.size() ? rmatrix(z.cwiseMax(0.0f)) : z;
-  }
-  int right = 0;
-  for (polar::index i = 0; i < a.rows(); ++i) {
-    polar::index best = 0;
-    a.row(i).maxCoeff(&best);
-    right += int(best) == y[std::size_t(i)];
-  }
-  return double(right) / double(a.rows());
-}
-
 std::uint64_t fnv(const examples::network& net) {
   std::uint64_t h = 1469598103934665603ull;
   for (const auto& w : net.w) {
@@ -218,7 +203,7 @@ outcome train(Comm& comm, const split& data, const options& o) {
   std::vector<std::size_t> dcounts(static_cast<std::size_t>(ranks), sizeof state);
   polar::dist::all_gather(comm, &state, sizeof state, states.data(), dcounts.data());
   if (me == 0) {
-    std::printf("  test accuracy %.1f%%; optimizer step %.2f ms on average; state per rank:", 100 * accuracy(net, data.test_x, data.test_y),
+    std::printf("  test accuracy %.1f%%; optimizer step %.2f ms on average; state per rank:", 100 * examples::accuracy(net, data.test_x, data.test_y.data()),
                 1e3 * step_seconds / o.steps);
     for (double b : states) std::printf(" %.0f KiB", b / 1024);
     std::printf("\n  every rank's weights the same bits: %s", out.identical ? "yes" : "NO");
