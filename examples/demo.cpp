@@ -51,6 +51,8 @@ using examples::digits;
 using examples::loss_and_grads;
 using examples::network;
 using examples::rmatrix;
+using examples::split;
+using examples::split_digits;
 using eigen = polar::backend::eigen;
 
 
@@ -274,35 +276,6 @@ options parse(int argc, char** argv, bool& exit_now) {
 
 // ---- the data ---------------------------------------------------------------
 
-struct split {
-  rmatrix train_x, test_x;
-  std::vector<int> train_y, test_y;
-};
-
-// A fixed shuffle (the same on every machine and standard library: the
-// generator's output is specified, the modulo is ours), then the first 1500 (at most 6/7) train.
-split split_digits(const digits& d) {
-  const std::size_t n = d.labels.size();
-  std::vector<std::size_t> order(n);
-  for (std::size_t i = 0; i < n; ++i) order[i] = i;
-  std::mt19937_64 g(20260101);
-  for (std::size_t i = n; i-- > 1;) std::swap(order[i], order[std::size_t(g() % (i + 1))]);
-  if (n < 14) throw std::runtime_error("the data set has " + std::to_string(n) + " images; the demo needs at least 14");
-  const std::size_t n_train = std::min<std::size_t>(1500, n - n / 7);  // 1500 of the 1797 digits
-  split s;
-  s.train_x.resize(polar::index(n_train), 64);
-  s.test_x.resize(polar::index(n - n_train), 64);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (i < n_train) {
-      s.train_x.row(polar::index(i)) = d.x.row(polar::index(order[i]));
-      s.train_y.push_back(d.labels[order[i]]);
-    } else {
-      s.test_x.row(polar::index(i - n_train)) = d.x.row(polar::index(order[i]));
-      s.test_y.push_back(d.labels[order[i]]);
-    }
-  }
-  return s;
-}
 
 
 // ---- progress ---------------------------------------------------------------

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <algorithm>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -58,6 +60,38 @@ inline digits load_digits(const std::string& path) {
   d.x = Eigen::Map<rmatrix>(values.data(), polar::index(labels.size()), 64);
   d.labels = labels;
   return d;
+}
+
+/// The digits cut into a training and a test set.
+struct split {
+  rmatrix train_x, test_x;
+  std::vector<int> train_y, test_y;
+};
+
+/// A fixed shuffle (the same on every machine and standard library: the
+/// generator's output is specified, the modulo is ours), then the first
+/// 1500 (at most 6/7) train.
+inline split split_digits(const digits& d) {
+  const std::size_t n = d.labels.size();
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::mt19937_64 g(20260101);
+  for (std::size_t i = n; i-- > 1;) std::swap(order[i], order[std::size_t(g() % (i + 1))]);
+  if (n < 14) throw std::runtime_error("the data set has " + std::to_string(n) + " images; the examples need at least 14");
+  const std::size_t n_train = std::min<std::size_t>(1500, n - n / 7);  // 1500 of the 1797 digits
+  split s;
+  s.train_x.resize(polar::index(n_train), 64);
+  s.test_x.resize(polar::index(n - n_train), 64);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i < n_train) {
+      s.train_x.row(polar::index(i)) = d.x.row(polar::index(order[i]));
+      s.train_y.push_back(d.labels[order[i]]);
+    } else {
+      s.test_x.row(polar::index(i - n_train)) = d.x.row(polar::index(order[i]));
+      s.test_y.push_back(d.labels[order[i]]);
+    }
+  }
+  return s;
 }
 
 // ---- the perceptron --------------------------------------------------------

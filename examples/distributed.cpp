@@ -44,6 +44,8 @@
 namespace {
 
 using examples::rmatrix;
+using examples::split;
+using examples::split_digits;
 using eigen = polar::backend::eigen;
 
 struct options {
@@ -52,29 +54,6 @@ struct options {
   std::uint64_t seed = 2026;
   bool verify = false;
 };
-
-// The training set (the first 1500 of a fixed shuffle) and the test set.
-struct split {
-  rmatrix train_x, test_x;
-  std::vector<int> train_y, test_y;
-};
-split split_digits(const examples::digits& d) {
-  const std::size_t n = d.labels.size();
-  std::vector<std::size_t> order(n);
-  for (std::size_t i = 0; i < n; ++i) order[i] = i;
-  std::mt19937_64 g(20260101);
-  for (std::size_t i = n; i-- > 1;) std::swap(order[i], order[std::size_t(g() % (i + 1))]);
-  const std::size_t n_train = std::min<std::size_t>(1500, n - n / 7);
-  split s;
-  s.train_x.resize(polar::index(n_train), 64);
-  s.test_x.resize(polar::index(n - n_train), 64);
-  for (std::size_t i = 0; i < n; ++i) {
-    auto& x = i < n_train ? s.train_x : s.test_x;
-    x.row(polar::index(i < n_train ? i : i - n_train)) = d.x.row(polar::index(order[i]));
-    (i < n_train ? s.train_y : s.test_y).push_back(d.labels[order[i]]);
-  }
-  return s;
-}
 
 // Rank r's images at step s: its slice of the step's global batch, drawn
 // from a generator every rank seeds alike.

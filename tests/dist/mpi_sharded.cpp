@@ -149,11 +149,11 @@ void kill_one(int rank, int size) {
     return;
   }
   polar::dist::mpi_communicator comm;
-  comm.timeout = std::chrono::seconds(2);
   sharded_run run(0.0, comm);
   auto& m = run.m;
   auto& opt = run.opt;
   opt.shard();
+  comm.timeout = std::chrono::seconds(2);  // after shard(), which a loaded machine may slow
   if (rank == 2) std::raise(SIGKILL);
   const auto start = std::chrono::steady_clock::now();
   try {

@@ -272,27 +272,13 @@ class local_communicator {
 
   /// Starts an all-to-all (see the concept in dist/communicator.hpp).
   request start_all_to_all(const void* send, const std::size_t* send_bytes, void* recv, const std::size_t* recv_bytes) {
-    request q;
-    q.p.k = local_group::kind::all_to_all;
-    q.p.send = send;
-    q.p.counts = send_bytes;
-    q.recv = recv;
-    q.recv_counts = recv_bytes;
-    q.pending = true;
     traffic_.all_to_all(rank_, size(), send_bytes, recv_bytes);
-    return q;
+    return started(local_group::kind::all_to_all, send, send_bytes, 0, recv, recv_bytes);
   }
   /// Starts an all-gather (see the concept in dist/communicator.hpp).
   request start_all_gather(const void* send, std::size_t bytes, void* recv, const std::size_t* recv_bytes) {
-    request q;
-    q.p.k = local_group::kind::all_gather;
-    q.p.send = send;
-    q.p.bytes = bytes;
-    q.recv = recv;
-    q.recv_counts = recv_bytes;
-    q.pending = true;
     traffic_.all_gather(rank_, size(), bytes, recv_bytes);
-    return q;
+    return started(local_group::kind::all_gather, send, nullptr, bytes, recv, recv_bytes);
   }
   /// Completes a started collective. @throws transport_error past the timeout.
   void wait(request& q) {
@@ -352,6 +338,19 @@ class local_communicator {
  private:
   friend class local_group;
   local_communicator(local_group& g, int r) : g_(&g), rank_(r) {}
+  // A collective to run at wait().
+  static request started(local_group::kind k, const void* send, const std::size_t* counts, std::size_t bytes,
+                         void* recv, const std::size_t* recv_counts) {
+    request q;
+    q.p.k = k;
+    q.p.send = send;
+    q.p.counts = counts;
+    q.p.bytes = bytes;
+    q.recv = recv;
+    q.recv_counts = recv_counts;
+    q.pending = true;
+    return q;
+  }
   local_group* g_;
   int rank_;
   std::uint64_t seq_ = 0;

@@ -333,8 +333,8 @@ class sharded_optimizer {
     // Whether a rank failed: 8 bytes from each.
     const int p = comm_->size();
     status_.assign(std::size_t(p), 0);
-    std::vector<std::size_t> counts8(std::size_t(p), sizeof(std::uint64_t));
-    all_gather_host(*comm_, &failed, sizeof failed, status_.data(), counts8.data());
+    small_counts_.assign(std::size_t(p), sizeof(std::uint64_t));
+    all_gather_host(*comm_, &failed, sizeof failed, status_.data(), small_counts_.data());
     for (int r = 0; r < p; ++r)
       if (status_[std::size_t(r)] != 0) {
         // As in one process, a step that failed does not count; the weights
@@ -457,9 +457,10 @@ class sharded_optimizer {
   void agree(const char* op, std::uint64_t status) {
     const int p = comm_->size();
     const header mine{magic, std::uint64_t(inner_.steps()), fingerprint_, status};
-    std::vector<header> all(static_cast<std::size_t>(p));
-    std::vector<std::size_t> counts(static_cast<std::size_t>(p), sizeof(header));
-    all_gather_host(*comm_, &mine, sizeof mine, all.data(), counts.data());
+    auto& all = headers_;
+    all.resize(std::size_t(p));
+    small_counts_.assign(std::size_t(p), sizeof(header));
+    all_gather_host(*comm_, &mine, sizeof mine, all.data(), small_counts_.data());
     for (int r = 0; r < p; ++r)
       if (all[std::size_t(r)].magic != magic)
         polar::detail::raise<transport_error>(op, "rank ", r, " sent something other than a sharded optimizer's "
@@ -529,6 +530,19 @@ class sharded_optimizer {
     }
     counts_.assign(std::size_t(p), 0);
     counts2_.assign(std::size_t(p), 0);
+    // Where each tensor's three measures land in the gathered numbers.
+    std::vector<std::size_t> tensors(std::size_t(p), 0), at(std::size_t(p), 0);
+    for (std::size_t i = 0; i < n; ++i) ++tensors[std::size_t(owner_[i])];
+    measure_counts_.assign(std::size_t(p), 0);
+    for (int q = 0; q < p; ++q) {
+      measure_counts_[std::size_t(q)] = 3 * tensors[std::size_t(q)] * sizeof(double);
+      if (q > 0) at[std::size_t(q)] = at[std::size_t(q - 1)] + 3 * tensors[std::size_t(q - 1)];
+    }
+    measure_at_.assign(n, 0);
+    for (std::size_t i = 0; i < n; ++i) {
+      measure_at_[i] = at[std::size_t(owner_[i])];
+      at[std::size_t(owner_[i])] += 3;
+    }
     requests_.resize(2);
   }
 
@@ -614,24 +628,18 @@ class sharded_optimizer {
   }
 
   // Step (3): three numbers per tensor from its owner to every rank.
+  // The gathered numbers arrive in rank order, each rank's tensors in
+  // order: tensor i's are at measure_at_[i] (plan()).
   void share_measures(std::vector<double>& measured) {
-    const int p = comm_->size(), me = comm_->rank();
+    const int me = comm_->rank();
     const std::size_t n = entries().size();
-    std::vector<std::size_t> owned(static_cast<std::size_t>(p), 0);
-    for (std::size_t i = 0; i < n; ++i) ++owned[std::size_t(owner_[i])];
     mine_.clear();
     for (std::size_t i = 0; i < n; ++i)
       if (owner_[i] == me) mine_.insert(mine_.end(), measured.begin() + long(3 * i), measured.begin() + long(3 * i + 3));
     all_.resize(3 * n);
-    for (int q = 0; q < p; ++q) counts2_[std::size_t(q)] = 3 * owned[std::size_t(q)] * sizeof(double);
-    all_gather_host(*comm_, mine_.data(), mine_.size() * sizeof(double), all_.data(), counts2_.data());
-    std::vector<std::size_t> at(static_cast<std::size_t>(p), 0);
-    for (int q = 1; q < p; ++q) at[std::size_t(q)] = at[std::size_t(q - 1)] + 3 * owned[std::size_t(q - 1)];
-    for (std::size_t i = 0; i < n; ++i) {
-      auto& a = at[std::size_t(owner_[i])];
-      for (int k = 0; k < 3; ++k) measured[3 * i + std::size_t(k)] = all_[a + std::size_t(k)];
-      a += 3;
-    }
+    all_gather_host(*comm_, mine_.data(), mine_.size() * sizeof(double), all_.data(), measure_counts_.data());
+    for (std::size_t i = 0; i < n; ++i)
+      for (std::size_t k = 0; k < 3; ++k) measured[3 * i + k] = all_[measure_at_[i] + k];
   }
 
   // The optimizer's step counts, to undo a step that failed on some rank.
@@ -716,6 +724,8 @@ class sharded_optimizer {
   std::vector<std::size_t> counts_, counts2_, gather_counts_[2];
   std::vector<typename Communicator::request> requests_;
   std::vector<double> mine_, all_;
+  std::vector<std::size_t> measure_counts_, measure_at_, small_counts_;
+  std::vector<header> headers_;
   std::size_t gathers_started_ = 0, gathers_finished_ = 0;
   bool stepping_ = false;  // the step reached the tensors' steps
   std::size_t next_ = 0;   // the tensor whose turn comes next
