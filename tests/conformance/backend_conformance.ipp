@@ -351,6 +351,157 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(map_applies_functors_of_one_to_three_inputs, C, co
     }
 }
 
+namespace conformance_functors {
+// Per row: xy = <x, y>, (|x|^2, |y|^2) in one sum, x <- x - xy / |y|^2 y,
+// then <x, y> again (0 to rounding: the later sum sees the loop's writes),
+// both written to per-row outputs; flags: code 1 where xy < 0, code 2 on
+// rows 2, 5, 8, ...
+template <class T>
+struct project_rows {
+  T* out;  // rows x 2, row-major
+  POLAR_HD_TEMPLATE
+  template <class Row, class X, class Y>
+  POLAR_HOST_DEVICE void operator()(const Row& row, X x, Y y) const {
+    const double xy = row.sum([=](polar::index j) { return x[j] * y[j]; });
+    const auto sq = row.sum([=](polar::index j) { return polar::sums<T, 2>{{x[j] * x[j], y[j] * y[j]}}; });
+    const T c = T(xy / sq[1]);
+    row.for_each([=](polar::index j) { x[j] = x[j] - c * y[j]; });
+    const double after = row.sum([=](polar::index j) { return x[j] * y[j]; });
+    T* const o = out + 2 * row.row();
+    const double n0 = sq[0];
+    row.single([=] {
+      o[0] = T(n0);
+      o[1] = T(after);
+    });
+    if (xy < 0) row.flag(1);
+    if (row.row() % 3 == 2) row.flag(2);
+  }
+};
+// A sum whose functor writes: z <- 2 x, summed; then the sum of z read back.
+template <class T>
+struct write_in_sum {
+  T* out;  // rows x 2
+  POLAR_HD_TEMPLATE
+  template <class Row, class X, class Z>
+  POLAR_HOST_DEVICE void operator()(const Row& row, X x, Z z) const {
+    const double a = row.sum([=](polar::index j) {
+      z[j] = T(2) * x[j];
+      return z[j];
+    });
+    const double b = row.sum([=](polar::index j) { return double(z[j]); });
+    T* const o = out + 2 * row.row();
+    row.single([=] {
+      o[0] = T(a);
+      o[1] = T(b);
+    });
+  }
+};
+}  // namespace conformance_functors
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_reduces_and_writes_each_row_in_any_layout, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const double tol = polar_test::tolerance<T>() * 10;
+  // 3000 columns: several host sum blocks, and more columns than GPU threads.
+  for (const auto& [rows, cols] : {std::pair<index, index>{10, 7}, {5, 3000}, {1, 1}})
+    for (auto lx : polar_test::all_layouts())
+      for (auto ly : polar_test::all_layouts()) {
+        BOOST_TEST_CONTEXT(rows << "x" << cols << ", x " << name(lx) << ", y " << name(ly)) {
+          dmatrix<B, T> x(b, polar_test::random_matrix(rows, cols, 21), lx),
+              y(b, polar_test::random_matrix(rows, cols, 22), ly), out(b, rows, 2);
+          const host_matrix hx = x.get(b), hy = y.get(b);  // the values in T
+          const polar::row_flags f =
+              b.for_each_row(conformance_functors::project_rows<T>{out.view.data()}, x.view, y.cview());
+          const host_matrix got = x.get(b), o = out.get(b);
+          host_matrix ref(rows, cols);
+          for (index i = 0; i < rows; ++i) {
+            double xy = 0, xx = 0, yy = 0;
+            for (index j = 0; j < cols; ++j) {
+              xy += hx(i, j) * hy(i, j);
+              xx += hx(i, j) * hx(i, j);
+              yy += hy(i, j) * hy(i, j);
+            }
+            for (index j = 0; j < cols; ++j) ref(i, j) = hx(i, j) - xy / yy * hy(i, j);
+            BOOST_TEST(std::abs(o(i, 0) - xx) <= tol * xx);
+            BOOST_TEST(std::abs(o(i, 1)) <= tol * std::sqrt(xx * yy) * 10);
+            if (xy < 0) BOOST_TEST(f.first[1] <= i);
+          }
+          BOOST_TEST(polar_test::distance(got, ref) <= tol * 10 * hx.norm());
+          BOOST_TEST(f.rows == rows);
+          BOOST_TEST(f.first[0] == rows);  // never flagged
+          BOOST_TEST(f.first[2] == (rows > 2 ? 2 : rows));
+          index first_negative = rows;
+          for (index i = rows - 1; i >= 0; --i) {
+            double xy = 0;
+            for (index j = 0; j < cols; ++j) xy += hx(i, j) * hy(i, j);
+            if (xy < 0) first_negative = i;
+          }
+          BOOST_TEST(f.first[1] == first_negative);
+          BOOST_TEST(f.any(1) == (first_negative < rows));
+          BOOST_TEST(x.untouched_outside(b));
+          BOOST_TEST(y.untouched_outside(b));
+        }
+      }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_sums_see_what_earlier_passes_wrote, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const double tol = polar_test::tolerance<T>() * 10;
+  // 70000 rows: more rows than the GPU launches blocks for.
+  for (const auto& [rows, cols] : {std::pair<index, index>{70000, 2}, {3, 1100}}) {
+    BOOST_TEST_CONTEXT(rows << "x" << cols) {
+      dmatrix<B, T> x(b, polar_test::random_matrix(rows, cols, 23), layout_kind::col_major), z(b, rows, cols),
+          out(b, rows, 2);
+      const host_matrix hx = x.get(b);
+      b.for_each_row(conformance_functors::write_in_sum<T>{out.view.data()}, x.cview(), z.view);
+      const host_matrix o = out.get(b), hz = z.get(b);
+      double worst = 0;
+      for (index i = 0; i < rows; ++i) {
+        double s = 0, a = 0;
+        for (index j = 0; j < cols; ++j) {
+          s += 2 * hx(i, j);
+          a += std::abs(hx(i, j));
+          worst = std::max(worst, std::abs(hz(i, j) - 2 * hx(i, j)));
+        }
+        BOOST_TEST(std::abs(o(i, 0) - s) <= tol * 2 * a);
+        BOOST_TEST(std::abs(o(i, 1) - s) <= tol * 2 * a);
+      }
+      BOOST_TEST(worst == 0);
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_checks_its_operands_first, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  dmatrix<B, T> x(b, polar_test::random_matrix(4, 6, 24)), y(b, 4, 5), out(b, 4, 2);
+  const host_matrix hx = x.get(b);
+  const conformance_functors::project_rows<T> k{out.view.data()};
+  polar_test::check_throws<polar::shape_error>([&] { b.for_each_row(k, x.view, y.cview()); },
+                                               {"polar::for_each_row", "4x6", "4x5"});
+  // A written operand that overlaps another without being the same view.
+  const polar::matrix_view<T> shifted(x.view.data() + 1, 4, 6, 6, 1, B::space);
+  polar_test::check_throws<polar::value_error>([&] { b.for_each_row(k, x.view, as_const(shifted)); },
+                                               {"polar::for_each_row", "operand 0", "shares memory"});
+  std::vector<T> host(24);
+  const polar::matrix_view<const T> wrong(host.data(), 4, 6, 6, 1,
+                                          B::space == polar::memory_space::host ? polar::memory_space::device
+                                                                                : polar::memory_space::host);
+  polar_test::check_throws<polar::memory_space_error>([&] { b.for_each_row(k, x.view, wrong); },
+                                                      {"polar::for_each_row", "operand 1"});
+  BOOST_TEST(polar_test::distance(x.get(b), hx) == 0);  // nothing was written
+  // The same view twice is one operand read and written in place.
+  b.for_each_row(k, x.view, x.cview());
+  dmatrix<B, T> empty(b, 0, 3);
+  const polar::row_flags f = b.for_each_row(k, empty.view, empty.cview());
+  BOOST_TEST(f.rows == 0);
+  BOOST_TEST(!f.any(0));
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(fill_random_is_the_keyed_stream_in_any_layout, C, conformance_types) {
   using B = typename C::backend;
   using T = typename C::scalar;

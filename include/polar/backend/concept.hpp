@@ -29,6 +29,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "polar/backend/rows.hpp"
 #include "polar/core/random.hpp"
 #include "polar/core/view.hpp"
 
@@ -177,6 +178,15 @@ class archetype {
   /// backends; out may be the same view as one of the inputs.
   template <class F, class T, class... In>
   void map(F f, matrix_view<T> out, matrix_view<In>... in) {}
+
+  /// k(row, r...) once for each row of the operands m (one to eight views
+  /// of one shape; those of non-const elements may be written): row is the
+  /// backend's row context and r the operands' rows, so that a one-pass step
+  /// that reduces and writes each row is one functor on every backend
+  /// (backend/rows.hpp says what the kernel may do). Returns the first row
+  /// that the kernel flagged under each code.
+  template <class K, class... V>
+  row_flags for_each_row(const K& k, matrix_view<V>... m) { return row_flags::none(0); }
 
   // ---- random ------------------------------------------------------------
 

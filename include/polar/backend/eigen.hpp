@@ -18,6 +18,7 @@
 #include "polar/backend/detail/eigen_kernels.hpp"
 #include "polar/backend/detail/host_buffer.hpp"
 #include "polar/backend/detail/host_loops.hpp"
+#include "polar/backend/detail/host_rows.hpp"
 #include "polar/core/eigen_traits.hpp"
 
 namespace polar::backend {
@@ -228,6 +229,13 @@ class eigen {
                   "polar::map takes one to three input views");
     detail::check_map(space, out, as_const(in)...);
     detail::host::map(f, out, as_const(in)...);
+  }
+  /// k(row, rows of m...) for each row of the operands (see
+  /// archetype::for_each_row and backend/rows.hpp).
+  template <class K, class... V>
+  row_flags for_each_row(const K& k, matrix_view<V>... m) {
+    detail::check_rows(space, m...);
+    return detail::host::for_each_row<threaded, false>(k, m...);
   }
 
   // ---- random ------------------------------------------------------------

@@ -38,6 +38,7 @@
 #include "polar/backend/detail/checks.hpp"
 #include "polar/backend/detail/eigen_kernels.hpp"
 #include "polar/backend/detail/host_buffer.hpp"
+#include "polar/backend/detail/host_rows.hpp"
 #include "polar/backend/detail/thrust_algorithms.hpp"
 #include "polar/core/tensor_traits.hpp"
 
@@ -103,6 +104,10 @@ struct thrust_host_kernels {
   template <class R, class T>
   static void solve(R&, matrix_view<const T> a, matrix_view<T> b) {
     eigen_kernels::solve(a, b);
+  }
+  template <bool Threaded, bool OpenMP, class R, class K, class... V>
+  static row_flags for_each_row(R&, const K& k, const matrix_view<V>&... m) {
+    return host::for_each_row<Threaded, OpenMP>(k, m...);
   }
   template <class R, class T>
   static void reduce_rows(R& r, matrix_view<const T> x, vector_view<T> out, bool norm) {
@@ -395,6 +400,14 @@ class thrust : private detail::thrust_system<System>::resources {
     static_assert(sizeof...(In) >= 1 && sizeof...(In) <= 3, "polar::map takes one to three input views");
     detail::check_map(space, out, as_const(in)...);
     detail::thrust_alg::map(policy(), f, out, as_const(in)...);
+  }
+  /// k(row, rows of m...) for each row of the operands (see
+  /// archetype::for_each_row and backend/rows.hpp): one kernel launch on
+  /// CUDA, polar's host loops on the host systems.
+  template <class K, class... V>
+  row_flags for_each_row(const K& k, matrix_view<V>... m) {
+    detail::check_rows(space, m...);
+    return kernels::template for_each_row<threaded, openmp_threads>(context(), k, m...);
   }
 
   // ---- random ------------------------------------------------------------

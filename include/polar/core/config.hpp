@@ -33,10 +33,16 @@
 #define POLAR_HOST_DEVICE __host__ __device__ inline
 /// Marks a function callable from device code only.
 #define POLAR_DEVICE __device__ inline
+/// Put before a host-and-device function template that calls host-only
+/// or device-only functions depending on its arguments (a row kernel, which
+/// gets the host backends' row context or the GPU's): nvcc then checks each
+/// instantiation only where it runs.
+#define POLAR_HD_TEMPLATE _Pragma("nv_exec_check_disable")
 #else
 #define POLAR_CUDA_COMPILER 0
 #define POLAR_HOST_DEVICE inline
 #define POLAR_DEVICE inline
+#define POLAR_HD_TEMPLATE
 #endif
 
 #if defined(__CUDA_ARCH__)

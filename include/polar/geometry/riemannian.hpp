@@ -110,8 +110,8 @@ struct riemannian {
   /// the default tolerance); on by default in debug builds.
   bool check_point = POLAR_CHECK_MANIFOLD != 0;
   /// Use a fused kernel where one exists (SGD, momentum and Adam on the row
-  /// sphere with the normalize retraction, host memory, a learning rate
-  /// other than 0); false runs the generic sequence, which gives the same
+  /// sphere with the normalize retraction, a learning rate other than 0, on
+  /// any backend with for_each_row); false runs the generic sequence, which gives the same
   /// result to rounding. Both refuse a zero row of W with nothing to step
   /// along (its gradient row and the direction's memory of it zero:
   /// numerical_error, nothing written).
@@ -188,9 +188,9 @@ struct riemannian {
       if constexpr (fusable<Backend>()) {
         if (fused) {
           geometry.check_radius(op);
-          detail::check_fused_rows<Backend>(op, as_const(w), g, detail::fused_memory<Backend>(direction, s.dir),
-                                            geometry.radius);
-          const index bad = detail::fused_row_sphere<Backend>(direction, geometry, w, g, s.dir);
+          const auto [memory, has_memory] = detail::fused_memory<Backend, T>(direction, s.dir);
+          detail::check_fused_rows(be, op, as_const(w), g, memory, has_memory, geometry.radius);
+          const index bad = detail::fused_row_sphere<Backend, T>(be, direction, geometry, w, g, s.dir);
           ++s.steps;
           if (bad < w.rows())
             detail::raise<numerical_error>(
@@ -249,7 +249,7 @@ struct riemannian {
   template <class Backend>
   static constexpr bool fusable() {
     return std::is_same_v<Geometry, hypersphere> && detail::has_fused_row_sphere_v<Direction> &&
-           Backend::space == memory_space::host;
+           detail::has_for_each_row<Backend>::value;
   }
 };
 

@@ -153,6 +153,35 @@ void check_map(memory_space space, const matrix_view<T>& out, const matrix_view<
   (one(in), ...);
 }
 
+/// for_each_row: one to eight operands of one shape in the backend's
+/// memory; an operand the kernel may write (a view of non-const elements) is
+/// the very same view as each other operand or disjoint from it.
+template <class... V>
+void check_rows(memory_space space, const matrix_view<V>&... m) {
+  constexpr const char* opname = "polar::for_each_row";
+  static_assert(sizeof...(V) >= 1 && sizeof...(V) <= 8, "polar::for_each_row takes one to eight operands");
+  static const char* const names[] = {"operand 0", "operand 1", "operand 2", "operand 3",
+                                      "operand 4", "operand 5", "operand 6", "operand 7"};
+  int a = 0;
+  auto one = [&](const auto& x) {
+    if constexpr (std::is_const_v<typename std::decay_t<decltype(x)>::element_type>)
+      check_input(opname, names[a], x);
+    else
+      check_output(opname, names[a], x);
+    check_space(opname, names[a], x, space);
+    int b = 0;
+    auto pair = [&](const auto& y) {
+      if (b == 0) check_same_shape(opname, names[0], y, names[a], x);
+      if constexpr (!std::is_const_v<typename std::decay_t<decltype(x)>::element_type>)
+        if (b != a) check_inplace_or_disjoint(opname, names[a], x, names[b], y);
+      ++b;
+    };
+    (pair(m), ...);
+    ++a;
+  };
+  (one(m), ...);
+}
+
 /// Row or column reductions: out has x.rows() (rows) or x.cols() elements.
 template <class T>
 void check_reduce_lines(const char* opname, memory_space space, const matrix_view<const T>& x,

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "polar/backend/concept.hpp"
+#include "polar/backend/detail/cuda_rows.hpp"
 #include "polar/backend/detail/thrust_algorithms.hpp"
 #include "polar/core/error.hpp"
 
@@ -85,8 +86,8 @@ class device_buffer {
 class context {
  public:
   /// Scratch slots: operands gathered for the libraries, a temporary output,
-  /// library workspace, and small integer results.
-  enum slot : int { slot_a, slot_b, slot_c, slot_work, slot_info, slot_count };
+  /// library workspace, small integer results, and the flags of for_each_row.
+  enum slot : int { slot_a, slot_b, slot_c, slot_work, slot_info, slot_flags, slot_count };
 
   context() {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "polar::backend::thrust<cuda>");
@@ -303,6 +304,10 @@ operand<T> flipped(const operand<T>& x) {
 // ---- the kernels the Thrust backend dispatches to ----------------------------
 
 struct kernels {
+  template <bool, bool, class K, class... V>
+  static row_flags for_each_row(context& ctx, const K& k, const matrix_view<V>&... m) {
+    return launch_rows(ctx.stream(), ctx.scratch<unsigned long long>(context::slot_flags, row_flags::codes), k, m...);
+  }
   template <class T>
   static void copy_from_host(context& ctx, matrix_view<const T> src, matrix_view<T> dst) {
     if (dst.empty()) return;

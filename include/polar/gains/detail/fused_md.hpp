@@ -36,6 +36,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "polar/backend/detail/host_rows.hpp"
 #include "polar/core/config.hpp"
 #include "polar/core/detail/prefetch.hpp"
 #include "polar/core/error.hpp"

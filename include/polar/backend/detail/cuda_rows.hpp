@@ -1,0 +1,175 @@
+// polar/backend/detail/cuda_rows.hpp: for_each_row (backend/rows.hpp) on
+// the GPU: one kernel launch for the whole step. Not for users; compiled by
+// nvcc only.
+//
+// A block of threads runs a row (blocks stride over the rows when there are
+// more rows than blocks). Every thread of the block calls the row kernel;
+// row.sum has each thread add its elements j = t, t + blockDim, ... (in
+// float for float values), then the block adds the threads' sums in double,
+// by warp shuffles and then across warps in a fixed order, and every thread
+// gets the total. row.for_each has each thread write its elements and then
+// waits for the block, so a later sum sees what was written. Flags are
+// atomic minima in a device array that is read back after the launch.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <tuple>
+#include <type_traits>
+
+#include "polar/backend/rows.hpp"
+#include "polar/core/error.hpp"
+#include "polar/core/view.hpp"
+
+namespace polar::detail::cuda {
+
+/// Threads per row.
+inline constexpr int row_threads = 256;
+
+/// The sum of v over the warp, in lane 0.
+__device__ inline double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+template <int N>
+__device__ inline sums<double, N> warp_sum(sums<double, N> v) {
+  for (int k = 0; k < N; ++k) v.v[k] = warp_sum(v.v[k]);
+  return v;
+}
+
+template <class W>
+__device__ inline W zero_total() {
+  if constexpr (std::is_same_v<W, double>)
+    return 0.0;
+  else
+    return W::zero();
+}
+
+/// A thread's partial sum converted to the total's type.
+template <class W, class P>
+__device__ inline W as_total(const P& p) {
+  if constexpr (std::is_same_v<W, double>)
+    return double(p);
+  else
+    return p.template as<double>();
+}
+
+/// The block's sum of v, returned to every thread. Called by every thread
+/// of the block.
+template <class W>
+__device__ W block_sum(W v) {
+  __shared__ W part[row_threads / 32];
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  v = warp_sum(v);
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    W t = lane < row_threads / 32 ? part[lane] : zero_total<W>();
+    t = warp_sum(t);
+    if (lane == 0) part[0] = t;
+  }
+  __syncthreads();
+  const W total = part[0];
+  __syncthreads();  // part is reused by the next sum
+  return total;
+}
+
+/// The row context on the GPU (see backend/rows.hpp). Its members are
+/// declared for the host too, since the row kernels that call them are
+/// host-and-device functions, but run only in device code.
+class device_row {
+ public:
+  __host__ __device__ device_row(index i, index n, unsigned long long* flags) : i_(i), n_(n), flags_(flags) {}
+
+  __host__ __device__ index row() const { return i_; }
+  __host__ __device__ index cols() const { return n_; }
+
+  template <class F>
+  __host__ __device__ auto sum(F f) const {
+    using R = std::decay_t<decltype(f(index(0)))>;
+    using W = row_total_t<R>;
+#if defined(__CUDA_ARCH__)
+    R acc{};
+    if constexpr (std::is_same_v<W, double>)
+      acc = R(0);
+    else
+      acc = R::zero();
+    for (index j = index(threadIdx.x); j < n_; j += index(blockDim.x)) acc += f(j);
+    return block_sum<W>(as_total<W>(acc));
+#else
+    return W{};
+#endif
+  }
+
+  template <class F>
+  __host__ __device__ void for_each(F f) const {
+#if defined(__CUDA_ARCH__)
+    for (index j = index(threadIdx.x); j < n_; j += index(blockDim.x)) f(j);
+    __syncthreads();
+#endif
+  }
+
+  template <class F>
+  __host__ __device__ void single(F f) const {
+#if defined(__CUDA_ARCH__)
+    __syncthreads();  // every thread has read what f may overwrite
+    if (threadIdx.x == 0) f();
+    __syncthreads();
+#endif
+  }
+
+  __host__ __device__ void flag(int code) const {
+#if defined(__CUDA_ARCH__)
+    if (threadIdx.x == 0) atomicMin(flags_ + code, static_cast<unsigned long long>(i_));
+#endif
+  }
+
+ private:
+  index i_, n_;
+  unsigned long long* flags_;
+};
+
+/// An operand as the kernel sees it: its rows are strided_rows.
+template <class T>
+struct row_operand {
+  T* p;
+  index row_stride, col_stride;
+  __device__ strided_row<T> row(index i) const { return strided_row<T>{p + i * row_stride, col_stride}; }
+};
+
+template <class K, class... T>
+__global__ void __launch_bounds__(row_threads) rows_kernel(K k, index rows, index cols, unsigned long long* flags,
+                                                           row_operand<T>... m) {
+  for (index i = index(blockIdx.x); i < rows; i += index(gridDim.x)) {
+    const device_row row(i, cols, flags);
+    k(row, m.row(i)...);
+  }
+}
+
+/// Runs the kernel over the rows on `stream`; flags is a device array of
+/// row_flags::codes elements, set here and read back.
+template <class K, class... V>
+row_flags launch_rows(cudaStream_t stream, unsigned long long* flags, const K& k, const matrix_view<V>&... m) {
+  const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
+  const index rows = m0.rows(), cols = m0.cols();
+  row_flags out = row_flags::none(rows);
+  if (rows == 0) return out;
+  unsigned long long init[row_flags::codes];
+  for (auto& f : init) f = static_cast<unsigned long long>(rows);
+  constexpr const char* op = "polar::for_each_row";
+  auto ok = [&](cudaError_t e) {
+    if (e != cudaSuccess) raise<device_error>(op, "CUDA error ", int(e), ": ", cudaGetErrorString(e));
+  };
+  ok(cudaMemcpyAsync(flags, init, sizeof init, cudaMemcpyHostToDevice, stream));
+  const index max_blocks = 65535;
+  const unsigned blocks = unsigned(rows < max_blocks ? rows : max_blocks);
+  rows_kernel<K, V...><<<blocks, row_threads, 0, stream>>>(
+      k, rows, cols, flags, row_operand<V>{m.data(), m.row_stride(), m.col_stride()}...);
+  ok(cudaGetLastError());
+  ok(cudaMemcpyAsync(init, flags, sizeof init, cudaMemcpyDeviceToHost, stream));
+  ok(cudaStreamSynchronize(stream));
+  for (int c = 0; c < row_flags::codes; ++c) out.first[c] = index(init[c]);
+  return out;
+}
+
+}  // namespace polar::detail::cuda

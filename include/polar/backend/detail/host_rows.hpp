@@ -1,0 +1,242 @@
+// polar/backend/detail/host_rows.hpp: for_each_row (backend/rows.hpp) on
+// host memory: the Eigen backend and Thrust's host systems. Not for users.
+//
+// Rows are cut into parts that polar's threads take (core/threads.hpp); a
+// row's sums and loops are `omp simd` loops. Where every operand's columns
+// are adjacent the kernel gets contiguous_rows, so its loops vectorize with
+// unit-stride loads, and the row's first sum asks for the lines that its
+// operands will need prefetch_bytes ahead (core/detail/prefetch.hpp): a
+// row's first sum streams it from memory, and the loops after it run from
+// the cache, leaving memory idle unless the next lines were asked for.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <tuple>
+#include <type_traits>
+
+#include "polar/backend/rows.hpp"
+#include "polar/core/config.hpp"
+#include "polar/core/detail/prefetch.hpp"
+#include "polar/core/threads.hpp"
+#include "polar/core/view.hpp"
+
+namespace polar::detail {
+
+/// Whether a backend lets polar's loops use several threads (Backend::threaded;
+/// true where the backend does not say).
+template <class Backend, class = void>
+struct threaded_backend : std::true_type {};
+template <class Backend>
+struct threaded_backend<Backend, std::void_t<decltype(Backend::threaded)>>
+    : std::bool_constant<Backend::threaded> {};
+
+/// Whether a backend's threaded work runs on OpenMP's threads
+/// (Backend::openmp_threads: Thrust's OMP system) rather than polar's pool.
+template <class Backend, class = void>
+struct openmp_backend : std::false_type {};
+template <class Backend>
+struct openmp_backend<Backend, std::void_t<decltype(Backend::openmp_threads)>>
+    : std::bool_constant<Backend::openmp_threads> {};
+
+/// What host kernels sum a row of T in over blocks of row_sum_block
+/// elements (whose totals are added in double): float for float rows,
+/// double for double rows (see row_sum_block).
+template <class T>
+using sum_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
+/// See row_sum_block.
+inline constexpr index sum_block = row_sum_block;
+
+}  // namespace polar::detail
+
+namespace polar::detail::host {
+
+/// Records rows under the flag codes: the first row of each, kept with an
+/// atomic minimum so that threads may record at once.
+class row_flag_sink {
+ public:
+  explicit row_flag_sink(index rows) : rows_(rows) {
+    for (auto& f : first_) f.store(rows, std::memory_order_relaxed);
+  }
+  void record(int code, index i) {
+    std::atomic<index>& f = first_[code];
+    index seen = f.load(std::memory_order_relaxed);
+    while (i < seen && !f.compare_exchange_weak(seen, i, std::memory_order_relaxed)) {
+    }
+  }
+  row_flags result() const {
+    row_flags r = row_flags::none(rows_);
+    for (int c = 0; c < row_flags::codes; ++c) r.first[c] = first_[c].load(std::memory_order_relaxed);
+    return r;
+  }
+
+ private:
+  std::atomic<index> first_[row_flags::codes];
+  index rows_;
+};
+
+/// The scalar type of a row sum's values (float or double).
+template <class R>
+struct sum_scalar {
+  using type = R;
+};
+template <class A, int N>
+struct sum_scalar<sums<A, N>> {
+  using type = A;
+};
+
+/// The row context of the host backends (see backend/rows.hpp). Ops is the
+/// number of operands whose lines the first sum asks for ahead (0 where
+/// the rows are strided).
+template <int Ops>
+class row_context {
+ public:
+  row_context(index i, index n, row_flag_sink* flags, const char* const* lines, const index* elem)
+      : i_(i), n_(n), flags_(flags) {
+    for (int k = 0; k < Ops; ++k) {
+      lines_[k] = lines[k];
+      elem_[k] = elem[k];
+    }
+  }
+
+  /// The row's index.
+  index row() const { return i_; }
+  /// The row's length.
+  index cols() const { return n_; }
+
+  /// The sum over j of f(j) (see backend/rows.hpp).
+  template <class F>
+  auto sum(F f) const {
+    using R = std::decay_t<decltype(f(index(0)))>;
+    using A = typename sum_scalar<R>::type;
+    constexpr int width = detail::row_total<R>::width;
+    static_assert(width <= 8, "polar: a host row sum takes at most 8 sums at once");
+    using W = row_total_t<R>;
+    double total[width] = {};
+    for (index j0 = 0; j0 < n_; j0 += row_sum_block) {
+      const index j1 = std::min(n_, j0 + row_sum_block);
+      if constexpr (Ops > 0)
+        if (!streamed_) ask_ahead(j0, j1);
+      // Named accumulators: GCC reduces an array section in order, lane by
+      // lane, which is several times slower; the unused ones fold away.
+      A a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+      POLAR_OMP(simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7))
+      for (index j = j0; j < j1; ++j) {
+        const R t = f(j);
+        if constexpr (width == 1) {
+          a0 += t;
+        } else {
+          a0 += t.v[0];
+          if constexpr (width > 1) a1 += t.v[1];
+          if constexpr (width > 2) a2 += t.v[2];
+          if constexpr (width > 3) a3 += t.v[3];
+          if constexpr (width > 4) a4 += t.v[4];
+          if constexpr (width > 5) a5 += t.v[5];
+          if constexpr (width > 6) a6 += t.v[6];
+          if constexpr (width > 7) a7 += t.v[7];
+        }
+      }
+      const A acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+      for (int k = 0; k < width; ++k) total[k] += double(acc[k]);
+    }
+    streamed_ = true;
+    if constexpr (width == 1) {
+      return W(total[0]);
+    } else {
+      W w{};
+      for (int k = 0; k < width; ++k) w.v[k] = total[k];
+      return w;
+    }
+  }
+
+  /// f(j) for every j of the row.
+  template <class F>
+  void for_each(F f) const {
+    POLAR_OMP(simd)
+    for (index j = 0; j < n_; ++j) f(j);
+  }
+
+  /// f() once for the row.
+  template <class F>
+  void single(F f) const {
+    f();
+  }
+
+  /// Records this row under code.
+  void flag(int code) const { flags_->record(code, i_); }
+
+ private:
+  // Asks for each operand's lines of [j0, j1) + prefetch_bytes; they run
+  // past the row's end into the next row, which the same thread usually
+  // takes next.
+  void ask_ahead(index j0, index j1) const {
+    for (int k = 0; k < Ops; ++k) {
+      const index e = elem_[k];
+      const index lo = j0 * e + index(prefetch_bytes), hi = j1 * e + index(prefetch_bytes);
+      for (index b = lo; b < hi; b += index(cache_line_bytes)) prefetch(lines_[k], b);
+    }
+  }
+
+  index i_, n_;
+  row_flag_sink* flags_;
+  const char* lines_[Ops > 0 ? Ops : 1] = {};
+  index elem_[Ops > 0 ? Ops : 1] = {};
+  mutable bool streamed_ = false;
+};
+
+/// The operands whose lines a kernel's first sum asks for ahead: K::streamed
+/// (bit k for operand k) where the kernel says, else all of them.
+template <class K, class = void>
+struct streamed_operands {
+  static constexpr unsigned value = ~0u;
+};
+template <class K>
+struct streamed_operands<K, std::void_t<decltype(K::streamed)>> {
+  static constexpr unsigned value = K::streamed;
+};
+
+/// k(row, rows of m...) for every row of the operands m (one shape; checked
+/// by the caller), rows split across polar's threads when Threaded and the
+/// work is large enough, on OpenMP's threads when OpenMP.
+template <bool Threaded, bool OpenMP, class K, class... V>
+row_flags for_each_row(const K& k, const matrix_view<V>&... m) {
+  static_assert(sizeof...(V) >= 1, "polar::for_each_row takes at least one operand");
+  const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
+  const index rows = m0.rows(), cols = m0.cols();
+  row_flag_sink flags(rows);
+  if (rows == 0) return flags.result();
+  const index parts = Threaded ? loop_parts(rows, rows * cols) : 1;
+  const openmp_scope team(OpenMP);
+  constexpr unsigned mask = streamed_operands<K>::value;
+  constexpr int ops = [] {
+    int n = 0;
+    for (int q = 0; q < int(sizeof...(V)); ++q) n += (mask >> q) & 1u;
+    return n;
+  }();
+  const index all_elem[] = {index(sizeof(V))...};
+  index elem[sizeof...(V)] = {};
+  for (int q = 0, n = 0; q < int(sizeof...(V)); ++q)
+    if ((mask >> q) & 1u) elem[n++] = all_elem[q];
+  if (((m.col_stride() == 1 || m.cols() <= 1) && ...)) {
+    for_parts(parts, rows, [&](index lo, index hi) {
+      for (index i = lo; i < hi; ++i) {
+        const char* all_lines[] = {reinterpret_cast<const char*>(m.data() + i * m.row_stride())...};
+        const char* lines[sizeof...(V)] = {};
+        for (int q = 0, n = 0; q < int(sizeof...(V)); ++q)
+          if ((mask >> q) & 1u) lines[n++] = all_lines[q];
+        const row_context<ops> row(i, cols, &flags, lines, elem);
+        k(row, contiguous_row<V>{m.data() + i * m.row_stride()}...);
+      }
+    });
+  } else {
+    for_parts(parts, rows, [&](index lo, index hi) {
+      for (index i = lo; i < hi; ++i) {
+        const row_context<0> row(i, cols, &flags, nullptr, nullptr);
+        k(row, strided_row<V>{m.data() + i * m.row_stride(), m.col_stride()}...);
+      }
+    });
+  }
+  return flags.result();
+}
+
+}  // namespace polar::detail::host
