@@ -15,6 +15,18 @@
 // polar's check before 2026-11-24), and share_of_adamw, its time over an
 // AdamW step on the same matrix; each the median of 201 pairs of calls.
 //
+// bm_adamw_bandwidth/<backend>/r/c: an AdamW step on r x c floats (one
+// pass over W, G and both moments after the check of G, through
+// for_each_element). The step reads W, G, m, v and writes W, m, v.
+// stream_fraction = the time of a loop with the same traffic and no
+// arithmetic (w += g, m += g, v += g on arrays of the same size, an OpenMP
+// loop written here) over the step's: 1.0 is a step at the speed of memory;
+// the check of G reads an eighth array, so about 0.875 is the most the step
+// can reach. copy_fraction = the time of the backend's copy of 3.5 arrays
+// (the same number of bytes read and written, the GPU bar's yardstick) over
+// the step's; on the host a copy also reads the lines it writes, so it is
+// slower than the step's traffic. Medians of pairs of calls.
+//
 // bm_small_op/<backend>/n: one axpby of n floats (sizes under the host
 // loops' threading threshold of 32768), ratio_to_loop = its time over the
 // same loop written out in the benchmark, the median of seven interleaved
@@ -27,6 +39,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 #include <polar/polar.hpp>
 #if defined(POLAR_BENCH_THRUST)
 #include <polar/backend/thrust.hpp>
@@ -141,6 +154,42 @@ void bm_all_finite(benchmark::State& state) {
   if (!ok) state.SkipWithError("a finite matrix was reported non-finite");
 }
 
+template <class B>
+void bm_adamw_bandwidth(benchmark::State& state) {
+  const polar::index rows = state.range(0), cols = state.range(1), n = rows * cols;
+  operands<float> o(rows, cols, 1);
+  Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> w = o.a * 0.02f;
+  B be;
+  const auto g = polar::make_view(static_cast<const decltype(o.a)&>(o.a));
+  polar::adamw_direction adamw;
+  auto s = adamw.init(be, polar::make_view(w));
+  const auto step = [&] { adamw.step(be, polar::make_view(w), g, s); };
+  // Copy 3.5 arrays: from the first half of src into dst, through the
+  // backend's own copy (threaded as its steps are).
+  const polar::index half = 7 * n / 2;
+  std::vector<float> src(std::size_t(half), 1.0f), dst(std::size_t(half), 0.0f);
+  const auto copy = [&] {
+    be.copy(polar::row_major_view(static_cast<const float*>(src.data()), 1, half),
+            polar::row_major_view(dst.data(), 1, half));
+  };
+  std::vector<float> sw(std::size_t(n), 1.0f), sm(sw), sv(sw), sg(sw);
+  const auto stream = [&] {
+    float *pw = sw.data(), *pm = sm.data(), *pv = sv.data();
+    const float* pg = sg.data();
+#pragma omp parallel for simd schedule(static) num_threads(polar::threads())
+    for (polar::index k = 0; k < n; ++k) {
+      pw[k] += pg[k];
+      pm[k] += pg[k];
+      pv[k] += pg[k];
+    }
+    benchmark::ClobberMemory();
+  };
+  for (auto _ : state) step();
+  state.SetBytesProcessed(std::int64_t(state.iterations()) * 7 * n * std::int64_t(sizeof(float)));
+  state.counters["copy_fraction"] = polar_bench::paired_ratio(copy, step);
+  state.counters["stream_fraction"] = polar_bench::paired_ratio(stream, step);
+}
+
 // One axpby y <- a x + b y of n floats through the backend, against the
 // same loop written out here: what a call of a small elementwise operation
 // costs beyond its arithmetic (the argument checks, and for the host loops
@@ -183,6 +232,7 @@ BENCHMARK_TEMPLATE(bm_gemm_aat, eigen, double)->Apply(shapes);
 BENCHMARK_TEMPLATE(bm_syrk, eigen, double)->Apply(shapes);
 BENCHMARK_TEMPLATE(bm_all_finite, eigen, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_all_finite, eigen, double)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_adamw_bandwidth, eigen)->Args({1024, 4096})->Args({4096, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_small_op, eigen)->Arg(256)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 
 #if defined(POLAR_BENCH_THRUST)
@@ -196,6 +246,7 @@ BENCHMARK_TEMPLATE(bm_gemm, thrust_cpp, float)->Arg(256)->Arg(1024)->Unit(benchm
 BENCHMARK_TEMPLATE(bm_syrk, thrust_cpp, float)->Args({256, 256})->Args({1024, 4096})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_TEMPLATE(bm_all_finite, thrust_omp, float)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_all_finite, thrust_cpp, float)->Args({1024, 4096})->Unit(benchmark::kMillisecond);
+BENCHMARK_TEMPLATE(bm_adamw_bandwidth, thrust_omp)->Args({4096, 4096})->Unit(benchmark::kMillisecond);
 BENCHMARK_TEMPLATE(bm_small_op, thrust_omp)->Arg(256)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 BENCHMARK_TEMPLATE(bm_small_op, thrust_cpp)->Arg(256)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 #endif

@@ -398,6 +398,53 @@ struct write_in_sum {
 };
 }  // namespace conformance_functors
 
+namespace conformance_functors {
+// Two outputs from three operands in one pass: a <- a c + b, b <- b - c.
+struct two_outputs {
+  template <class T>
+  POLAR_HOST_DEVICE void operator()(T& a, T& b, const T& c) const {
+    const T a0 = a;
+    a = a0 * c + b;
+    b = b - c;
+  }
+};
+}  // namespace conformance_functors
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_element_writes_several_outputs_in_any_layout, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const double tol = polar_test::tolerance<T>() * 10;
+  for (const auto& [rows, cols] : {std::pair<index, index>{10, 7}, {1, 300}, {300, 1}})
+    for (auto la : polar_test::all_layouts())
+      for (auto lc : polar_test::all_layouts()) {
+        BOOST_TEST_CONTEXT(rows << "x" << cols << ", a and b " << name(la) << ", c " << name(lc)) {
+          dmatrix<B, T> a(b, polar_test::random_matrix(rows, cols, 31), la),
+              bb(b, polar_test::random_matrix(rows, cols, 32), la), c(b, polar_test::random_matrix(rows, cols, 33), lc);
+          const host_matrix ha = a.get(b), hb = bb.get(b), hc = c.get(b);
+          b.for_each_element(conformance_functors::two_outputs{}, a.view, bb.view, c.cview());
+          host_matrix ra(rows, cols), rb(rows, cols);
+          for (std::size_t k = 0; k < ra.v.size(); ++k) {
+            ra.v[k] = ha.v[k] * hc.v[k] + hb.v[k];
+            rb.v[k] = hb.v[k] - hc.v[k];
+          }
+          BOOST_TEST(polar_test::distance(a.get(b), ra) <= tol * ra.norm());
+          BOOST_TEST(polar_test::distance(bb.get(b), rb) <= tol * rb.norm());
+          BOOST_TEST(a.untouched_outside(b));
+          BOOST_TEST(bb.untouched_outside(b));
+          BOOST_TEST(c.untouched_outside(b));
+        }
+      }
+  dmatrix<B, T> x(b, 4, 6), y(b, 4, 5);
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.for_each_element(conformance_functors::two_outputs{}, x.view, x.view, y.cview()); },
+      {"polar::for_each_element", "4x6", "4x5"});
+  const polar::matrix_view<T> shifted(x.view.data() + 1, 4, 6, 6, 1, B::space);
+  polar_test::check_throws<polar::value_error>(
+      [&] { b.for_each_element(conformance_functors::two_outputs{}, x.view, shifted, x.cview()); },
+      {"polar::for_each_element", "shares memory"});
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_reduces_and_writes_each_row_in_any_layout, C, conformance_types) {
   using B = typename C::backend;
   using T = typename C::scalar;

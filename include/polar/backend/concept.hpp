@@ -179,6 +179,14 @@ class archetype {
   template <class F, class T, class... In>
   void map(F f, matrix_view<T> out, matrix_view<In>... in) {}
 
+  /// f(m(i, j)...) for every element (i, j) of the operands m (one to eight
+  /// views of one shape), f taking each operand's element by reference
+  /// (writable for a view of non-const elements): an elementwise step that
+  /// writes several outputs in one pass (AdamW's weight and both moments).
+  /// f is a functor callable on the device for device backends; operands
+  /// follow for_each_row's rules (the same view twice, or disjoint ones).
+  template <class F, class... V>
+  void for_each_element(const F& f, matrix_view<V>... m) {}
   /// k(row, r...) once for each row of the operands m (one to eight views
   /// of one shape; those of non-const elements may be written): row is the
   /// backend's row context and r the operands' rows, so that a one-pass step

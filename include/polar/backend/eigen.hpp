@@ -230,11 +230,18 @@ class eigen {
     detail::check_map(space, out, as_const(in)...);
     detail::host::map(f, out, as_const(in)...);
   }
+  /// f(m(i, j)...) for every element, by reference (see
+  /// archetype::for_each_element).
+  template <class F, class... V>
+  void for_each_element(const F& f, matrix_view<V>... m) {
+    detail::check_rows("polar::for_each_element", space, m...);
+    detail::host::for_each_element(f, m...);
+  }
   /// k(row, rows of m...) for each row of the operands (see
   /// archetype::for_each_row and backend/rows.hpp).
   template <class K, class... V>
   row_flags for_each_row(const K& k, matrix_view<V>... m) {
-    detail::check_rows(space, m...);
+    detail::check_rows("polar::for_each_row", space, m...);
     return detail::host::for_each_row<threaded, false>(k, m...);
   }
 

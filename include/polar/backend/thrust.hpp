@@ -401,12 +401,19 @@ class thrust : private detail::thrust_system<System>::resources {
     detail::check_map(space, out, as_const(in)...);
     detail::thrust_alg::map(policy(), f, out, as_const(in)...);
   }
+  /// f(m(i, j)...) for every element, by reference (see
+  /// archetype::for_each_element): a Thrust for_each on every system.
+  template <class F, class... V>
+  void for_each_element(const F& f, matrix_view<V>... m) {
+    detail::check_rows("polar::for_each_element", space, m...);
+    detail::thrust_alg::for_each_element(policy(), f, m...);
+  }
   /// k(row, rows of m...) for each row of the operands (see
   /// archetype::for_each_row and backend/rows.hpp): one kernel launch on
   /// CUDA, polar's host loops on the host systems.
   template <class K, class... V>
   row_flags for_each_row(const K& k, matrix_view<V>... m) {
-    detail::check_rows(space, m...);
+    detail::check_rows("polar::for_each_row", space, m...);
     return kernels::template for_each_row<threaded, openmp_threads>(context(), k, m...);
   }
 

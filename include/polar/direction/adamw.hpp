@@ -33,6 +33,21 @@ struct adam_update {
     return T(keep * w - lr_over_bc1 * m / (std::sqrt(v) * inv_sqrt_bc2 + eps));
   }
 };
+/// The whole step of one element in one pass: both moments take g, then
+/// the weight steps (the same arithmetic as the three operations
+/// m = (1 - b1) g + b1 m, adam_second_moment and adam_update).
+template <class T>
+struct adamw_element_step {
+  T one_minus_b1, b1, b2;
+  adam_update<T> update;
+  POLAR_HOST_DEVICE void operator()(T& w, T& m, T& v, const T& g) const {
+    const T mn = T(one_minus_b1 * g + b1 * m);
+    const T vn = T(b2 * v + (T(1) - b2) * g * g);
+    m = mn;
+    v = vn;
+    w = update(w, mn, vn);
+  }
+};
 /// -lr m^ / (sqrt(v^) + eps) with the bias corrections folded in.
 template <class T>
 struct adam_increment {
@@ -130,10 +145,12 @@ struct adamw_direction {
     const auto v = detail::state_view<Backend>(s.v, s.rows, s.cols);
     const long t = s.steps + 1;
     const double bc1 = 1 - std::pow(beta1, double(t)), bc2 = 1 - std::pow(beta2, double(t));
-    be.axpby(T(1 - beta1), g, T(beta1), m);
-    be.map(detail::adam_second_moment<T>{T(beta2)}, v, as_const(v), g);
-    be.map(detail::adam_update<T>{T(1 - lr * weight_decay), T(lr / bc1), T(1 / std::sqrt(bc2)), T(eps)}, w,
-           as_const(w), as_const(m), as_const(v));
+    // One pass over W, G and the moments on every backend.
+    be.for_each_element(
+        detail::adamw_element_step<T>{
+            T(1 - beta1), T(beta1), T(beta2),
+            detail::adam_update<T>{T(1 - lr * weight_decay), T(lr / bc1), T(1 / std::sqrt(bc2)), T(eps)}},
+        w, m, v, g);
     s.steps = t;
   }
   /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.

@@ -96,6 +96,20 @@ struct nesterov_step {
   nesterov_fn<T> look_ahead;
   POLAR_HOST_DEVICE T operator()(T w, T g, T b) const { return T(keep * w - lr * look_ahead(g, b)); }
 };
+/// The momentum step of one element in one pass: the buffer takes g
+/// (b = cg g + mu b, as axpby), then the weight steps along it or along
+/// Nesterov's look-ahead.
+template <class T>
+struct momentum_element_step {
+  T cg, mu;
+  bool nesterov;
+  nesterov_step<T> look_ahead;
+  POLAR_HOST_DEVICE void operator()(T& w, T& b, const T& g) const {
+    const T bn = T(cg * g + mu * b);
+    b = bn;
+    w = nesterov ? look_ahead(w, g, bn) : T(-look_ahead.lr * bn + look_ahead.keep * w);
+  }
+};
 }  // namespace detail
 
 /// SGD with heavy-ball or EMA momentum, optionally Nesterov.
@@ -148,12 +162,11 @@ struct momentum_direction {
     detail::debug_check_state(be, op, s);
     const auto buf = detail::state_view<Backend>(s.buf, s.rows, s.cols);
     const T mu = T(momentum), keep = T(1 - lr * weight_decay);
-    be.axpby(kind == momentum_kind::ema ? T(1 - momentum) : T(1), g, mu, buf);
-    if (nesterov)
-      be.map(detail::nesterov_step<T>{keep, T(lr), {mu, kind == momentum_kind::heavy_ball}}, w, as_const(w), g,
-             as_const(buf));
-    else
-      be.axpby(T(-lr), as_const(buf), keep, w);
+    // One pass over W, G and the buffer on every backend.
+    be.for_each_element(
+        detail::momentum_element_step<T>{kind == momentum_kind::ema ? T(1 - momentum) : T(1), mu, nesterov,
+                                         {keep, T(lr), {mu, kind == momentum_kind::heavy_ball}}},
+        w, buf, g);
     ++s.steps;
   }
   /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.

@@ -153,12 +153,11 @@ void check_map(memory_space space, const matrix_view<T>& out, const matrix_view<
   (one(in), ...);
 }
 
-/// for_each_row: one to eight operands of one shape in the backend's
+/// for_each_row and for_each_element: one to eight operands of one shape in the backend's
 /// memory; an operand the kernel may write (a view of non-const elements) is
 /// the very same view as each other operand or disjoint from it.
 template <class... V>
-void check_rows(memory_space space, const matrix_view<V>&... m) {
-  constexpr const char* opname = "polar::for_each_row";
+void check_rows(const char* opname, memory_space space, const matrix_view<V>&... m) {
   static_assert(sizeof...(V) >= 1 && sizeof...(V) <= 8, "polar::for_each_row takes one to eight operands");
   static const char* const names[] = {"operand 0", "operand 1", "operand 2", "operand 3",
                                       "operand 4", "operand 5", "operand 6", "operand 7"};

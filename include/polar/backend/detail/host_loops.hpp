@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -49,6 +50,35 @@ void map(F f, matrix_view<T> out, matrix_view<const In>... in) {
     for_parts(loop_parts(c, n), c, [=](index lo, index hi) {
       for (index j = lo; j < hi; ++j)
         for (index i = 0; i < r; ++i) out(i, j) = f(in(i, j)...);
+    });
+  }
+}
+
+/// f(m(i, j)...) with each operand's element by reference, for every
+/// element: one flat loop where every operand is contiguous in the first's
+/// order, else along the first operand's unit stride.
+template <class F, class... V>
+void for_each_element(const F& f, const matrix_view<V>&... m) {
+  const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
+  const index r = m0.rows(), c = m0.cols(), n = r * c;
+  if (n == 0) return;
+  if (m0.is_contiguous() && (detail::flat_compatible(m0, m) && ...)) {
+    for_parts(loop_parts(n, n), n, [&](index lo, index hi) {
+      const F g = f;  // a copy on the stack: the stores cannot alias its constants
+      POLAR_OMP(simd)
+      for (index k = lo; k < hi; ++k) g(m.data()[k]...);
+    });
+  } else if (m0.rows_contiguous()) {
+    for_parts(loop_parts(r, n), r, [&](index lo, index hi) {
+      const F g = f;
+      for (index i = lo; i < hi; ++i)
+        for (index j = 0; j < c; ++j) g(m(i, j)...);
+    });
+  } else {
+    for_parts(loop_parts(c, n), c, [&](index lo, index hi) {
+      const F g = f;
+      for (index j = lo; j < hi; ++j)
+        for (index i = 0; i < r; ++i) g(m(i, j)...);
     });
   }
 }

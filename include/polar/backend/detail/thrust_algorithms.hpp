@@ -16,6 +16,7 @@
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/system/cpp/execution_policy.h>
 #include <thrust/transform_reduce.h>
+#include <thrust/tuple.h>
 #if defined(_OPENMP)
 #include <omp.h>
 #include <thrust/system/omp/execution_policy.h>
@@ -25,6 +26,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "polar/backend/detail/accumulate.hpp"
 #include "polar/backend/detail/checks.hpp"
@@ -158,6 +160,49 @@ struct map3_strided {
     out(i, j) = f(a(i, j), b(i, j), c(i, j));
   }
 };
+
+// for_each_element: f on each operand's element by reference.
+template <class F, class... V>
+struct each_flat {
+  F f;
+  ::thrust::tuple<V*...> p;
+  POLAR_HOST_DEVICE void operator()(index k) const { call(k, std::index_sequence_for<V...>{}); }
+  template <std::size_t... I>
+  POLAR_HOST_DEVICE void call(index k, std::index_sequence<I...>) const {
+    f(::thrust::get<I>(p)[k]...);
+  }
+};
+template <class F, class... V>
+struct each_strided {
+  F f;
+  ::thrust::tuple<matrix_view<V>...> m;
+  element_order ord;
+  POLAR_HOST_DEVICE void operator()(index k) const {
+    index i, j;
+    ord(k, i, j);
+    call(i, j, std::index_sequence_for<V...>{});
+  }
+  template <std::size_t... I>
+  POLAR_HOST_DEVICE void call(index i, index j, std::index_sequence<I...>) const {
+    f(::thrust::get<I>(m)(i, j)...);
+  }
+};
+
+/// f(m(i, j)...) for every element, each operand's element by reference.
+template <class Policy, class F, class... V>
+void for_each_element(const Policy& policy, const F& f, const matrix_view<V>&... m) {
+  const auto& m0 = ::thrust::get<0>(::thrust::tie(m...));
+  const index n = m0.size();
+  if (n == 0) return;
+  const bool flat = m0.is_contiguous() && (flat_compatible(m0, m) && ...);
+  on_policy(policy, n, [&](const auto& p) {
+    ::thrust::counting_iterator<index> first(0);
+    if (flat)
+      ::thrust::for_each_n(p, first, n, each_flat<F, V...>{f, ::thrust::make_tuple(m.data()...)});
+    else
+      ::thrust::for_each_n(p, first, n, each_strided<F, V...>{f, ::thrust::make_tuple(m...), order_of(m0)});
+  });
+}
 
 template <class Policy, class F, class T, class... In>
 void map(const Policy& policy, F f, matrix_view<T> out, matrix_view<const In>... in) {
