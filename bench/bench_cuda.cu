@@ -8,23 +8,33 @@
 // memory-bound operations, and ratio_to_copy, their bandwidth over a
 // device-to-device cudaMemcpy of the same size measured in the same run.
 //
-// The optimizer steps, float, on the device (the generic sequences of
-// backend operations: the fused host kernels do not run here):
+// The optimizer steps, float, on the device:
+//   bm_adamw_step/r/c         an AdamW step (one for_each_element pass after
+//                             the check of G); GB/s counts the seven arrays it
+//                             reads and writes, ratio_to_copy is that rate over
+//                             a device-to-device copy's
 //   bm_md/<base>/r/c          ratio_to_base = an md_<base> step (row and
-//                             column gains, flat sphere) over the base
+//                             column gains, flat sphere; still the generic
+//                             sequence on the device) over the base
 //                             direction's own step on the same matrix
 //   bm_row_sphere/<dir>/r/c   ratio_to_euclidean = a Riemannian step on the
-//                             row sphere over the Euclidean step
-// each the median over 21 rounds of one call of each, timed by events.
+//                             row sphere (SGD, momentum, Adam: the fused row
+//                             kernels, for_each_row) over the Euclidean step
+//   bm_newton_schulz/<sched>/r/c  five float Newton-Schulz steps (polar's
+//                             orthogonalizer, cuBLAS products), for the
+//                             shapes bench/torch_gpu.py times torch's bf16 on
+// each ratio the median over 21 rounds of one call of each, timed by events.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
 #include <polar/backend/thrust.hpp>
 #include <polar/gains/row_col_gains.hpp>
+#include <polar/orthogonalize/newton_schulz.hpp>
 #include <polar/geometry/hypersphere.hpp>
 #include <polar/geometry/riemannian.hpp>
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -179,6 +189,36 @@ void time_against(benchmark::State& state, backend& b, Step&& step, Base&& base,
   state.counters[name] = device_ratio(b, step, base);
 }
 
+void bm_adamw_step(benchmark::State& state) {
+  const polar::index rows = state.range(0), cols = state.range(1);
+  backend b;
+  ::thrust::device_vector<float> w(rows * cols), g(rows * cols);
+  b.fill_random(polar::make_view(w, rows, cols), polar::rng_key{1}, polar::distribution::normal);
+  b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{2}, polar::distribution::normal);
+  polar::adamw_direction adamw;
+  auto s = adamw.init(b, polar::make_view(w, rows, cols));
+  const auto gv = polar::as_const(polar::make_view(g, rows, cols));
+  time_device(state, b, [&] { adamw.step(b, polar::make_view(w, rows, cols), gv, s); });
+  report(state, 7.0 * 4 * double(rows) * double(cols));
+}
+
+void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch) {
+  const polar::index rows = state.range(0), cols = state.range(1);
+  backend b;
+  ::thrust::device_vector<float> g(rows * cols), out(rows * cols);
+  b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{3}, polar::distribution::normal);
+  const polar::newton_schulz ns{sch};
+  typename polar::newton_schulz::template workspace<backend, float> ws;
+  const auto gv = polar::as_const(polar::make_view(g, rows, cols));
+  time_device(state, b, [&] { ns(b, gv, polar::make_view(out, rows, cols), ws); });
+}
+
+void ns_shapes(benchmark::internal::Benchmark* bm) {
+  for (auto [r, c] : {std::pair<int, int>{768, 768}, {768, 2304}, {768, 3072}, {3072, 768}, {1024, 4096}, {4096, 4096}})
+    bm->Args({r, c});
+  bm->UseManualTime()->Unit(benchmark::kMillisecond);
+}
+
 template <class Direction>
 void bm_md(benchmark::State& state, Direction base) {
   const polar::index rows = state.range(0), cols = state.range(1);
@@ -224,6 +264,9 @@ void bm_row_sphere(benchmark::State& state, Direction dir) {
 
 }  // namespace
 
+BENCHMARK(bm_adamw_step)->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_newton_schulz, jordan5, polar::schedules::jordan5)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5, polar::schedules::polar_express5)->Apply(ns_shapes);
 BENCHMARK_CAPTURE(bm_md, adamw, polar::adamw_direction{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_md, muon, polar::muon_direction<>{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);

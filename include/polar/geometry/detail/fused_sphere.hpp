@@ -250,6 +250,7 @@ struct sphere_momentum_kernel {
 // then y scaled onto the sphere, with the transport of m.
 template <class T>
 struct sphere_adam_kernel {
+  static constexpr unsigned streamed = 3u;  // x and g: m is first read by the second sum
   T* v;
   double r, inv_r2, lr_over_bc1, inv_sqrt_bc2, eps;
   T b1, b2;
