@@ -78,6 +78,15 @@ struct gain_phi_fn {
   }
 };
 
+/// Every element set to phi of the one scalar gain at *raw (in the
+/// backend's memory), so that the gain is not read back to the host.
+template <class T>
+struct scalar_gain_fn {
+  gain_phi_fn<T> phi;
+  const T* raw;
+  POLAR_HOST_DEVICE void operator()(T& out) const { out = phi(*raw); }
+};
+
 /// g * phi'(x), from y = phi(x) (floored, as gain_phi_fn gives it): 0 where
 /// the floor holds phi constant (y at the floor); else 1 for the identity,
 /// and for softplus sigmoid(x) = 1 - e^-y (since e^y = 1 + e^x), one
@@ -721,9 +730,7 @@ struct row_col_gains {
     if (has_rows()) {
       be.map(f, PR, as_const(R));
     } else if (gains == gain_scope::scalar) {
-      T raw{};
-      be.copy_to_host(as_const(R), row_major_view(&raw, 1, 1, -1, memory_space::host));
-      be.fill(PR, f(raw));
+      be.for_each_element(detail::scalar_gain_fn<T>{f, R.data()}, PR);
     } else {
       be.fill(PR, T(1));
     }
