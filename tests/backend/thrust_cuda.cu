@@ -2,6 +2,7 @@
 // double. Built by the `cuda` preset (nvcc, sm_80 and sm_90); it needs a GPU
 // to run, which CI does not have.
 #include "polar/backend/thrust.hpp"
+#include "polar/direction/adamw.hpp"
 
 #include "conformance/backend_conformance.hpp"
 
@@ -42,6 +43,38 @@ BOOST_AUTO_TEST_CASE(random_fills_match_the_host_generator_bit_for_bit) {
     bad += std::memcmp(&want, &got[i], sizeof(float)) != 0;
   }
   BOOST_TEST(bad == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_backend_on_the_callers_stream_queues_its_steps_there) {
+  cudaStream_t stream = nullptr;
+  BOOST_REQUIRE(cudaStreamCreate(&stream) == cudaSuccess);
+  {
+    cuda_backend own;
+    cuda_backend borrowed(stream);
+    BOOST_TEST(borrowed.stream() == stream);
+    BOOST_TEST(own.stream() != stream);
+    // The same AdamW steps on both give the same bits.
+    const polar::index r = 40, c = 300;
+    ::thrust::device_vector<float> w1(r * c), w2(r * c), g(r * c);
+    own.fill_random(polar::make_view(w1, r, c), polar::rng_key{5}, polar::distribution::normal);
+    own.fill_random(polar::make_view(g, r, c), polar::rng_key{6}, polar::distribution::normal);
+    own.synchronize();
+    w2 = w1;
+    polar::adamw_direction adamw;
+    auto s1 = adamw.init(own, polar::make_view(w1, r, c));
+    auto s2 = adamw.init(borrowed, polar::make_view(w2, r, c));
+    for (int k = 0; k < 3; ++k) {
+      adamw.step(own, polar::make_view(w1, r, c), polar::as_const(polar::make_view(g, r, c)), s1);
+      adamw.step(borrowed, polar::make_view(w2, r, c), polar::as_const(polar::make_view(g, r, c)), s2);
+    }
+    own.synchronize();
+    BOOST_REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    const std::vector<float> a(w1.begin(), w1.end()), b(w2.begin(), w2.end());
+    BOOST_TEST(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+  }
+  // The backend is gone and the stream, not its own, is still usable.
+  BOOST_TEST(cudaStreamSynchronize(stream) == cudaSuccess);
+  BOOST_TEST(cudaStreamDestroy(stream) == cudaSuccess);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -208,6 +208,14 @@ class thrust : private detail::thrust_system<System>::resources {
   static const char* name() { return sys::name(); }
 
   thrust() = default;
+#if POLAR_CUDA_COMPILER
+  /// A CUDA backend whose work queues on the caller's stream instead of a
+  /// stream of its own (the CUDA system only): its steps then run in order
+  /// with the caller's kernels on that stream. The stream is not owned and
+  /// must outlive the backend.
+  template <class S = System, class = std::enable_if_t<std::is_same_v<S, system::cuda>>>
+  explicit thrust(cudaStream_t stream) : res(stream) {}
+#endif
 
   // ---- memory ----------------------------------------------------------
 

@@ -89,15 +89,15 @@ class context {
   /// library workspace, small integer results, and the flags of for_each_row.
   enum slot : int { slot_a, slot_b, slot_c, slot_work, slot_info, slot_flags, slot_count };
 
-  context() {
+  context() : owns_stream_(true) {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "polar::backend::thrust<cuda>");
-    check(cublasCreate(&blas_), "polar::backend::thrust<cuda>");
-    check(cublasSetStream(blas_, stream_), "polar::backend::thrust<cuda>");
-    check(cusolverDnCreate(&solver_), "polar::backend::thrust<cuda>");
-    check(cusolverDnSetStream(solver_, stream_), "polar::backend::thrust<cuda>");
+    attach();
   }
+  /// Work queues on the caller's stream, which the context does not own.
+  explicit context(cudaStream_t stream) : stream_(stream), owns_stream_(false) { attach(); }
   context(context&& o) noexcept
       : stream_(std::exchange(o.stream_, nullptr)),
+        owns_stream_(o.owns_stream_),
         blas_(std::exchange(o.blas_, nullptr)),
         solver_(std::exchange(o.solver_, nullptr)) {
     for (int i = 0; i < slot_count; ++i) {
@@ -113,9 +113,19 @@ class context {
       if (scratch_[i]) cudaFree(scratch_[i]);
     if (solver_) cusolverDnDestroy(solver_);
     if (blas_) cublasDestroy(blas_);
-    if (stream_) cudaStreamDestroy(stream_);
+    if (stream_ && owns_stream_) cudaStreamDestroy(stream_);
   }
 
+ private:
+  // The library handles, on the stream.
+  void attach() {
+    check(cublasCreate(&blas_), "polar::backend::thrust<cuda>");
+    check(cublasSetStream(blas_, stream_), "polar::backend::thrust<cuda>");
+    check(cusolverDnCreate(&solver_), "polar::backend::thrust<cuda>");
+    check(cusolverDnSetStream(solver_, stream_), "polar::backend::thrust<cuda>");
+  }
+
+ public:
   auto policy() const { return ::thrust::cuda::par.on(stream_); }
   void synchronize() { check(cudaStreamSynchronize(stream_), "polar::synchronize"); }
   cudaStream_t stream() const noexcept { return stream_; }
@@ -140,6 +150,7 @@ class context {
 
  private:
   cudaStream_t stream_ = nullptr;
+  bool owns_stream_ = true;
   cublasHandle_t blas_ = nullptr;
   cusolverDnHandle_t solver_ = nullptr;
   void* scratch_[slot_count] = {};
