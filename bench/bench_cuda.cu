@@ -20,9 +20,10 @@
 //   bm_row_sphere/<dir>/r/c   ratio_to_euclidean = a Riemannian step on the
 //                             row sphere (SGD, momentum, Adam: the fused row
 //                             kernels, for_each_row) over the Euclidean step
-//   bm_newton_schulz/<sched>/r/c  five float Newton-Schulz steps (polar's
-//                             orthogonalizer, cuBLAS products), for the
-//                             shapes bench/torch_gpu.py times torch's bf16 on
+//   bm_newton_schulz/<sched>[_tf32]/r/c  five float Newton-Schulz steps
+//                             (polar's orthogonalizer, cuBLAS products; _tf32
+//                             with allow_tf32), for the shapes
+//                             bench/torch_gpu.py times torch's bf16 on
 // each ratio the median over 21 rounds of one call of each, timed by events.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
@@ -202,9 +203,10 @@ void bm_adamw_step(benchmark::State& state) {
   report(state, 7.0 * 4 * double(rows) * double(cols));
 }
 
-void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch) {
+void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch, bool tf32) {
   const polar::index rows = state.range(0), cols = state.range(1);
   backend b;
+  b.allow_tf32(tf32);
   ::thrust::device_vector<float> g(rows * cols), out(rows * cols);
   b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{3}, polar::distribution::normal);
   const polar::newton_schulz ns{sch};
@@ -265,8 +267,10 @@ void bm_row_sphere(benchmark::State& state, Direction dir) {
 }  // namespace
 
 BENCHMARK(bm_adamw_step)->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_newton_schulz, jordan5, polar::schedules::jordan5)->Apply(ns_shapes);
-BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5, polar::schedules::polar_express5)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, jordan5, polar::schedules::jordan5, false)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5, polar::schedules::polar_express5, false)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, jordan5_tf32, polar::schedules::jordan5, true)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5_tf32, polar::schedules::polar_express5, true)->Apply(ns_shapes);
 BENCHMARK_CAPTURE(bm_md, adamw, polar::adamw_direction{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_md, muon, polar::muon_direction<>{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -10,6 +10,7 @@
 
 #include "polar/backend/thrust.hpp"
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
+#include "polar/orthogonalize/newton_schulz.hpp"
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/dion.hpp"
 #include "polar/direction/muon.hpp"
@@ -70,6 +71,33 @@ BOOST_AUTO_TEST_CASE(newton_schulz_forms_match_the_host) {
       BOOST_TEST(max_rel_diff(got, want) <= 1e-4);
     }
   }
+}
+
+// TF32 products (allow_tf32): Newton-Schulz stays within a few TF32
+// roundings of the float iteration, and as close to the exact polar factor
+// as the schedule's own approximation allows.
+BOOST_AUTO_TEST_CASE(newton_schulz_in_tf32_stays_near_the_float_iteration) {
+  device_backend dev;
+  host_backend host;
+  const polar::index n = 256, m = 1024;
+  const auto g = random_host<float>(n * m, 7);
+  std::vector<float> exact(g.size()), fp32(g.size()), tf32(g.size());
+  polar::svd_polar{}(host, polar::row_major_view(g.data(), n, m), polar::row_major_view(exact.data(), n, m));
+  ::thrust::device_vector<float> dg(g.begin(), g.end()), dout(g.size());
+  const auto gv = polar::as_const(polar::make_view(dg, n, m));
+  const auto ov = polar::make_view(dout, n, m);
+  const polar::newton_schulz ns{polar::schedules::polar_express5};
+  BOOST_TEST(!dev.tf32());
+  ns(dev, gv, ov);
+  ::thrust::copy(dout.begin(), dout.end(), fp32.begin());
+  dev.allow_tf32(true);
+  BOOST_TEST(dev.tf32());
+  ns(dev, gv, ov);
+  ::thrust::copy(dout.begin(), dout.end(), tf32.begin());
+  dev.allow_tf32(false);
+  BOOST_TEST(max_rel_diff(tf32, fp32) <= 2e-2);
+  BOOST_TEST(max_rel_diff(tf32, exact) <= max_rel_diff(fp32, exact) + 2e-2);
+  BOOST_TEST(max_rel_diff(tf32, fp32) > 0);  // the products did change
 }
 
 BOOST_AUTO_TEST_CASE(an_optimizer_steps_like_the_host) {

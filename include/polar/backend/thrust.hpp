@@ -270,6 +270,21 @@ class thrust : private detail::thrust_system<System>::resources {
     return res::stream();
   }
 
+  /// Whether float products may run on tensor cores in TF32 (the CUDA
+  /// system only; off by default): cuBLAS then rounds the operands of float
+  /// GEMMs to TF32 (10 bits of mantissa) and accumulates in float, several
+  /// times faster on Ampere and Hopper. Double products are unaffected.
+  /// docs/backends.md says what it does to Newton-Schulz.
+  template <class S = System, class = std::enable_if_t<std::is_same_v<S, system::cuda>>>
+  void allow_tf32(bool on) {
+    res::set_tf32(on);
+  }
+  /// Whether allow_tf32 is on (the CUDA system only).
+  template <class S = System, class = std::enable_if_t<std::is_same_v<S, system::cuda>>>
+  bool tf32() const noexcept {
+    return res::tf32();
+  }
+
   // ---- level 3 -----------------------------------------------------------
 
   /// C = alpha op(A) op(B) + beta C (cuBLAS on the device; see archetype::gemm).

@@ -98,6 +98,7 @@ class context {
   context(context&& o) noexcept
       : stream_(std::exchange(o.stream_, nullptr)),
         owns_stream_(o.owns_stream_),
+        tf32_(o.tf32_),
         blas_(std::exchange(o.blas_, nullptr)),
         solver_(std::exchange(o.solver_, nullptr)) {
     for (int i = 0; i < slot_count; ++i) {
@@ -130,6 +131,12 @@ class context {
   void synchronize() { check(cudaStreamSynchronize(stream_), "polar::synchronize"); }
   cudaStream_t stream() const noexcept { return stream_; }
   cublasHandle_t blas() const noexcept { return blas_; }
+  /// Lets cuBLAS round float products' operands to TF32 on tensor cores.
+  void set_tf32(bool on) {
+    check(cublasSetMathMode(blas_, on ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH), "polar::allow_tf32");
+    tf32_ = on;
+  }
+  bool tf32() const noexcept { return tf32_; }
   cusolverDnHandle_t solver() const noexcept { return solver_; }
 
   /// At least n elements of T in slot s; grows (after waiting for queued
@@ -151,6 +158,7 @@ class context {
  private:
   cudaStream_t stream_ = nullptr;
   bool owns_stream_ = true;
+  bool tf32_ = false;
   cublasHandle_t blas_ = nullptr;
   cusolverDnHandle_t solver_ = nullptr;
   void* scratch_[slot_count] = {};
