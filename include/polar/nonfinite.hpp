@@ -25,6 +25,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "polar/core/detail/gradient_check.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/config.hpp"
 #include "polar/core/error.hpp"
@@ -153,7 +154,7 @@ struct nonfinite_guard {
     check_input(op, "G", g);
     check_output(op, "D", d);
     check_same_shape(op, "D", d, "G", g);
-    if (be.all_finite(g)) {
+    if (!detail::nonfinite_gradient(be, g)) {
       optimizer.update(be, g, s.inner, d);
       return;
     }
@@ -201,7 +202,7 @@ struct nonfinite_guard {
       if (w.rows() != s.inner.rows || w.cols() != s.inner.cols)
         detail::raise_state_mismatch(op, "W", detail::concat(w.rows(), "x", w.cols()), 1, s.inner.rows,
                                      s.inner.cols);
-    if (be.all_finite(g)) {
+    if (!detail::nonfinite_gradient(be, g)) {
       optimizer.step(be, w, g, s.inner);
       return;
     }

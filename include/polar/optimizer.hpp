@@ -71,6 +71,7 @@
 #include <cxxabi.h>
 #endif
 
+#include "polar/core/detail/gradient_check.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/checkpoint.hpp"
 #include "polar/core/check.hpp"
@@ -759,7 +760,9 @@ class optimizer {
         for (index i : g->members()) factor_[std::size_t(i)] = f;
       }
     }
-    // The steps.
+    // The steps: the gradients they get are finite (checked above, or
+    // cleaned), so the policies skip their own pass over G.
+    const detail::checked_gradients_scope checked;
     after(no_slot);
     for (std::size_t i = 0; i < n; ++i) {
       const auto& e = entries_[i];

@@ -373,6 +373,39 @@ BOOST_AUTO_TEST_CASE(nonfinite_policies_act_on_the_whole_model) {
   BOOST_TEST(same_bits(a, fmat(a0.array() - 1.0f)));
 }
 
+// The optimizer checks every gradient itself, so the policies skip their
+// own pass over G while it steps them, and only then: a policy called
+// directly still refuses NaN, also after an optimizer step that threw.
+BOOST_AUTO_TEST_CASE(policies_skip_their_check_of_g_only_inside_the_optimizer) {
+  polar::backend::eigen be;
+  fmat a = geometry_test::random<float>(be, 3, 4, 1), z = fmat::Zero(2, 5);
+  z(0, 0) = 1;  // row 1 of z is zero, and so is its gradient
+  polar::optimizer<polar::backend::eigen, float> opt(be);
+  opt.add_group("adamw", polar::adamw_direction{});
+  polar::riemannian_sgd<polar::hypersphere> sphere;
+  sphere.geometry = {polar::sphere_scope::rows, 1.0};
+  sphere.check_point = false;
+  opt.add_group("sphere", sphere);
+  opt.add("a", polar::make_view(a), "adamw");
+  opt.add("z", polar::make_view(z), "sphere");
+  const fmat ga = fmat::Ones(3, 4), gz = fmat::Zero(2, 5);
+  polar_test::check_throws<polar::numerical_error>([&] { opt.step({polar::make_view(ga), polar::make_view(gz)}); },
+                                                   {"row 1"});
+  BOOST_TEST(!polar::detail::gradients_checked());
+  const fmat ones = fmat::Ones(2, 5);
+  opt.step({polar::make_view(ga), polar::make_view(ones)});
+  BOOST_TEST(!polar::detail::gradients_checked());
+  a = geometry_test::random<float>(be, 3, 4, 1);
+  fmat w = a, bad = fmat::Ones(3, 4);
+  bad(1, 2) = std::numeric_limits<float>::quiet_NaN();
+  polar::adamw_direction adamw;
+  auto s = adamw.init(be, polar::make_view(w));
+  polar_test::check_throws<polar::non_finite_error>(
+      [&] { adamw.step(be, polar::make_view(w), polar::make_view(static_cast<const fmat&>(bad)), s); },
+      {"polar::adamw::step", "NaN"});
+  BOOST_TEST(same_bits(w, a));
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(checkpoints_resume_mid_schedule_bit_exactly, B, host_backends) {
   polar::backend::eigen host;
   B be;

@@ -56,6 +56,7 @@
 #include <string>
 #include <type_traits>
 
+#include "polar/core/detail/gradient_check.hpp"
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/detail/debug_checks.hpp"
@@ -295,7 +296,7 @@ struct muon_direction {
   void advance(Backend& be, const char* opname, in_batch<T> g, state<Backend, T>& s) const {
     using C = compute_t<T>;
     bool finite = true;
-    detail::for_stack([&](auto gv) { finite = finite && be.all_finite(gv); }, g);
+    detail::for_stack([&](auto gv) { finite = finite && !detail::nonfinite_gradient(be, gv); }, g);
     if (!finite)
       detail::raise<non_finite_error>(opname, "G (", shape_of(s.count, s.rows, s.cols), ") holds NaN or infinity");
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "polar/core/detail/gradient_check.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/tensor.hpp"
 
@@ -97,7 +98,7 @@ void check_update_args(Backend& be, const char* op, const matrix_view<const T>& 
   check_no_alias(op, "D", d, "G", g);
   if (g.rows() != rows || g.cols() != cols)
     raise_state_mismatch(op, "G", concat(g.rows(), "x", g.cols()), 1, rows, cols);
-  if (!be.all_finite(g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
+  if (nonfinite_gradient(be, g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
 /// The checks every direction's step makes on W and G before writing; the
@@ -112,7 +113,7 @@ void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const
   check_no_alias(op, "W", w, "G", g);
   if (w.rows() != rows || w.cols() != cols)
     raise_state_mismatch(op, "W", concat(w.rows(), "x", w.cols()), 1, rows, cols);
-  if (check_finite && !be.all_finite(g))
+  if (check_finite && nonfinite_gradient(be, g))
     raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
