@@ -334,7 +334,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(fused_row_sphere_matches_the_generic_step, B, back
       const auto run = [&](auto dir) {
         dir.lr = 0.05;
         // Short rows, and rows of several of the kernels' summation blocks
-        // (detail::sum_block) with a ragged tail.
+        // (polar::row_sum_block) with a ragged tail.
         for (const auto& [rows, cols] : {std::pair<polar::index, polar::index>{6, 11}, {3, 1100}}) {
           if (tol < 1e-6)
             fused_matches_generic<double>(be, dir, tol, rows, cols);

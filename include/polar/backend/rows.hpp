@@ -82,12 +82,6 @@ struct sums {
     for (int k = 0; k < N; ++k) v[k] += o.v[k];
     return *this;
   }
-  /// Every sum 0.
-  POLAR_HOST_DEVICE static sums zero() {
-    sums s{};
-    for (int k = 0; k < N; ++k) s.v[k] = A(0);
-    return s;
-  }
   /// The same sums in type B.
   template <class B>
   POLAR_HOST_DEVICE sums<B, N> as() const {

@@ -37,14 +37,6 @@ __device__ inline sums<double, N> warp_sum(sums<double, N> v) {
   return v;
 }
 
-template <class W>
-__device__ inline W zero_total() {
-  if constexpr (std::is_same_v<W, double>)
-    return 0.0;
-  else
-    return W::zero();
-}
-
 /// A thread's partial sum converted to the total's type.
 template <class W, class P>
 __device__ inline W as_total(const P& p) {
@@ -64,7 +56,7 @@ __device__ W block_sum(W v) {
   if (lane == 0) part[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    W t = lane < row_threads / 32 ? part[lane] : zero_total<W>();
+    W t = lane < row_threads / 32 ? part[lane] : W{};
     t = warp_sum(t);
     if (lane == 0) part[0] = t;
   }
@@ -89,11 +81,7 @@ class device_row {
     using R = std::decay_t<decltype(f(index(0)))>;
     using W = row_total_t<R>;
 #if defined(__CUDA_ARCH__)
-    R acc{};
-    if constexpr (std::is_same_v<W, double>)
-      acc = R(0);
-    else
-      acc = R::zero();
+    R acc{};  // zero: value-initialized
     for (index j = index(threadIdx.x); j < n_; j += index(blockDim.x)) acc += f(j);
     return block_sum<W>(as_total<W>(acc));
 #else

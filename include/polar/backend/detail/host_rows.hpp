@@ -44,8 +44,6 @@ struct openmp_backend<Backend, std::void_t<decltype(Backend::openmp_threads)>>
 /// double for double rows (see row_sum_block).
 template <class T>
 using sum_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-/// See row_sum_block.
-inline constexpr index sum_block = row_sum_block;
 
 }  // namespace polar::detail
 
@@ -86,9 +84,10 @@ struct sum_scalar<sums<A, N>> {
 };
 
 /// The row context of the host backends (see backend/rows.hpp). Ops is the
-/// number of operands whose lines the first sum asks for ahead (0 where
-/// the rows are strided).
-template <int Ops>
+/// number of operands (0 where the rows are strided: nothing is asked for
+/// ahead), Streamed the operands whose lines the first sum asks for ahead
+/// (bit k for operand k).
+template <int Ops, unsigned Streamed>
 class row_context {
  public:
   row_context(index i, index n, row_flag_sink* flags, const char* const* lines, const index* elem)
@@ -171,6 +170,7 @@ class row_context {
   // takes next.
   void ask_ahead(index j0, index j1) const {
     for (int k = 0; k < Ops; ++k) {
+      if (((Streamed >> k) & 1u) == 0) continue;
       const index e = elem_[k];
       const index lo = j0 * e + index(prefetch_bytes), hi = j1 * e + index(prefetch_bytes);
       for (index b = lo; b < hi; b += index(cache_line_bytes)) prefetch(lines_[k], b);
@@ -207,31 +207,21 @@ row_flags for_each_row(const K& k, const matrix_view<V>&... m) {
   if (rows == 0) return flags.result();
   const index parts = Threaded ? loop_parts(rows, rows * cols) : 1;
   const openmp_scope team(OpenMP);
-  constexpr unsigned mask = streamed_operands<K>::value;
-  constexpr int ops = [] {
-    int n = 0;
-    for (int q = 0; q < int(sizeof...(V)); ++q) n += (mask >> q) & 1u;
-    return n;
-  }();
-  const index all_elem[] = {index(sizeof(V))...};
-  index elem[sizeof...(V)] = {};
-  for (int q = 0, n = 0; q < int(sizeof...(V)); ++q)
-    if ((mask >> q) & 1u) elem[n++] = all_elem[q];
+  constexpr int ops = int(sizeof...(V));
+  constexpr unsigned streamed = streamed_operands<K>::value;
+  const index elem[] = {index(sizeof(V))...};
   if (((m.col_stride() == 1 || m.cols() <= 1) && ...)) {
     for_parts(parts, rows, [&](index lo, index hi) {
       for (index i = lo; i < hi; ++i) {
-        const char* all_lines[] = {reinterpret_cast<const char*>(m.data() + i * m.row_stride())...};
-        const char* lines[sizeof...(V)] = {};
-        for (int q = 0, n = 0; q < int(sizeof...(V)); ++q)
-          if ((mask >> q) & 1u) lines[n++] = all_lines[q];
-        const row_context<ops> row(i, cols, &flags, lines, elem);
+        const char* lines[] = {reinterpret_cast<const char*>(m.data() + i * m.row_stride())...};
+        const row_context<ops, streamed> row(i, cols, &flags, lines, elem);
         k(row, contiguous_row<V>{m.data() + i * m.row_stride()}...);
       }
     });
   } else {
     for_parts(parts, rows, [&](index lo, index hi) {
       for (index i = lo; i < hi; ++i) {
-        const row_context<0> row(i, cols, &flags, nullptr, nullptr);
+        const row_context<0, 0u> row(i, cols, &flags, nullptr, nullptr);
         k(row, strided_row<V>{m.data() + i * m.row_stride(), m.col_stride()}...);
       }
     });

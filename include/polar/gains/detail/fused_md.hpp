@@ -117,7 +117,7 @@ inline constexpr std::size_t streaming_bytes = std::size_t(1) << 23;
 /// of rows x 4096 floats takes 16 KB of L1 a vector); ColGrad and ColNorm
 /// say whether the column sums are wanted (cg, cn: this thread's
 /// accumulators). The row's sums are taken in
-/// sum_t<T> over blocks of sum_block elements and the blocks' totals in
+/// sum_t<T> over blocks of row_sum_block elements and the blocks' totals in
 /// double, as in the fused sphere kernels; a thread's column gradients
 /// likewise in sum_t<T> (a gradient: its rounding is harmless), the column
 /// norms, which set D's radius, in double. With `from_memory`, the row goes
@@ -130,10 +130,10 @@ void md_adamw_row(const T* gi, T* di, T* mi, T* vi, const T* pc, T ri, T ai, con
                   double& sp, double& nn) {
   using A = sum_t<T>;
   constexpr index line = line_elements<T>;
-  const index piece = from_memory ? 4 * line : sum_block;
+  const index piece = from_memory ? 4 * line : row_sum_block;
   sr = sp = nn = 0;
-  for (index j0 = 0; j0 < cols; j0 += sum_block) {
-    const index j1 = j0 + sum_block < cols ? j0 + sum_block : cols;
+  for (index j0 = 0; j0 < cols; j0 += row_sum_block) {
+    const index j1 = j0 + row_sum_block < cols ? j0 + row_sum_block : cols;
     A a_sr = 0, a_sp = 0, a_nn = 0;
     for (index s0 = j0; s0 < j1; s0 += piece) {
       const index s1 = s0 + piece < j1 ? s0 + piece : j1;

@@ -39,6 +39,7 @@
 // row_sum_block), Adam's in double.
 #pragma once
 
+#include <cfloat>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -84,7 +85,7 @@ bool fused_state_ok(const State& s) {
 }
 
 /// Whether a squared norm can be scaled to the radius.
-POLAR_HOST_DEVICE bool scalable(double n2) { return n2 > 0 && n2 <= 1.7976931348623157e308; }
+POLAR_HOST_DEVICE bool scalable(double n2) { return n2 > 0 && n2 <= DBL_MAX; }
 
 /// The checks of the fused step before it writes anything, in one pass
 /// over G (the pass that the check of G for NaN and infinity makes in every
