@@ -396,6 +396,28 @@ struct write_in_sum {
     });
   }
 };
+// Column sums: sum 0 of column j adds x y over the rows (in the row's sum,
+// which also goes to a per-row output), then x <- 2 x and sum 1 adds the
+// new x (in a loop).
+template <class T>
+struct column_totals {
+  T* out;  // rows
+  POLAR_HD_TEMPLATE
+  template <class Row, class X, class Y>
+  POLAR_HOST_DEVICE void operator()(const Row& row, X x, Y y) const {
+    const double xy = row.sum([=](polar::index j) {
+      const T p = x[j] * y[j];
+      row.column(0, j) += p;
+      return p;
+    });
+    row.for_each([=](polar::index j) {
+      x[j] = T(2) * x[j];
+      row.column(1, j) += x[j];
+    });
+    T* const o = out + row.row();
+    row.single([=] { *o = T(xy); });
+  }
+};
 }  // namespace conformance_functors
 
 namespace conformance_functors {
@@ -519,6 +541,76 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_sums_see_what_earlier_passes_wrote, C
       BOOST_TEST(worst == 0);
     }
   }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_sums_columns_the_same_way_every_time, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const double tol = polar_test::tolerance<T>() * 10;
+  // 70000 rows: more than the host's parts and the GPU's column blocks;
+  // 3000 columns: more than a block's threads.
+  for (const auto& [rows, cols] : {std::pair<index, index>{70000, 3}, {300, 3000}, {1, 5}, {0, 4}})
+    for (auto lx : polar_test::all_layouts()) {
+      BOOST_TEST_CONTEXT(rows << "x" << cols << ", x " << name(lx)) {
+        const host_matrix x0 = polar_test::random_matrix(rows, cols, 25), y0 = polar_test::random_matrix(rows, cols, 26);
+        dmatrix<B, T> x(b, x0, lx), y(b, y0, layout_kind::col_major), out(b, std::max<index>(rows, 1), 1),
+            sums(b, 2, cols);
+        const host_matrix hx = x.get(b), hy = y.get(b);
+        const conformance_functors::column_totals<T> k{out.view.data()};
+        b.for_each_row(k, polar::column_sums<T>{sums.view}, x.view, y.cview());
+        const host_matrix got = sums.get(b), nx = x.get(b), o = out.get(b);
+        for (index j = 0; j < cols; ++j) {
+          double s0 = 0, s1 = 0, a0 = 0;
+          for (index i = 0; i < rows; ++i) {
+            s0 += hx(i, j) * hy(i, j);
+            a0 += std::abs(hx(i, j) * hy(i, j));
+            s1 += 2 * hx(i, j);
+          }
+          double a1 = 0;
+          for (index i = 0; i < rows; ++i) a1 += std::abs(2 * hx(i, j));
+          BOOST_TEST(std::abs(got(0, j) - s0) <= tol * (a0 + 1e-30));
+          BOOST_TEST(std::abs(got(1, j) - s1) <= tol * (a1 + 1e-30));
+        }
+        for (index i = 0; i < rows; ++i) {
+          double xy = 0, a = 0;
+          for (index j = 0; j < cols; ++j) {
+            xy += hx(i, j) * hy(i, j);
+            a += std::abs(hx(i, j) * hy(i, j));
+          }
+          BOOST_TEST(std::abs(o(i, 0) - xy) <= tol * (a + 1e-30));
+        }
+        host_matrix twice = hx;
+        for (double& e : twice.v) e *= 2;
+        BOOST_TEST(polar_test::distance(nx, twice) == 0);
+        BOOST_TEST(x.untouched_outside(b));
+        // The same call again gives the same bits.
+        dmatrix<B, T> x2(b, x0, lx), sums2(b, 2, cols);
+        b.for_each_row(k, polar::column_sums<T>{sums2.view}, x2.view, y.cview());
+        BOOST_TEST(polar_test::distance(sums2.get(b), got) == 0);
+      }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_checks_its_column_sums_first, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  dmatrix<B, T> x(b, polar_test::random_matrix(4, 6, 27)), y(b, polar_test::random_matrix(4, 6, 28)), out(b, 4, 1),
+      wide(b, 2, 7), many(b, 5, 6);
+  const host_matrix hx = x.get(b);
+  const conformance_functors::column_totals<T> k{out.view.data()};
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.for_each_row(k, polar::column_sums<T>{wide.view}, x.view, y.cview()); },
+      {"polar::for_each_row", "2x7", "4x6"});
+  polar_test::check_throws<polar::shape_error>(
+      [&] { b.for_each_row(k, polar::column_sums<T>{many.view}, x.view, y.cview()); },
+      {"polar::for_each_row", "5x6", "from 1 to 4"});
+  const polar::matrix_view<T> inside(x.view.data() + 12, 2, 6, 6, 1, B::space);
+  polar_test::check_throws<polar::value_error>(
+      [&] { b.for_each_row(k, polar::column_sums<T>{inside}, x.view, y.cview()); },
+      {"polar::for_each_row", "column sums", "operand 0", "shares memory"});
+  BOOST_TEST(polar_test::distance(x.get(b), hx) == 0);  // nothing was written
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(for_each_row_checks_its_operands_first, C, conformance_types) {

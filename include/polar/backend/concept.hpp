@@ -195,6 +195,11 @@ class archetype {
   /// that the kernel flagged under each code.
   template <class K, class... V>
   row_flags for_each_row(const K& k, matrix_view<V>... m) { return row_flags::none(0); }
+  /// for_each_row with column sums: the kernel adds to row.column(k, j),
+  /// and cs.out(k, j) receives the sum over the rows, taken in a fixed
+  /// order so that the bits do not change from run to run (backend/rows.hpp).
+  template <class K, class A, class... V>
+  row_flags for_each_row(const K& k, column_sums<A> cs, matrix_view<V>... m) { return row_flags::none(0); }
 
   // ---- random ------------------------------------------------------------
 

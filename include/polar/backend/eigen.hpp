@@ -244,6 +244,13 @@ class eigen {
     detail::check_rows("polar::for_each_row", space, m...);
     return detail::host::for_each_row<threaded, false>(k, m...);
   }
+  /// for_each_row with column sums (see archetype::for_each_row).
+  template <class K, class A, class... V>
+  row_flags for_each_row(const K& k, column_sums<A> cs, matrix_view<V>... m) {
+    detail::check_rows("polar::for_each_row", space, m...);
+    detail::check_column_sums("polar::for_each_row", space, cs, m...);
+    return detail::host::for_each_row<threaded, false>(k, cs, m...);
+  }
 
   // ---- random ------------------------------------------------------------
 

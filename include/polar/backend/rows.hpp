@@ -37,7 +37,13 @@
 //                          after every caller has done what came before;
 //   row.flag(code)         records the row under code (0 to row_flags::codes
 //                          - 1); for_each_row returns the first row recorded
-//                          under each code.
+//                          under each code;
+//   row.column(k, j)       with for_each_row(k, column_sums<A>{out}, ...):
+//                          the accumulator (an A&) of column j of sum k for
+//                          the rows that share this row's accumulators; add
+//                          to it inside a sum or for_each, for that loop's j
+//                          only. After the call, out(k, j) holds sum k of
+//                          column j over all rows.
 //
 // The kernel's control flow must not depend on j or on which thread runs it
 // (the GPU runs a row on a block of threads, each of which calls the kernel:
@@ -57,6 +63,13 @@
 // threads; each thread sums its elements, in float for float, and the block
 // adds the threads' sums in double in a fixed order, so a result does not
 // change from run to run.
+//
+// Column sums (column_sums) are deterministic too: the rows are cut into
+// shares by their number alone (the host's parts, up to 8 or one per thread;
+// on the GPU a fixed number of blocks that stride over the rows), each share
+// adds its rows' terms in A in row order, and the shares' totals are added
+// in double in share order. Never atomics: the bits do not depend on which
+// thread finishes first.
 #pragma once
 
 #include <type_traits>
@@ -138,6 +151,21 @@ struct strided_row {
   /// Element j.
   POLAR_HOST_DEVICE T& operator[](index j) const { return p[j * stride]; }
 };
+
+/// The column sums a row kernel takes (see row.column in the header
+/// comment): out is N x cols (N from 1 to column_sums_max) in the backend's
+/// memory, cols the operands' column count; out(k, j) receives sum k of
+/// column j. A is float or double: the type each share of rows adds in and
+/// the type of the result (the shares are added in double).
+template <class A>
+struct column_sums {
+  static_assert(std::is_same_v<A, float> || std::is_same_v<A, double>,
+                "polar::column_sums<A> takes A = float or double");
+  matrix_view<A> out;  ///< N x cols: the sums, written by the call
+};
+
+/// The most column sums one for_each_row call takes.
+inline constexpr index column_sums_max = 4;
 
 /// What for_each_row reports: for each code, the first row whose kernel
 /// called row.flag(code), or `rows` when none did.

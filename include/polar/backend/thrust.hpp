@@ -109,6 +109,10 @@ struct thrust_host_kernels {
   static row_flags for_each_row(R&, const K& k, const matrix_view<V>&... m) {
     return host::for_each_row<Threaded, OpenMP>(k, m...);
   }
+  template <bool Threaded, bool OpenMP, class R, class K, class A, class... V>
+  static row_flags for_each_row(R&, const K& k, const column_sums<A>& cs, const matrix_view<V>&... m) {
+    return host::for_each_row<Threaded, OpenMP>(k, cs, m...);
+  }
   template <class R, class T>
   static void reduce_rows(R& r, matrix_view<const T> x, vector_view<T> out, bool norm) {
     thrust_alg::reduce_rows(r.policy(), x, out, norm);
@@ -438,6 +442,14 @@ class thrust : private detail::thrust_system<System>::resources {
   row_flags for_each_row(const K& k, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_row", space, m...);
     return kernels::template for_each_row<threaded, openmp_threads>(context(), k, m...);
+  }
+  /// for_each_row with column sums (see archetype::for_each_row): on CUDA a
+  /// second, small launch adds the blocks' column sums.
+  template <class K, class A, class... V>
+  row_flags for_each_row(const K& k, column_sums<A> cs, matrix_view<V>... m) {
+    detail::check_rows("polar::for_each_row", space, m...);
+    detail::check_column_sums("polar::for_each_row", space, cs, m...);
+    return kernels::template for_each_row<threaded, openmp_threads>(context(), k, cs, m...);
   }
 
   // ---- random ------------------------------------------------------------

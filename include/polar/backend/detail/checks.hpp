@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <tuple>
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
@@ -176,6 +177,29 @@ void check_rows(const char* opname, memory_space space, const matrix_view<V>&...
       ++b;
     };
     (pair(m), ...);
+    ++a;
+  };
+  (one(m), ...);
+}
+
+/// for_each_row's column sums: out is N x cols, N from 1 to column_sums_max,
+/// writable, in the backend's memory, and overlaps no operand.
+template <class A, class... V>
+void check_column_sums(const char* opname, memory_space space, const column_sums<A>& cs,
+                       const matrix_view<V>&... m) {
+  const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
+  const matrix_view<A>& out = cs.out;
+  check_output(opname, "the column sums", out);
+  check_space(opname, "the column sums", out, space);
+  if (out.rows() < 1 || out.rows() > column_sums_max || out.cols() != m0.cols())
+    raise<shape_error>(opname, "the column sums are ", out.rows(), "x", out.cols(), "; the operands being ",
+                       m0.rows(), "x", m0.cols(), ", they must be N x ", m0.cols(), " with N from 1 to ",
+                       column_sums_max);
+  int a = 0;
+  static const char* const names[] = {"operand 0", "operand 1", "operand 2", "operand 3",
+                                      "operand 4", "operand 5", "operand 6", "operand 7"};
+  auto one = [&](const auto& x) {
+    check_no_alias(opname, "the column sums", out, names[a], x);
     ++a;
   };
   (one(m), ...);

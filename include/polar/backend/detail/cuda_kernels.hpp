@@ -86,8 +86,9 @@ class device_buffer {
 class context {
  public:
   /// Scratch slots: operands gathered for the libraries, a temporary output,
-  /// library workspace, small integer results, and the flags of for_each_row.
-  enum slot : int { slot_a, slot_b, slot_c, slot_work, slot_info, slot_flags, slot_count };
+  /// library workspace, small integer results, the flags of for_each_row and
+  /// its column sums' accumulators.
+  enum slot : int { slot_a, slot_b, slot_c, slot_work, slot_info, slot_flags, slot_columns, slot_count };
 
   context() : owns_stream_(true) {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "polar::backend::thrust<cuda>");
@@ -326,6 +327,12 @@ struct kernels {
   template <bool, bool, class K, class... V>
   static row_flags for_each_row(context& ctx, const K& k, const matrix_view<V>&... m) {
     return launch_rows(ctx.stream(), ctx.scratch<unsigned long long>(context::slot_flags, row_flags::codes), k, m...);
+  }
+  template <bool, bool, class K, class A, class... V>
+  static row_flags for_each_row(context& ctx, const K& k, const column_sums<A>& cs, const matrix_view<V>&... m) {
+    const index n = cs.out.rows() * cs.out.cols();
+    return launch_rows(ctx.stream(), ctx.scratch<unsigned long long>(context::slot_flags, row_flags::codes),
+                       ctx.scratch<A>(context::slot_columns, column_blocks * (n > 0 ? n : 1)), k, cs, m...);
   }
   template <class T>
   static void copy_from_host(context& ctx, matrix_view<const T> src, matrix_view<T> dst) {

@@ -10,6 +10,8 @@
 // gets the total. row.for_each has each thread write its elements and then
 // waits for the block, so a later sum sees what was written. Flags are
 // atomic minima in a device array that is read back after the launch.
+// Column sums (column_sums) take a fixed number of blocks, each adding into
+// its own accumulators, and a second launch adds the blocks' sums in order.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -68,10 +70,16 @@ __device__ W block_sum(W v) {
 
 /// The row context on the GPU (see backend/rows.hpp). Its members are
 /// declared for the host too, since the row kernels that call them are
-/// host-and-device functions, but run only in device code.
+/// host-and-device functions, but run only in device code. Col is the type
+/// of the column sums (void: none); the block's accumulators of sum k are
+/// col[k * ld + j].
+template <class Col = void>
 class device_row {
+  using col_t = std::conditional_t<std::is_void_v<Col>, char, Col>;
+
  public:
-  __host__ __device__ device_row(index i, index n, unsigned long long* flags) : i_(i), n_(n), flags_(flags) {}
+  __host__ __device__ device_row(index i, index n, unsigned long long* flags, col_t* col = nullptr, index ld = 0)
+      : i_(i), n_(n), flags_(flags), col_(col), ld_(ld) {}
 
   __host__ __device__ index row() const { return i_; }
   __host__ __device__ index cols() const { return n_; }
@@ -112,9 +120,18 @@ class device_row {
 #endif
   }
 
+  /// Column j's accumulator of sum k for this block: the thread that runs
+  /// element j of a loop owns it (j = thread, thread + blockDim, ...).
+  __host__ __device__ col_t& column(int k, index j) const {
+    static_assert(!std::is_void_v<Col>, "polar: row.column needs for_each_row with column_sums");
+    return col_[k * ld_ + j];
+  }
+
  private:
   index i_, n_;
   unsigned long long* flags_;
+  col_t* col_;
+  index ld_;
 };
 
 /// An operand as the kernel sees it: its rows are strided_rows.
@@ -129,9 +146,59 @@ template <class K, class... T>
 __global__ void __launch_bounds__(row_threads) rows_kernel(K k, index rows, index cols, unsigned long long* flags,
                                                            row_operand<T>... m) {
   for (index i = index(blockIdx.x); i < rows; i += index(gridDim.x)) {
-    const device_row row(i, cols, flags);
+    const device_row<> row(i, cols, flags);
     k(row, m.row(i)...);
   }
+}
+
+/// Blocks of a launch with column sums: a fixed number, so that the rows
+/// each block adds, and the bits of the sums, do not depend on the device;
+/// each block's accumulators (sums x cols) stay in L2 while it runs.
+inline constexpr index column_blocks = 256;
+
+/// rows_kernel with column sums: block b adds into col + b * sums * cols.
+template <class K, class A, class... T>
+__global__ void __launch_bounds__(row_threads) column_rows_kernel(K k, index rows, index cols,
+                                                                  unsigned long long* flags, A* col, index sums,
+                                                                  row_operand<T>... m) {
+  A* const share = col + index(blockIdx.x) * sums * cols;
+  for (index i = index(blockIdx.x); i < rows; i += index(gridDim.x)) {
+    const device_row<A> row(i, cols, flags, share, cols);
+    k(row, m.row(i)...);
+  }
+}
+
+/// out(s, j) = the blocks' accumulators of sum s, column j, added in double
+/// in block order.
+template <class A>
+__global__ void add_column_shares(const A* col, index blocks, index sums, index cols, A* out, index out_rs,
+                                  index out_cs) {
+  const index e = index(blockIdx.x) * index(blockDim.x) + index(threadIdx.x);
+  if (e >= sums * cols) return;
+  double t = 0;
+  for (index b = 0; b < blocks; ++b) t += double(col[b * sums * cols + e]);
+  const index s = e / cols, j = e % cols;
+  out[s * out_rs + j * out_cs] = A(t);
+}
+
+inline void check_launch(cudaError_t e) {
+  if (e != cudaSuccess) raise<device_error>("polar::for_each_row", "CUDA error ", int(e), ": ", cudaGetErrorString(e));
+}
+
+/// Runs launch(blocks) on `stream` between setting the device array flags
+/// (row_flags::codes elements) and reading it back.
+template <class L>
+row_flags with_row_flags(cudaStream_t stream, unsigned long long* flags, index rows, const L& launch) {
+  row_flags out = row_flags::none(rows);
+  unsigned long long init[row_flags::codes];
+  for (auto& f : init) f = static_cast<unsigned long long>(rows);
+  check_launch(cudaMemcpyAsync(flags, init, sizeof init, cudaMemcpyHostToDevice, stream));
+  launch();
+  check_launch(cudaGetLastError());
+  check_launch(cudaMemcpyAsync(init, flags, sizeof init, cudaMemcpyDeviceToHost, stream));
+  check_launch(cudaStreamSynchronize(stream));
+  for (int c = 0; c < row_flags::codes; ++c) out.first[c] = index(init[c]);
+  return out;
 }
 
 /// Runs the kernel over the rows on `stream`; flags is a device array of
@@ -140,24 +207,34 @@ template <class K, class... V>
 row_flags launch_rows(cudaStream_t stream, unsigned long long* flags, const K& k, const matrix_view<V>&... m) {
   const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
   const index rows = m0.rows(), cols = m0.cols();
-  row_flags out = row_flags::none(rows);
-  if (rows == 0) return out;
-  unsigned long long init[row_flags::codes];
-  for (auto& f : init) f = static_cast<unsigned long long>(rows);
-  constexpr const char* op = "polar::for_each_row";
-  auto ok = [&](cudaError_t e) {
-    if (e != cudaSuccess) raise<device_error>(op, "CUDA error ", int(e), ": ", cudaGetErrorString(e));
-  };
-  ok(cudaMemcpyAsync(flags, init, sizeof init, cudaMemcpyHostToDevice, stream));
-  const index max_blocks = 65535;
-  const unsigned blocks = unsigned(rows < max_blocks ? rows : max_blocks);
-  rows_kernel<K, V...><<<blocks, row_threads, 0, stream>>>(
-      k, rows, cols, flags, row_operand<V>{m.data(), m.row_stride(), m.col_stride()}...);
-  ok(cudaGetLastError());
-  ok(cudaMemcpyAsync(init, flags, sizeof init, cudaMemcpyDeviceToHost, stream));
-  ok(cudaStreamSynchronize(stream));
-  for (int c = 0; c < row_flags::codes; ++c) out.first[c] = index(init[c]);
-  return out;
+  if (rows == 0) return row_flags::none(rows);
+  return with_row_flags(stream, flags, rows, [&] {
+    const index max_blocks = 65535;
+    const unsigned blocks = unsigned(rows < max_blocks ? rows : max_blocks);
+    rows_kernel<K, V...><<<blocks, row_threads, 0, stream>>>(
+        k, rows, cols, flags, row_operand<V>{m.data(), m.row_stride(), m.col_stride()}...);
+  });
+}
+
+/// The same with column sums; col is device scratch of column_blocks x
+/// cs.out.rows() x cols elements.
+template <class K, class A, class... V>
+row_flags launch_rows(cudaStream_t stream, unsigned long long* flags, A* col, const K& k, const column_sums<A>& cs,
+                      const matrix_view<V>&... m) {
+  const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
+  const index rows = m0.rows(), cols = m0.cols(), n = cs.out.rows();
+  const index blocks = rows < column_blocks ? (rows > 0 ? rows : 1) : column_blocks;
+  check_launch(cudaMemsetAsync(col, 0, std::size_t(blocks * n * cols) * sizeof(A), stream));
+  const row_flags f = with_row_flags(stream, flags, rows, [&] {
+    if (rows > 0)
+      column_rows_kernel<K, A, V...><<<unsigned(blocks), row_threads, 0, stream>>>(
+          k, rows, cols, flags, col, n, row_operand<V>{m.data(), m.row_stride(), m.col_stride()}...);
+    const index total = n * cols;
+    if (total > 0)
+      add_column_shares<A><<<unsigned((total + 255) / 256), 256, 0, stream>>>(
+          col, rows > 0 ? blocks : 0, n, cols, cs.out.data(), cs.out.row_stride(), cs.out.col_stride());
+  });
+  return f;
 }
 
 }  // namespace polar::detail::cuda

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "polar/backend/rows.hpp"
 #include "polar/core/config.hpp"
@@ -83,15 +84,26 @@ struct sum_scalar<sums<A, N>> {
   using type = A;
 };
 
+/// Where a row context's column accumulators are: sum k of column j at
+/// p[k * ld + j] (the part's share; see for_each_row with column_sums).
+template <class A>
+struct column_share {
+  A* p = nullptr;
+  index ld = 0;
+};
+
 /// The row context of the host backends (see backend/rows.hpp). Ops is the
 /// number of operands (0 where the rows are strided: nothing is asked for
 /// ahead), Streamed the operands whose lines the first sum asks for ahead
-/// (bit k for operand k).
-template <int Ops, unsigned Streamed>
+/// (bit k for operand k), Col the type of the column sums (void: none).
+template <int Ops, unsigned Streamed, class Col = void>
 class row_context {
+  using col_t = std::conditional_t<std::is_void_v<Col>, char, Col>;
+
  public:
-  row_context(index i, index n, row_flag_sink* flags, const char* const* lines, const index* elem)
-      : i_(i), n_(n), flags_(flags) {
+  row_context(index i, index n, row_flag_sink* flags, const char* const* lines, const index* elem,
+              column_share<col_t> col = {})
+      : i_(i), n_(n), flags_(flags), col_(col) {
     for (int k = 0; k < Ops; ++k) {
       lines_[k] = lines[k];
       elem_[k] = elem[k];
@@ -164,6 +176,12 @@ class row_context {
   /// Records this row under code.
   void flag(int code) const { flags_->record(code, i_); }
 
+  /// The accumulator of column j of sum k for this row's part.
+  col_t& column(int k, index j) const {
+    static_assert(!std::is_void_v<Col>, "polar: row.column needs for_each_row with column_sums");
+    return col_.p[k * col_.ld + j];
+  }
+
  private:
   // Asks for each operand's lines of [j0, j1) + prefetch_bytes; they run
   // past the row's end into the next row, which the same thread usually
@@ -179,6 +197,7 @@ class row_context {
 
   index i_, n_;
   row_flag_sink* flags_;
+  column_share<col_t> col_;
   const char* lines_[Ops > 0 ? Ops : 1] = {};
   index elem_[Ops > 0 ? Ops : 1] = {};
   mutable bool streamed_ = false;
@@ -195,6 +214,41 @@ struct streamed_operands<K, std::void_t<decltype(K::streamed)>> {
   static constexpr unsigned value = K::streamed;
 };
 
+/// k(row, rows of m...) for the rows of each of `parts` parts, part p's
+/// column accumulators at col.p + p * col_part (none for Col void).
+template <class Col, class K, class... V>
+void run_rows(row_flag_sink& flags, index parts, column_share<std::conditional_t<std::is_void_v<Col>, char, Col>> col,
+              index col_part, const K& k, const matrix_view<V>&... m) {
+  const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
+  const index rows = m0.rows(), cols = m0.cols();
+  constexpr int ops = int(sizeof...(V));
+  constexpr unsigned streamed = streamed_operands<K>::value;
+  const index elem[] = {index(sizeof(V))...};
+  const auto share = [&](index p) {
+    auto c = col;
+    if (c.p) c.p += p * col_part;
+    return c;
+  };
+  if (((m.col_stride() == 1 || m.cols() <= 1) && ...)) {
+    for_parts(parts, rows, [&](index lo, index hi, index p) {
+      const auto c = share(p);
+      for (index i = lo; i < hi; ++i) {
+        const char* lines[] = {reinterpret_cast<const char*>(m.data() + i * m.row_stride())...};
+        const row_context<ops, streamed, Col> row(i, cols, &flags, lines, elem, c);
+        k(row, contiguous_row<V>{m.data() + i * m.row_stride()}...);
+      }
+    });
+  } else {
+    for_parts(parts, rows, [&](index lo, index hi, index p) {
+      const auto c = share(p);
+      for (index i = lo; i < hi; ++i) {
+        const row_context<0, 0u, Col> row(i, cols, &flags, nullptr, nullptr, c);
+        k(row, strided_row<V>{m.data() + i * m.row_stride(), m.col_stride()}...);
+      }
+    });
+  }
+}
+
 /// k(row, rows of m...) for every row of the operands m (one shape; checked
 /// by the caller), rows split across polar's threads when Threaded and the
 /// work is large enough, on OpenMP's threads when OpenMP.
@@ -205,27 +259,47 @@ row_flags for_each_row(const K& k, const matrix_view<V>&... m) {
   const index rows = m0.rows(), cols = m0.cols();
   row_flag_sink flags(rows);
   if (rows == 0) return flags.result();
-  const index parts = Threaded ? loop_parts(rows, rows * cols) : 1;
   const openmp_scope team(OpenMP);
-  constexpr int ops = int(sizeof...(V));
-  constexpr unsigned streamed = streamed_operands<K>::value;
-  const index elem[] = {index(sizeof(V))...};
-  if (((m.col_stride() == 1 || m.cols() <= 1) && ...)) {
-    for_parts(parts, rows, [&](index lo, index hi) {
-      for (index i = lo; i < hi; ++i) {
-        const char* lines[] = {reinterpret_cast<const char*>(m.data() + i * m.row_stride())...};
-        const row_context<ops, streamed> row(i, cols, &flags, lines, elem);
-        k(row, contiguous_row<V>{m.data() + i * m.row_stride()}...);
-      }
-    });
-  } else {
-    for_parts(parts, rows, [&](index lo, index hi) {
-      for (index i = lo; i < hi; ++i) {
-        const row_context<0, 0u> row(i, cols, &flags, nullptr, nullptr);
-        k(row, strided_row<V>{m.data() + i * m.row_stride(), m.col_stride()}...);
-      }
-    });
+  run_rows<void>(flags, Threaded ? loop_parts(rows, rows * cols) : 1, {}, 0, k, m...);
+  return flags.result();
+}
+
+/// The parts of a for_each_row with column sums: loop_parts, at most 8 (or
+/// one per thread where there are more), since each keeps a row of
+/// accumulators per sum. The parts, and so the bits, depend on the sizes
+/// alone on up to 8 threads.
+inline index column_parts(index rows, index cols) {
+  return std::min<index>(loop_parts(rows, rows * cols), std::max(8, polar::threads()));
+}
+
+/// The same with column sums (rows.hpp): each part adds into its own rows of
+/// accumulators, which are then added in double, part after part.
+template <bool Threaded, bool OpenMP, class K, class A, class... V>
+row_flags for_each_row(const K& k, const column_sums<A>& cs, const matrix_view<V>&... m) {
+  static_assert(sizeof...(V) >= 1, "polar::for_each_row takes at least one operand");
+  const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
+  const index rows = m0.rows(), cols = m0.cols(), n = cs.out.rows();
+  row_flag_sink flags(rows);
+  const index parts = Threaded && rows > 0 ? column_parts(rows, cols) : 1;
+  // Kept from call to call, so that a step allocates nothing once they
+  // have their size.
+  thread_local std::vector<A> acc;
+  thread_local std::vector<double> total;
+  const std::size_t per_part = std::size_t(n) * std::size_t(cols);
+  acc.assign(std::size_t(parts) * per_part, A(0));
+  if (rows > 0) {
+    const openmp_scope team(OpenMP);
+    run_rows<A>(flags, parts, column_share<A>{acc.data(), cols}, index(per_part), k, m...);
   }
+  total.assign(per_part, 0.0);
+  for (index p = 0; p < parts; ++p) {
+    const A* const a = acc.data() + std::size_t(p) * per_part;
+    double* const t = total.data();
+    POLAR_OMP(simd)
+    for (std::size_t e = 0; e < per_part; ++e) t[e] += double(a[e]);
+  }
+  for (index s = 0; s < n; ++s)
+    for (index j = 0; j < cols; ++j) cs.out(s, j) = A(total[std::size_t(s * cols + j)]);
   return flags.result();
 }
 
