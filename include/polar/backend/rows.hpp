@@ -33,6 +33,10 @@
 //                          rows, and visits each j once;
 //   row.for_each(f)        f(j) for every j; what it writes is seen by the
 //                          sums and loops that follow;
+//   row.stream(x, f)       x[j] = f(j) for every j, where x is one of the
+//                          kernel's rows that the step writes whole and does
+//                          not read again: streaming stores, which do not
+//                          keep x in the caches, where the backend has them;
 //   row.single(f)          f() once for the row (writing a per-row value),
 //                          after every caller has done what came before;
 //   row.flag(code)         records the row under code (0 to row_flags::codes

@@ -103,6 +103,19 @@ struct gain_chain_fn {
   }
 };
 
+/// p = phi(raw) where raw differs from seen (the gain p was computed from),
+/// and seen = raw: phi of the gains that changed since (fused_gain_values).
+template <class T>
+struct gain_refresh_fn {
+  gain_phi_fn<T> phi;
+  POLAR_HOST_DEVICE void operator()(T& p, T& seen, const T& raw) const {
+    if (!(raw == seen)) {
+      p = phi(raw);
+      seen = raw;
+    }
+  }
+};
+
 /// phi^-1(y) for y > 0: log(expm1(y)) for softplus (y itself when e^-y is
 /// below rounding), y for the identity.
 template <class T>
@@ -166,20 +179,32 @@ struct md_scratch {
   typename Backend::template buffer<T> p;                   ///< dL/dD, rows x cols
   typename hypersphere::template workspace<Backend, T> ws;  ///< the sphere's scratch
   state_snapshot<Backend, T> backup;                        ///< the state before the step
-  md_sums sums;            ///< the fused step's row and column sums (host)
-  std::vector<T> a;        ///< the fused step's row factors (host)
-  std::vector<T> b;        ///< its column factors (host)
+  /// The fused step's sums per row: |D_i|^2, then sum_j P_ij (2 rows).
+  typename Backend::template buffer<double> rsum;
+  /// Its column sums in double, where D's columns lie on spheres: the
+  /// column gains' gradients (when there are column gains), then |D_:j|^2.
+  typename Backend::template buffer<double> csum;
   /// Room for n elements in p.
   void reserve(Backend& be, index n) {
     if (p.size() < n) p = be.template allocate<T>(n);
   }
+  /// Room for the fused step's sums of a rows x cols matrix.
+  void reserve_sums(Backend& be, index rows, index cols) {
+    if (rsum.size() < 2 * rows) rsum = be.template allocate<double>(2 * rows);
+    if (csum.size() < 2 * cols) csum = be.template allocate<double>(2 * cols);
+  }
   /// Bytes held.
   std::size_t bytes() const {
-    const auto v = [](const auto& x) { return x.capacity() * sizeof(typename std::decay_t<decltype(x)>::value_type); };
-    return buffer_bytes(p) + ws.bytes() + backup.bytes() + v(sums.row_grad) + v(sums.col_grad) + v(sums.row_norm) +
-           v(sums.col_norm) + v(sums.grad_parts_f) + v(sums.grad_parts_d) + v(sums.norm_parts) + v(a) + v(b);
+    return buffer_bytes(p) + ws.bytes() + backup.bytes() + buffer_bytes(rsum) + buffer_bytes(csum);
   }
 };
+
+/// Whether a visitor of states holds the backend as `be` (polar's visitors
+/// that read or write buffers do), so that a state can settle through it.
+template <class F, class = void>
+struct visitor_has_backend : std::false_type {};
+template <class F>
+struct visitor_has_backend<F, std::void_t<decltype(std::declval<F&>().be)>> : std::true_type {};
 }  // namespace detail
 
 /// Magnitude-direction decoupling over a base direction (see the header
@@ -249,37 +274,49 @@ struct row_col_gains {
     index rows = 0;  ///< the rows of the matrix the state was made for
     index cols = 0;  ///< its columns
     long steps = 0;  ///< steps taken
-    /// After a step of the fused host kernel, D is d with factors pending,
-    /// D_ij = d_ij d_rows_i d_cols_j (the kernel then need not write D
-    /// back; see gains/detail/fused_md.hpp); empty when d is D. settle()
-    /// applies them, and every member function of row_col_gains that reads
-    /// D, visit() and so checkpoints, do so first: call it before reading
-    /// `d` yourself.
-    std::vector<T> d_rows;
-    std::vector<T> d_cols;  ///< the column factors pending for d (see d_rows)
-    /// The raw gains (r, then c) and map from which pr and pc were last
-    /// computed by the fused kernel, which skips computing them again while
-    /// they hold (not saved in checkpoints).
-    std::vector<T> phi_of;
+    /// After a fused step, D is d with factors pending,
+    /// D_ij = d_ij d_rows_i d_cols_j (the step then need not write D back;
+    /// see gains/detail/fused_md.hpp): d_rows while rows_pending, d_cols
+    /// (ones otherwise) while cols_pending. settle() applies them, and every
+    /// member function of row_col_gains that reads D does so first, as does
+    /// visit() (and so checkpoints) through a visitor that holds the backend
+    /// as `be`: call settle() before reading `d` yourself.
+    typename Backend::template buffer<T> d_rows;
+    typename Backend::template buffer<T> d_cols;  ///< the column factors pending for d (see d_rows)
+    bool rows_pending = false;                    ///< whether d_rows are pending for d
+    bool cols_pending = false;                    ///< whether d_cols are pending for d
+    /// The raw gains (r, then c) that pr and pc hold phi of, as the fused
+    /// step last saw them (not saved in checkpoints): it recomputes phi only
+    /// where a gain differs, so that a gain set by hand or loaded is seen
+    /// without a transcendental function for every gain on every step.
+    typename Backend::template buffer<T> seen;
+    bool seen_valid = false;     ///< whether seen, seen_floor and seen_softplus hold
+    double seen_floor = 0;       ///< the floor of phi that pr and pc were computed with
+    bool seen_softplus = false;  ///< whether that phi was softplus
     /// Uses the pool's scratch, for this state and D's direction, from now on.
     void share_scratch(scratch_pool& pool) {
       scratch = pool.get<scratch_type>();
       detail::share_scratch(dir, pool);
     }
-    /// d <- D: applies the pending factors (see d_rows).
-    void settle() {
-      if constexpr (Backend::space == memory_space::host) {
-        if (!d_rows.empty())
-          detail::md_settle<Backend>(d.data(), rows, cols, d_rows.data(), detail::factors_or_null(d_cols));
-      }
-      d_rows.clear();
-      d_cols.clear();
+    /// Whether factors are pending for d (see d_rows).
+    bool pending() const noexcept { return rows_pending || cols_pending; }
+    /// d <- D: applies the pending factors (see d_rows), one pass over d.
+    void settle(Backend& be) {
+      if (!pending()) return;
+      const auto dv = row_major_view(d.data(), rows, cols, -1, Backend::space);
+      if (cols_pending)
+        be.for_each_row(detail::md_settle_kernel<T, true>{d_rows.data(), d_cols.data()}, dv);
+      else
+        be.for_each_row(detail::md_settle_kernel<T, false>{d_rows.data(), nullptr}, dv);
+      rows_pending = cols_pending = false;
     }
-    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): D, the raw gains, the three directions' states, the shape, the steps.
+    /// Lists what a checkpoint keeps (polar/checkpoint.hpp): D, the raw
+    /// gains, the three directions' states, the shape, the steps. D is
+    /// settled first through f.be, where the visitor has it.
     template <class F>
     void visit(F& f) {
-      settle();
-      phi_of.clear();
+      if constexpr (detail::visitor_has_backend<F>::value) settle(f.be);
+      seen_valid = false;
       f.buffer("d", d);
       f.buffer("r", r);
       f.buffer("c", c);
@@ -457,7 +494,7 @@ struct row_col_gains {
     // The base step or the projection may refuse D (a group of D that
     // stepped to zero, an SVD that does not converge) after the state was
     // written; W is written last, and the state is put back then.
-    s.settle();
+    s.settle(be);
     auto& scratch = detail::scratch_of(s.scratch);
     scratch.backup.save(be, s);
     try {
@@ -491,7 +528,7 @@ struct row_col_gains {
     check(op);
     detail::check_update_args(be, op, g, row_major_view(s.d.data(), s.rows, s.cols, -1, Backend::space), s.rows,
                               s.cols);
-    s.settle();
+    s.settle(be);
     split_unchecked(be, g, s);
     apply_chain(be, s);
   }
@@ -509,8 +546,8 @@ struct row_col_gains {
     check_output(op, "W", w);
     if (w.rows() != s.rows || w.cols() != s.cols)
       detail::raise_state_mismatch(op, "W", detail::concat(w.rows(), "x", w.cols()), 1, s.rows, s.cols);
-    s.settle();
-    s.phi_of.clear();
+    s.settle(be);
+    s.seen_valid = false;
     const auto v = views_of(be, s);
     gain_values(be, v.R, v.C, v.PR, v.PC);
     be.copy(as_const(v.D), w);
@@ -568,9 +605,11 @@ struct row_col_gains {
   // Whether r is stepped: row gains, or the scalar gain.
   bool has_r() const noexcept { return has_rows() || gains == gain_scope::scalar; }
 
+  // The fused step: AdamW on D, and a backend with row kernels and their
+  // column sums (every polar backend).
   template <class Backend>
   static constexpr bool fusable() {
-    return std::is_same_v<Direction, adamw_direction> && Backend::space == memory_space::host;
+    return std::is_same_v<Direction, adamw_direction> && detail::has_column_sums<Backend>::value;
   }
 
   // GR, GC: the gradients of phi(r), phi(c) -> of the raw gains (times
@@ -598,101 +637,142 @@ struct row_col_gains {
     }
   }
 
-  // The fused step (gains/detail/fused_md.hpp): AdamW on D, host memory.
+  // The fused step (gains/detail/fused_md.hpp): AdamW on D, in two row
+  // passes on any backend with row kernels.
   template <class Backend, class T>
   void fused_step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s, const hypersphere& h) const {
     constexpr const char* op = "polar::row_col_gains::step";
     const index m = s.rows, n = s.cols;
     const auto v = views_of(be, s);
+    auto& scratch = detail::scratch_of(s.scratch);
+    scratch.reserve_sums(be, m, n);
+    if (s.d_rows.size() < m) s.d_rows = be.template allocate<T>(m);
+    if (s.d_cols.size() < n) s.d_cols = be.template allocate<T>(n);
+    const auto a = row_major_view(s.d_rows.data(), m, 1, -1, Backend::space);
+    const auto b = row_major_view(s.d_cols.data(), 1, n, -1, Backend::space);
+    if (!s.rows_pending) be.fill(a, T(1));
     fused_gain_values(be, s);
     const long t = s.dir.steps + 1;
     const bool col_sphere = sphere == sphere_scope::cols;
-    if (s.d_rows.empty()) {
-      s.d_rows.assign(std::size_t(m), T(1));
-      s.d_cols.assign(std::size_t(n), T(1));
-    }
-    auto& scratch = detail::scratch_of(s.scratch);
-    detail::md_sums& sums = scratch.sums;
-    detail::md_adamw_pass1<Backend>(direction, g, s.d.data(), s.d_rows.data(), detail::factors_or_null(s.d_cols),
-                                    s.dir.m.data(), s.dir.v.data(), s.pr.data(), s.pc.data(), t, has_cols(),
-                                    col_sphere, sums);
-    s.dir.steps = t;
+    const double bc1 = 1 - std::pow(direction.beta1, double(t)), bc2 = 1 - std::pow(direction.beta2, double(t));
+    const auto rsum = row_major_view(scratch.rsum.data(), 2, m, -1, Backend::space);
+    const auto csum = row_major_view(scratch.csum.data(), has_cols() ? 2 : 1, n, -1, Backend::space);
+    const auto M = row_major_view(s.dir.m.data(), m, n, -1, Backend::space);
+    const auto V = row_major_view(s.dir.v.data(), m, n, -1, Backend::space);
+    // Pass 1, with D's pending column factors or without, and the column
+    // sums the gains and the sphere need.
+    const auto pass1 = [&](auto col_factor, auto col_grad, auto col_norm) {
+      constexpr bool cf = decltype(col_factor)::value, cg = decltype(col_grad)::value, cn = decltype(col_norm)::value;
+      using K = detail::md_adamw_kernel<T, cf, cg, cn>;
+      const K k{T(direction.beta1), T(direction.beta2), T(1 - direction.lr * direction.weight_decay),
+                T(direction.lr / bc1), T(1 / std::sqrt(bc2)), T(direction.eps),
+                s.pr.data(), s.pc.data(), s.d_rows.data(), cf ? s.d_cols.data() : nullptr,
+                has_rows() ? s.gr.data() : nullptr, scratch.rsum.data(), m};
+      if constexpr (cn)
+        be.for_each_row(k, column_sums<double>{csum}, g, v.D, M, V);
+      else if constexpr (cg)
+        be.for_each_row(k, column_sums<T>{v.GC}, g, v.D, M, V);
+      else
+        be.for_each_row(k, g, v.D, M, V);
+    };
+    const auto with_sums = [&](auto col_factor) {
+      if (col_sphere) {
+        if (has_cols())
+          pass1(col_factor, std::true_type{}, std::true_type{});
+        else
+          pass1(col_factor, std::false_type{}, std::true_type{});
+      } else if (has_cols()) {
+        pass1(col_factor, std::true_type{}, std::false_type{});
+      } else {
+        pass1(col_factor, std::false_type{}, std::false_type{});
+      }
+    };
+    if (s.cols_pending)
+      with_sums(std::true_type{});
+    else
+      with_sums(std::false_type{});
     // Pass 1 wrote D itself into d.
-    s.d_rows.clear();
-    s.d_cols.clear();
+    s.dir.steps = t;
+    s.rows_pending = s.cols_pending = false;
+    if (col_sphere && has_cols())
+      be.for_each_element(detail::narrow_fn<T>{}, v.GC, as_const(csum).block(0, 0, 1, n));
     // The factors that put D back on its sphere.
-    std::vector<T>& a = scratch.a;
-    std::vector<T>& b = scratch.b;
-    a.assign(std::size_t(m), T(1));
-    b.assign(std::size_t(n), T(1));
-    const auto factor = [&](double sq, const char* what, index k) {
-      if (!(sq > 0) || !std::isfinite(sq))
-        detail::raise<numerical_error>(op, "after the step, ", what, k, " of the ", m, "x", n,
-                                       " direction D has squared norm ", sq,
-                                       " and cannot be put back on its sphere; D and its moments took the step "
-                                       "(the fused kernel writes them as it goes), W and the gains did not");
-      return T(h.radius / std::sqrt(sq));
+    const auto unplaceable = [&](double sq, const char* what, index k) {
+      detail::raise<numerical_error>(op, "after the step, ", what, k, " of the ", m, "x", n,
+                                     " direction D has squared norm ", sq,
+                                     " and cannot be put back on its sphere; D and its moments took the step "
+                                     "(the fused kernel writes them as it goes), W and the gains did not");
+    };
+    // The first group whose factor is not finite, read on the host (an
+    // error path).
+    const auto first_bad = [&](matrix_view<const double> sq, const char* what) {
+      std::vector<double> on_host(std::size_t(sq.cols()));
+      be.copy_to_host(sq, row_major_view(on_host.data(), 1, sq.cols(), -1, memory_space::host));
+      for (std::size_t k = 0; k < on_host.size(); ++k)
+        if (!(on_host[k] > 0) || !std::isfinite(on_host[k])) unplaceable(on_host[k], what, index(k));
     };
     if (sphere == sphere_scope::flat) {
-      const T f = factor(sums.total_norm, "matrix ", 0);
-      for (auto& x : a) x = f;
+      const double sq = double(be.sum(as_const(rsum).block(0, 0, 1, m)));
+      if (!(sq > 0) || !std::isfinite(sq)) unplaceable(sq, "matrix ", 0);
+      be.fill(a, T(h.radius / std::sqrt(sq)));
     } else if (sphere == sphere_scope::rows) {
-      for (index i = 0; i < m; ++i) a[std::size_t(i)] = factor(sums.row_norm[std::size_t(i)], "row ", i);
+      be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, a.transpose(), as_const(rsum).block(0, 0, 1, m));
+      if (!be.all_finite(as_const(a))) first_bad(as_const(rsum).block(0, 0, 1, m), "row ");
     } else {
-      for (index j = 0; j < n; ++j) b[std::size_t(j)] = factor(sums.col_norm[std::size_t(j)], "column ", j);
+      be.fill(a, T(1));
+      const auto sq = as_const(csum).block(has_cols() ? 1 : 0, 0, 1, n);
+      be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, b, sq);
+      if (!be.all_finite(as_const(b))) first_bad(sq, "column ");
     }
-    // The gains' gradients, then their steps.
-    T* const gr = s.gr.data();
-    T* const gc = s.gc.data();
-    if (gains == gain_scope::scalar) gr[0] = T(sums.total_p);
-    if (has_rows())
-      for (index i = 0; i < m; ++i) gr[i] = T(sums.row_grad[std::size_t(i)]);
-    if (has_cols())
-      for (index j = 0; j < n; ++j) gc[j] = T(sums.col_grad[std::size_t(j)]);
+    // The scalar gain's gradient, sum P.
+    if (gains == gain_scope::scalar) be.fill(v.GR, T(be.sum(as_const(rsum).block(1, 0, 1, m))));
     step_gains(be, s);
-    gain_values(be, v.R, v.C, v.PR, v.PC);
-    remember_gains(s);
+    fused_gain_values(be, s);
     // W from D on its sphere; the factors stay pending for d.
-    detail::md_pass2<Backend>(w, s.d.data(), a.data(), detail::factors_or_null(b), s.pr.data(), s.pc.data());
-    s.d_rows.assign(a.begin(), a.end());  // the state's own vectors keep their room
-    s.d_cols.assign(b.begin(), b.end());
+    if (col_sphere)
+      be.for_each_row(detail::md_fuse_kernel<T, true>{s.d_rows.data(), s.d_cols.data(), s.pr.data(), s.pc.data()},
+                      w, as_const(v.D));
+    else
+      be.for_each_row(detail::md_fuse_kernel<T, false>{s.d_rows.data(), nullptr, s.pr.data(), s.pc.data()}, w,
+                      as_const(v.D));
+    s.rows_pending = true;
+    s.cols_pending = col_sphere;
   }
 
-  // pr, pc <- phi(r), phi(c) for the fused step, unless they already hold
-  // them: the last fused step left them for the raw gains and map it
-  // recorded in phi_of, and the raw gains are compared with that record
-  // (on the host: the fused step runs there), so that a checkpoint loaded
-  // or a gain set by hand is seen.
+  // pr, pc <- phi(r), phi(c) for the fused step: where seen holds, phi is
+  // recomputed only for the gains that differ from it (one pass over the
+  // gain vectors, no synchronization), else for all of them.
   template <class Backend, class T>
   void fused_gain_values(Backend& be, state<Backend, T>& s) const {
-    const std::size_t nr = std::size_t(s.r.size()), nc = std::size_t(s.c.size());
-    const T* const r = s.r.data();
-    const T* const c = s.c.data();
-    if (s.phi_of.size() == nr + nc + 2 && s.phi_of[0] == T(phi == gain_map::softplus) && s.phi_of[1] == T(floor) &&
-        std::equal(r, r + nr, s.phi_of.begin() + 2) && std::equal(c, c + nc, s.phi_of.begin() + 2 + std::ptrdiff_t(nr)))
-      return;
     const auto v = views_of(be, s);
-    gain_values(be, v.R, v.C, v.PR, v.PC);
-    remember_gains(s);
-  }
-  // Records in phi_of the raw gains and map that pr and pc now hold phi of.
-  template <class Backend, class T>
-  void remember_gains(state<Backend, T>& s) const {
-    const std::size_t nr = std::size_t(s.r.size()), nc = std::size_t(s.c.size());
-    s.phi_of.resize(nr + nc + 2);
-    s.phi_of[0] = T(phi == gain_map::softplus);
-    s.phi_of[1] = T(floor);
-    std::copy(s.r.data(), s.r.data() + nr, s.phi_of.begin() + 2);
-    std::copy(s.c.data(), s.c.data() + nc, s.phi_of.begin() + 2 + std::ptrdiff_t(nr));
+    const index nr = v.R.rows(), n = s.cols;
+    const bool softplus = phi == gain_map::softplus;
+    if (s.seen.size() < nr + n) s.seen = be.template allocate<T>(nr + n);
+    const auto seen_r = row_major_view(s.seen.data(), nr, 1, -1, Backend::space);
+    const auto seen_c = row_major_view(s.seen.data() + nr, 1, n, -1, Backend::space);
+    if (!s.seen_valid || s.seen_floor != floor || s.seen_softplus != softplus) {
+      gain_values(be, v.R, v.C, v.PR, v.PC);
+      be.copy(as_const(v.R), seen_r);
+      be.copy(as_const(v.C), seen_c);
+      s.seen_valid = true;
+      s.seen_floor = floor;
+      s.seen_softplus = softplus;
+      return;
+    }
+    const detail::gain_refresh_fn<T> f{{softplus, T(floor)}};
+    if (has_rows())
+      be.for_each_element(f, v.PR, seen_r, as_const(v.R));
+    else if (gains == gain_scope::scalar)
+      gain_values(be, v.R, v.C, v.PR, v.PC);  // pr repeats the one gain
+    if (has_cols()) be.for_each_element(f, v.PC.transpose(), seen_c, as_const(v.C));
   }
 
   template <class Backend, class T>
   void split_unchecked(Backend& be, in_matrix<T> g, state<Backend, T>& s) const {
     const auto v = views_of(be, s);
     // phi(r) (rows x 1, the scalar gain repeated) and phi(c) (cols x 1);
-    // ones for the gains that are not there. (pr and pc change outside the
-    // fused step: its record of them goes.)
-    s.phi_of.clear();
+    // ones for the gains that are not there.
+    s.seen_valid = false;
     gain_values(be, v.R, v.C, v.PR, v.PC);
 
     // P = D . G, then the gradients of phi(r) and phi(c).

@@ -105,6 +105,16 @@ class device_row {
 #endif
   }
 
+  /// x[j] = f(j) for every j, x a row the kernel writes whole and does not
+  /// read again: streaming stores (__stcs), which do not keep x in L2.
+  template <class X, class F>
+  __host__ __device__ void stream(X x, F f) const {
+#if defined(__CUDA_ARCH__)
+    for (index j = index(threadIdx.x); j < n_; j += index(blockDim.x)) __stcs(&x[j], f(j));
+    __syncthreads();
+#endif
+  }
+
   template <class F>
   __host__ __device__ void single(F f) const {
 #if defined(__CUDA_ARCH__)

@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
+#include <cstdint>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -21,6 +23,16 @@
 #include "polar/core/detail/prefetch.hpp"
 #include "polar/core/threads.hpp"
 #include "polar/core/view.hpp"
+
+#if defined(__AVX__) && (defined(__GNUC__) || defined(_MSC_VER))
+#include <immintrin.h>
+#define POLAR_STREAMING_STORES 1
+#else
+#define POLAR_STREAMING_STORES 0
+#endif
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
 
 namespace polar::detail {
 
@@ -48,7 +60,67 @@ using sum_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
 }  // namespace polar::detail
 
+namespace polar::detail {
+
+/// Operands of at least this many bytes are taken to come from memory and
+/// go back to it: row.stream writes them with streaming stores on x86. A
+/// smaller operand is likely to be read again from the cache before it
+/// leaves it (by the forward pass that follows a step), where a streaming
+/// store would send it to memory.
+inline constexpr std::size_t streaming_bytes = std::size_t(1) << 23;
+
+}  // namespace polar::detail
+
 namespace polar::detail::host {
+
+/// out[j] = f(j) for j in [0, n). With `streaming`, on x86 with AVX, the
+/// 32-byte aligned middle of out goes a cache line at a time: f's values
+/// into registers (a line-sized array the compiler keeps there), then out
+/// by non-temporal stores, which do not read the line into the cache first
+/// (an ordinary store does: for a matrix written whole, a third stream of
+/// memory traffic); ahead(j) is called before each line (the context's
+/// prefetch). The caller issues stream_fence() before another thread reads
+/// out.
+template <class T, class F, class H>
+void stream_row(T* out, index n, bool streaming, const F& f, const H& ahead) {
+  index j = 0;
+#if POLAR_STREAMING_STORES
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    const std::uintptr_t addr = reinterpret_cast<std::uintptr_t>(out);
+    if (streaming && addr % sizeof(T) == 0) {
+      constexpr index lanes = index(32 / sizeof(T)), line = line_elements<T>;
+      const index head = index((32 - addr % 32) % 32 / sizeof(T));
+      for (; j < head && j < n; ++j) out[j] = f(j);
+      for (; j + line <= n; j += line) {
+        ahead(j);
+        alignas(32) T v[line];
+        POLAR_OMP(simd)
+        for (index k = 0; k < line; ++k) v[k] = f(j + k);
+        for (index k = 0; k < line; k += lanes) {
+          if constexpr (std::is_same_v<T, float>)
+            _mm256_stream_ps(out + j + k, _mm256_load_ps(v + k));
+          else
+            _mm256_stream_pd(out + j + k, _mm256_load_pd(v + k));
+        }
+      }
+    }
+  }
+#else
+  (void)streaming;
+  (void)ahead;
+#endif
+  POLAR_OMP(simd)
+  for (index k = j; k < n; ++k) out[k] = f(k);
+}
+
+/// Orders this thread's streaming stores before what follows (a barrier).
+/// The same on every x86-64 target, so that translation units built with
+/// and without AVX agree on it.
+inline void stream_fence() {
+#if defined(__SSE__) || defined(_M_X64)
+  _mm_sfence();
+#endif
+}
 
 /// Records rows under the flag codes: the first row of each, kept with an
 /// atomic minimum so that threads may record at once.
@@ -96,14 +168,17 @@ struct column_share {
 /// number of operands (0 where the rows are strided: nothing is asked for
 /// ahead), Streamed the operands whose lines the first sum asks for ahead
 /// (bit k for operand k), Col the type of the column sums (void: none).
+/// The elements a row's first sum takes between asking for lines ahead.
+inline constexpr index ahead_piece = 128;
+
 template <int Ops, unsigned Streamed, class Col = void>
 class row_context {
   using col_t = std::conditional_t<std::is_void_v<Col>, char, Col>;
 
  public:
   row_context(index i, index n, row_flag_sink* flags, const char* const* lines, const index* elem,
-              column_share<col_t> col = {})
-      : i_(i), n_(n), flags_(flags), col_(col) {
+              column_share<col_t> col = {}, bool streaming = false)
+      : i_(i), n_(n), flags_(flags), col_(col), streaming_(streaming) {
     for (int k = 0; k < Ops; ++k) {
       lines_[k] = lines[k];
       elem_[k] = elem[k];
@@ -124,28 +199,67 @@ class row_context {
     static_assert(width <= 8, "polar: a host row sum takes at most 8 sums at once");
     using W = row_total_t<R>;
     double total[width] = {};
+    // The first sum asks for its operands' lines ahead, a piece of
+    // ahead_piece elements at a time (all of a block's lines at once are
+    // more than the core keeps in flight for four operands), where they
+    // come from memory (streaming_bytes; from the cache, the prefetches and
+    // the shorter loops only cost).
+    const bool ahead = Ops > 0 && !streamed_ && streaming_;
+    const index piece = ahead ? ahead_piece : row_sum_block;
     for (index j0 = 0; j0 < n_; j0 += row_sum_block) {
       const index j1 = std::min(n_, j0 + row_sum_block);
-      if constexpr (Ops > 0)
-        if (!streamed_) ask_ahead(j0, j1);
       // Named accumulators: GCC reduces an array section in order, lane by
-      // lane, which is several times slower; the unused ones fold away.
+      // lane, which is several times slower.
       A a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-      POLAR_OMP(simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7))
-      for (index j = j0; j < j1; ++j) {
-        const R t = f(j);
+      for (index s0 = j0; s0 < j1; s0 += piece) {
+        const index s1 = std::min(j1, s0 + piece);
+        if constexpr (Ops > 0)
+          if (ahead) ask_ahead(s0, s1);
+        // The reduction names only the accumulators in use: GCC reduces
+        // each one it names across the lanes at the end of every loop, used
+        // or not (80 scalar additions a piece for a sum of three).
+#define POLAR_HOST_ROW_SUM_LOOP                 \
+  for (index j = s0; j < s1; ++j) {             \
+    const R t = f(j);                           \
+    if constexpr (width == 1) {                 \
+      a0 += t;                                  \
+    } else {                                    \
+      a0 += t.v[0];                             \
+      if constexpr (width > 1) a1 += t.v[1];    \
+      if constexpr (width > 2) a2 += t.v[2];    \
+      if constexpr (width > 3) a3 += t.v[3];    \
+      if constexpr (width > 4) a4 += t.v[4];    \
+      if constexpr (width > 5) a5 += t.v[5];    \
+      if constexpr (width > 6) a6 += t.v[6];    \
+      if constexpr (width > 7) a7 += t.v[7];    \
+    }                                           \
+  }
         if constexpr (width == 1) {
-          a0 += t;
+          POLAR_OMP(simd reduction(+ : a0))
+          POLAR_HOST_ROW_SUM_LOOP
+        } else if constexpr (width == 2) {
+          POLAR_OMP(simd reduction(+ : a0, a1))
+          POLAR_HOST_ROW_SUM_LOOP
+        } else if constexpr (width == 3) {
+          POLAR_OMP(simd reduction(+ : a0, a1, a2))
+          POLAR_HOST_ROW_SUM_LOOP
+        } else if constexpr (width == 4) {
+          POLAR_OMP(simd reduction(+ : a0, a1, a2, a3))
+          POLAR_HOST_ROW_SUM_LOOP
+        } else if constexpr (width == 5) {
+          POLAR_OMP(simd reduction(+ : a0, a1, a2, a3, a4))
+          POLAR_HOST_ROW_SUM_LOOP
+        } else if constexpr (width == 6) {
+          POLAR_OMP(simd reduction(+ : a0, a1, a2, a3, a4, a5))
+          POLAR_HOST_ROW_SUM_LOOP
+        } else if constexpr (width == 7) {
+          POLAR_OMP(simd reduction(+ : a0, a1, a2, a3, a4, a5, a6))
+          POLAR_HOST_ROW_SUM_LOOP
         } else {
-          a0 += t.v[0];
-          if constexpr (width > 1) a1 += t.v[1];
-          if constexpr (width > 2) a2 += t.v[2];
-          if constexpr (width > 3) a3 += t.v[3];
-          if constexpr (width > 4) a4 += t.v[4];
-          if constexpr (width > 5) a5 += t.v[5];
-          if constexpr (width > 6) a6 += t.v[6];
-          if constexpr (width > 7) a7 += t.v[7];
+          POLAR_OMP(simd reduction(+ : a0, a1, a2, a3, a4, a5, a6, a7))
+          POLAR_HOST_ROW_SUM_LOOP
         }
+#undef POLAR_HOST_ROW_SUM_LOOP
       }
       const A acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
       for (int k = 0; k < width; ++k) total[k] += double(acc[k]);
@@ -165,6 +279,21 @@ class row_context {
   void for_each(F f) const {
     POLAR_OMP(simd)
     for (index j = 0; j < n_; ++j) f(j);
+  }
+
+  /// x[j] = f(j) for every j, where x is a row the kernel writes whole and
+  /// does not read again: streaming stores where the call's operands are
+  /// large (streaming_bytes) and x's columns adjacent.
+  template <class X, class F>
+  void stream(X x, F f) const {
+    if constexpr (std::is_same_v<X, contiguous_row<std::remove_reference_t<decltype(x[0])>>>) {
+      stream_row(x.p, n_, streaming_, f, [&](index j) {
+        if constexpr (Ops > 0) ask_ahead(j, j + 1);
+      });
+    } else {
+      POLAR_OMP(simd)
+      for (index j = 0; j < n_; ++j) x[j] = f(j);
+    }
   }
 
   /// f() once for the row.
@@ -198,6 +327,7 @@ class row_context {
   index i_, n_;
   row_flag_sink* flags_;
   column_share<col_t> col_;
+  bool streaming_;
   const char* lines_[Ops > 0 ? Ops : 1] = {};
   index elem_[Ops > 0 ? Ops : 1] = {};
   mutable bool streamed_ = false;
@@ -230,13 +360,15 @@ void run_rows(row_flag_sink& flags, index parts, column_share<std::conditional_t
     return c;
   };
   if (((m.col_stride() == 1 || m.cols() <= 1) && ...)) {
+    const bool streaming = std::size_t(rows) * std::size_t(cols) * sizeof(typename std::decay_t<decltype(m0)>::element_type) >= streaming_bytes;
     for_parts(parts, rows, [&](index lo, index hi, index p) {
       const auto c = share(p);
       for (index i = lo; i < hi; ++i) {
         const char* lines[] = {reinterpret_cast<const char*>(m.data() + i * m.row_stride())...};
-        const row_context<ops, streamed, Col> row(i, cols, &flags, lines, elem, c);
+        const row_context<ops, streamed, Col> row(i, cols, &flags, lines, elem, c, streaming);
         k(row, contiguous_row<V>{m.data() + i * m.row_stride()}...);
       }
+      if (streaming) stream_fence();
     });
   } else {
     for_parts(parts, rows, [&](index lo, index hi, index p) {
