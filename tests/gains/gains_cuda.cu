@@ -1,7 +1,7 @@
-// Magnitude-direction gains on Thrust's CUDA system: MD-AdamW and MD-Muon
-// (every gain scope and sphere) run on the device and on the host (Thrust's
-// CPP system, which runs the generic sequence) from the same start, and
-// must agree. Built by the `cuda` preset (nvcc); it needs a GPU to run,
+// Magnitude-direction gains on Thrust's CUDA system: MD-AdamW (the fused
+// two-kernel step) and MD-Muon (every gain scope and sphere) run on the
+// device, and the generic sequence on the host (Thrust's CPP system, with
+// fast_paths off), from the same start, and must agree. Built by the `cuda` preset (nvcc); it needs a GPU to run,
 // which CI does not have, so CI checks that it compiles.
 #include <boost/test/unit_test.hpp>
 #include <cmath>
@@ -19,6 +19,8 @@ using host_backend = polar::backend::thrust<polar::system::cpp>;
 /// the largest difference of the fused weights over the largest weight.
 template <class Opt>
 double device_vs_host(const Opt& opt, polar::index rows, polar::index cols, int steps) {
+  Opt generic = opt;
+  generic.fast_paths = false;
   device_backend dev;
   host_backend host;
   std::vector<float> w(std::size_t(rows * cols)), g(w.size());
@@ -34,8 +36,19 @@ double device_vs_host(const Opt& opt, polar::index rows, polar::index cols, int 
                      polar::distribution::normal);
     ::thrust::copy(g.begin(), g.end(), gd.begin());
     opt.step(dev, dview, polar::as_const(polar::make_view(gd, rows, cols)), sd);
-    opt.step(host, hview, polar::row_major_view(static_cast<const float*>(g.data()), rows, cols), sh);
+    generic.step(host, hview, polar::row_major_view(static_cast<const float*>(g.data()), rows, cols), sh);
   }
+  // The device's D, settled (the fused step leaves its factors pending),
+  // against the host's.
+  sd.settle(dev);
+  BOOST_TEST(!sd.pending());
+  std::vector<float> dd(w.size());
+  ::thrust::copy(::thrust::device_pointer_cast(sd.d.data()), ::thrust::device_pointer_cast(sd.d.data()) + dd.size(),
+                 dd.begin());
+  double dworst = 0;
+  for (std::size_t i = 0; i < dd.size(); ++i)
+    dworst = std::fmax(dworst, std::fabs(double(dd[i]) - double(sh.d.data()[i])));
+  BOOST_TEST(dworst <= 1e-3);
   std::vector<float> back(w.size());
   ::thrust::copy(wd.begin(), wd.end(), back.begin());
   double worst = 0, big = 0;
@@ -67,6 +80,9 @@ BOOST_AUTO_TEST_CASE(md_adamw_and_md_muon_agree_with_the_host) {
         adam.direction.lr = 1e-2;
         adam.gain_direction.lr = 1e-2;
         BOOST_TEST(device_vs_host(adam, 48, 72, 10) <= 1e-4);
+        // More rows than the column sums' blocks, more columns than a
+        // block's threads.
+        BOOST_TEST(device_vs_host(adam, 300, 1100, 3) <= 1e-4);
         polar::md_muon muon;
         muon.gains = gains;
         muon.sphere = sphere;

@@ -12,7 +12,10 @@
 #include <Eigen/Dense>
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
+#include <algorithm>
 #include <array>
+#include <cstdint>
+#include <limits>
 #include <cmath>
 #include <vector>
 
@@ -381,6 +384,172 @@ BOOST_AUTO_TEST_CASE(bad_arguments_raise_typed_errors) {
                                polar::row_major_batch(so.data(), 2, 4, 6));
       },
       {"polar::newton_schulz", "out is 2 x 4x6", "G is 3 x 4x6"});
+}
+
+// ---- 16-bit iteration ------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(sixteen_bit_conversions_round_to_nearest_even) {
+  const auto bf = [](float f) { return polar::bfloat16(f).bits; };
+  const auto hf = [](float f) { return polar::float16(f).bits; };
+  // bfloat16: float's top 16 bits, rounded.
+  BOOST_TEST(bf(1.0f) == 0x3f80u);
+  BOOST_TEST(bf(-2.0f) == 0xc000u);
+  BOOST_TEST(bf(1.0f + 0x1p-8f) == 0x3f80u);        // a tie: to the even 1
+  BOOST_TEST(bf(1.0f + 3 * 0x1p-8f) == 0x3f82u);    // a tie: to the even 1 + 2^-6
+  BOOST_TEST(bf(1.0f + 0x1p-8f + 0x1p-20f) == 0x3f81u);  // past the tie: up
+  BOOST_TEST(bf(3.4e38f) == 0x7f80u);               // rounds past the largest: infinity
+  BOOST_TEST(float(polar::bfloat16(0.1f)) == 0.10009765625f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  BOOST_TEST(std::isnan(float(polar::bfloat16(nan))));
+  BOOST_TEST(std::isinf(float(polar::bfloat16(std::numeric_limits<float>::infinity()))));
+  // float16: IEEE binary16 with subnormals.
+  BOOST_TEST(hf(1.0f) == 0x3c00u);
+  BOOST_TEST(hf(-2.0f) == 0xc000u);
+  BOOST_TEST(hf(65504.0f) == 0x7bffu);              // the largest
+  BOOST_TEST(hf(65519.0f) == 0x7bffu);              // below the tie: down
+  BOOST_TEST(hf(65520.0f) == 0x7c00u);              // the tie to 65536: infinity
+  BOOST_TEST(hf(0x1p-14f) == 0x0400u);              // the least normal
+  BOOST_TEST(hf(0x1p-24f) == 0x0001u);              // the least subnormal
+  BOOST_TEST(hf(0x1p-25f) == 0x0000u);              // a tie: to the even 0
+  BOOST_TEST(hf(1.5f * 0x1p-25f) == 0x0001u);       // past the tie: up
+  BOOST_TEST(hf(3 * 0x1p-25f) == 0x0002u);          // a tie: to the even 2
+  BOOST_TEST(hf(1.0f + 0x1p-11f) == 0x3c00u);       // a tie: to the even 1
+  BOOST_TEST(hf(1.0f + 3 * 0x1p-11f) == 0x3c02u);   // a tie: to the even
+  BOOST_TEST(hf(-0.0f) == 0x8000u);
+  BOOST_TEST(std::isnan(float(polar::float16(nan))));
+  // Every float16 and every finite bfloat16 converts to float and back to
+  // itself.
+  for (std::uint32_t b = 0; b < 0x10000u; ++b) {
+    polar::float16 h;
+    h.bits = std::uint16_t(b);
+    if (!std::isnan(float(h))) BOOST_TEST_REQUIRE(polar::float16(float(h)).bits == h.bits, "float16 bits " << b);
+    polar::bfloat16 g;
+    g.bits = std::uint16_t(b);
+    if (!std::isnan(float(g))) BOOST_TEST_REQUIRE(polar::bfloat16(float(g)).bits == g.bits, "bfloat16 bits " << b);
+  }
+}
+
+namespace {
+/// The spacing of H's values at x (for |x| at least H's least normal).
+template <class H>
+double lowp_ulp(double x) {
+  const int frac = std::is_same_v<H, polar::bfloat16> ? 7 : 10;
+  const double least = std::is_same_v<H, polar::bfloat16> ? 0x1p-126 : 0x1p-14;
+  const double a = std::max(std::abs(x), least);
+  return std::ldexp(1.0, std::ilogb(a) - frac);
+}
+
+template <class B, class H>
+void check_lowp_gemm() {
+  B be;
+  const polar::index count = 3, m = 7, k = 300, n = 5;
+  // A stored transposed (k x m per matrix), B as is, C with a beta term.
+  std::vector<H> a(std::size_t(count * k * m)), b(std::size_t(count * k * n)), c(std::size_t(count * m * n));
+  std::vector<float> f(a.size() + b.size() + c.size());
+  polar::backend::eigen().fill_random(polar::row_major_view(f.data(), 1, polar::index(f.size())), polar::rng_key{41},
+                                      polar::distribution::normal);
+  std::size_t at = 0;
+  for (auto& x : a) x = H(f[at++]);
+  for (auto& x : b) x = H(f[at++]);
+  for (auto& x : c) x = H(f[at++]);
+  const std::vector<H> c0 = c;
+  be.gemm_batched_lowp(0.5f, polar::op::t, polar::as_const(polar::row_major_batch(a.data(), count, k, m)), polar::op::n,
+                       polar::as_const(polar::row_major_batch(b.data(), count, k, n)), -2.0f,
+                       polar::row_major_batch(c.data(), count, m, n));
+  double worst = 0;
+  for (polar::index q = 0; q < count; ++q)
+    for (polar::index i = 0; i < m; ++i)
+      for (polar::index j = 0; j < n; ++j) {
+        double exact = 0, mag = 0;
+        for (polar::index l = 0; l < k; ++l) {
+          const double t = double(float(a[std::size_t(q * k * m + l * m + i)])) *
+                           double(float(b[std::size_t(q * k * n + l * n + j)]));
+          exact += t;
+          mag += std::abs(t);
+        }
+        const double c_in = double(float(c0[std::size_t(q * m * n + i * n + j)]));
+        exact = 0.5 * exact - 2.0 * c_in;
+        const double got = double(float(c[std::size_t(q * m * n + i * n + j)]));
+        // One rounding to H (half its spacing) after a float sum of k terms.
+        const double bound = 0.5 * lowp_ulp<H>(exact) + (k + 2) * 0x1p-24 * (0.5 * mag + 2 * std::abs(c_in));
+        worst = std::max(worst, std::abs(got - exact) / bound);
+      }
+  BOOST_TEST(worst <= 1.0);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(sixteen_bit_products_are_float_products_rounded_once) {
+  check_lowp_gemm<polar::backend::eigen, polar::bfloat16>();
+  check_lowp_gemm<polar::backend::eigen, polar::float16>();
+#if POLAR_TEST_THRUST
+  check_lowp_gemm<polar::backend::thrust<polar::system::omp>, polar::bfloat16>();
+  check_lowp_gemm<polar::backend::thrust<polar::system::cpp>, polar::float16>();
+#endif
+}
+
+// The 16-bit iteration against the scalar map the schedule applies to each
+// singular value (its rounding alone), and against the exact polar factor
+// U V^T (the schedule's own error with it), in float and 16 bits; the
+// figures are printed for docs/orthogonalize.md.
+BOOST_AUTO_TEST_CASE_TEMPLATE(sixteen_bit_iteration_tracks_the_schedules_map, C, ns_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  std::vector<double> s(32);
+  for (int i = 0; i < 32; ++i) s[std::size_t(i)] = std::pow(1e-2, i / 31.0);  // condition number 100
+  const auto k = make_known(32, 128, s, 5);
+  const dmat polar_factor = k.u * k.v.transpose();
+  const rmat<T> g = k.g.template cast<T>();
+  for (const auto* sch : {&polar::schedules::jordan5, &polar::schedules::polar_express5})
+    for (auto prec : {polar::ns_precision::native, polar::ns_precision::bfloat16, polar::ns_precision::float16}) {
+      BOOST_TEST_CONTEXT(sch->name << " precision " << int(prec)) {
+        polar::newton_schulz ns{*sch};
+        ns.precision = prec;
+        const double fro = k.g.norm();
+        Eigen::VectorXd p(32);
+        for (int i = 0; i < 32; ++i) p(i) = scalar_map(*sch, ns.steps(), s[std::size_t(i)], fro);
+        const dmat want = k.u * p.asDiagonal() * k.v.transpose();
+        for (bool tall : {false, true}) {
+          const rmat<T> gin = tall ? rmat<T>(g.transpose()) : g;
+          dmat out = run<B, T>(ns, gin).template cast<double>();
+          if (tall) out.transposeInPlace();
+          const double to_map = (out - want).norm() / want.norm();
+          const double to_polar = (out - polar_factor).norm() / polar_factor.norm();
+          BOOST_TEST_MESSAGE(sch->name << " precision " << int(prec) << (tall ? " tall" : " wide")
+                                       << ": relative distance to the scalar map " << to_map
+                                       << ", to U V^T " << to_polar);
+          // Five steps of 16-bit products, each rounded once (relative
+          // half spacing up to 2^-8 = 3.9e-3 for bfloat16, 2^-11 = 4.9e-4
+          // for float16), the errors carried on and amplified by the
+          // polynomials' slopes (3.4 near zero for Jordan's, 8.2 for Polar
+          // Express's first step): measured
+          // 2.9e-2 (bfloat16) and 3.8e-3 (float16) at most, on every host
+          // backend and in both orientations; the bounds are 1.7 times that.
+          const double bound = prec == polar::ns_precision::bfloat16  ? 5e-2
+                               : prec == polar::ns_precision::float16 ? 6.5e-3
+                               : std::is_same_v<T, float>            ? 1e-5
+                                                                      : 1e-12;
+          BOOST_TEST(to_map <= bound);
+          // The schedules' own error dominates in every precision: their
+          // bands ([0.68, 1.13] for Jordan's) put them about 0.1-0.3 from
+          // U V^T, and rounding may move that by the bound above.
+          BOOST_TEST(to_polar <= 0.35);
+        }
+      }
+    }
+  // A stack takes the same steps as its matrices one at a time.
+  polar::newton_schulz ns{polar::schedules::polar_express5};
+  ns.precision = polar::ns_precision::bfloat16;
+  B be;
+  std::vector<T> stack(std::size_t(3 * 32 * 128)), out(stack.size());
+  be.fill_random(polar::row_major_view(stack.data(), 1, polar::index(stack.size())), polar::rng_key{42},
+                 polar::distribution::normal);
+  ns(be, polar::as_const(polar::row_major_batch(stack.data(), 3, 32, 128)), polar::row_major_batch(out.data(), 3, 32, 128));
+  for (polar::index q = 0; q < 3; ++q) {
+    rmat<T> one(32, 128), got(32, 128);
+    std::copy_n(stack.data() + q * 32 * 128, 32 * 128, one.data());
+    std::copy_n(out.data() + q * 32 * 128, 32 * 128, got.data());
+    BOOST_TEST((run<B, T>(ns, one) - got).norm() == 0);
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

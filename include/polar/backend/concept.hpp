@@ -31,6 +31,7 @@
 
 #include "polar/backend/rows.hpp"
 #include "polar/core/random.hpp"
+#include "polar/core/lowp.hpp"
 #include "polar/core/view.hpp"
 
 namespace polar {
@@ -127,6 +128,14 @@ class archetype {
   template <class T>
   void gemm_batched(T alpha, op op_a, in_batch<T> a, op op_b, in_batch<T> b,
                     T beta, batch_view<T> c) {}
+  /// C = alpha op(A) op(B) + beta C on each matrix of stacks of 16-bit
+  /// values (H: bfloat16 or float16, polar/core/lowp.hpp): the products
+  /// accumulate in float and the result is rounded once to H, as tensor
+  /// cores compute them. Optional: Newton–Schulz iterates in 16 bits only
+  /// on a backend that has it.
+  template <class H>
+  void gemm_batched_lowp(float alpha, op op_a, in_batch<H> a, op op_b, in_batch<H> b, float beta,
+                         batch_view<H> c) {}
   /// syrk on each matrix of two stacks of equal count.
   template <class T>
   void syrk_batched(uplo tri, T alpha, op op_a, in_batch<T> a, T beta,

@@ -17,6 +17,7 @@
 #include "polar/backend/detail/checks.hpp"
 #include "polar/backend/detail/eigen_kernels.hpp"
 #include "polar/backend/detail/host_buffer.hpp"
+#include "polar/backend/detail/host_lowp.hpp"
 #include "polar/backend/detail/host_loops.hpp"
 #include "polar/backend/detail/host_rows.hpp"
 #include "polar/core/eigen_traits.hpp"
@@ -97,6 +98,14 @@ class eigen {
     check_space("polar::symmetrize", "C", c, space);
     detail::check_square("polar::symmetrize", "C", c);
     detail::eigen_kernels::symmetrize(from, c);
+  }
+  /// gemm on stacks of 16-bit values (see archetype::gemm_batched_lowp):
+  /// float products of the widened operands, rounded once.
+  template <class H, std::enable_if_t<is_lowp_v<H>, int> = 0>
+  void gemm_batched_lowp(float alpha, op op_a, in_batch<H> a, op op_b, in_batch<H> b, float beta,
+                         batch_view<H> c) {
+    detail::check_gemm_batched("polar::gemm_batched_lowp", space, op_a, a, op_b, b, c);
+    detail::host::gemm_batched_lowp(alpha, op_a, a, op_b, b, beta, c);
   }
   /// gemm on each matrix of the stacks. Small products run one per thread;
   /// large ones one after another, each threaded.

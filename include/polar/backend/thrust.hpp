@@ -38,6 +38,7 @@
 #include "polar/backend/detail/checks.hpp"
 #include "polar/backend/detail/eigen_kernels.hpp"
 #include "polar/backend/detail/host_buffer.hpp"
+#include "polar/backend/detail/host_lowp.hpp"
 #include "polar/backend/detail/host_rows.hpp"
 #include "polar/backend/detail/thrust_algorithms.hpp"
 #include "polar/core/tensor_traits.hpp"
@@ -104,6 +105,11 @@ struct thrust_host_kernels {
   template <class R, class T>
   static void solve(R&, matrix_view<const T> a, matrix_view<T> b) {
     eigen_kernels::solve(a, b);
+  }
+  template <class R, class H>
+  static void gemm_batched_lowp(R&, float alpha, op op_a, batch_view<const H> a, op op_b, batch_view<const H> b,
+                                float beta, batch_view<H> c) {
+    host::gemm_batched_lowp(alpha, op_a, a, op_b, b, beta, c);
   }
   template <bool Threaded, bool OpenMP, class R, class K, class... V>
   static row_flags for_each_row(R&, const K& k, const matrix_view<V>&... m) {
@@ -321,6 +327,15 @@ class thrust : private detail::thrust_system<System>::resources {
                     batch_view<T> c) {
     detail::check_gemm_batched("polar::gemm_batched", space, op_a, a, op_b, b, c);
     kernels::gemm_batched(context(), alpha, op_a, a, op_b, b, beta, c);
+  }
+  /// gemm on stacks of 16-bit values (see archetype::gemm_batched_lowp):
+  /// one strided-batched cublasGemmEx call on the device, float products
+  /// of the widened operands on the host.
+  template <class H, std::enable_if_t<is_lowp_v<H>, int> = 0>
+  void gemm_batched_lowp(float alpha, op op_a, in_batch<H> a, op op_b, in_batch<H> b, float beta,
+                         batch_view<H> c) {
+    detail::check_gemm_batched("polar::gemm_batched_lowp", space, op_a, a, op_b, b, c);
+    kernels::gemm_batched_lowp(context(), alpha, op_a, a, op_b, b, beta, c);
   }
   /// syrk on each matrix of the stacks.
   template <class T>

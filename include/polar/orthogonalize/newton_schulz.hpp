@@ -15,6 +15,14 @@
 // products are done as full GEMMs, which are faster there.
 //
 // A zero G gives a zero result, never NaN.
+//
+// With `precision` bfloat16 or float16, the iterate X, A and B are kept in
+// 16 bits and every product is a 16-bit GEMM with float accumulation,
+// rounded once (the backend's gemm_batched_lowp: tensor cores on the GPU),
+// as the GPU Muon implementations iterate; the input scaling (and AOL) is
+// done in T first, and the result is widened back to T. cuBLAS has no
+// 16-bit syrk, so the symmetric products are full GEMMs there, and
+// B = b A + c A A is one GEMM with A as the accumulated term.
 #pragma once
 
 #include <limits>
@@ -22,11 +30,49 @@
 
 #include "polar/core/scratch.hpp"
 #include "polar/backend/concept.hpp"
+#include "polar/core/error.hpp"
+#include "polar/core/lowp.hpp"
 #include "polar/core/check.hpp"
 #include "polar/orthogonalize/detail/stack_ops.hpp"
 #include "polar/orthogonalize/schedules.hpp"
 
 namespace polar {
+
+/// The number format Newton–Schulz iterates in.
+enum class ns_precision {
+  native,    ///< the input's type T
+  bfloat16,  ///< 16-bit bfloat16, float accumulation (tensor cores)
+  float16    ///< IEEE half precision, float accumulation (tensor cores)
+};
+
+namespace detail {
+/// Whether a backend multiplies 16-bit stacks (gemm_batched_lowp).
+template <class Backend, class = void>
+struct has_gemm_lowp : std::false_type {};
+template <class Backend>
+struct has_gemm_lowp<Backend, std::void_t<decltype(std::declval<Backend&>().gemm_batched_lowp(
+                                  1.0f, op::n, std::declval<batch_view<const bfloat16>>(), op::n,
+                                  std::declval<batch_view<const bfloat16>>(), 0.0f,
+                                  std::declval<batch_view<bfloat16>>()))>> : std::true_type {};
+
+/// The 16-bit iterate of one orthogonalization: X, the next X, A and B.
+template <class Backend, class H>
+struct lowp_iterate {
+  typename Backend::template buffer<H> x, y, a, b;
+  /// Room for `count` matrices of n x m (n <= m).
+  void reserve(Backend& be, index count, index n, index m) {
+    if (x.size() < count * n * m) {
+      x = be.template allocate<H>(count * n * m);
+      y = be.template allocate<H>(count * n * m);
+    }
+    if (a.size() < count * n * n) {
+      a = be.template allocate<H>(count * n * n);
+      b = be.template allocate<H>(count * n * n);
+    }
+  }
+  std::size_t bytes() const { return buffer_bytes(x, y, a, b); }
+};
+}  // namespace detail
 
 /// Buffers of one orthogonalization, in the backend's memory; reused across
 /// calls of the same or smaller size, so a training step allocates nothing
@@ -39,6 +85,8 @@ struct ns_workspace {
   typename Backend::template buffer<T> b;      ///< b A + c A^2
   typename Backend::template buffer<T> norms;  ///< per-matrix norms
   typename Backend::template buffer<T> d;      ///< AOL's row scales, n per matrix
+  detail::lowp_iterate<Backend, bfloat16> bf16;  ///< the iterate in bfloat16 (precision bfloat16)
+  detail::lowp_iterate<Backend, float16> fp16;   ///< the iterate in float16 (precision float16)
 
   /// Room for `count` matrices of n x m (n <= m).
   void reserve(Backend& be, index count, index n, index m) {
@@ -57,7 +105,15 @@ struct ns_workspace {
     if (d.size() < count * n) d = be.template allocate<T>(count * n);
   }
   /// Bytes held.
-  std::size_t bytes() const { return detail::buffer_bytes(x, y, a, b, norms, d); }
+  std::size_t bytes() const { return detail::buffer_bytes(x, y, a, b, norms, d) + bf16.bytes() + fp16.bytes(); }
+  /// The 16-bit iterate of type H (bfloat16 or float16).
+  template <class H>
+  detail::lowp_iterate<Backend, H>& lowp() {
+    if constexpr (std::is_same_v<H, bfloat16>)
+      return bf16;
+    else
+      return fp16;
+  }
 };
 
 /// Newton–Schulz orthogonalizer with a coefficient schedule.
@@ -74,6 +130,9 @@ struct newton_schulz {
   ns_schedule schedule = schedules::jordan5;  ///< coefficients and input scaling
   int iterations = 0;                          ///< 0: the schedule's own count
   index symmetric_threshold = 128;             ///< below this n, full GEMMs
+  /// The format of the iterate and the products: native (T), or 16 bits
+  /// with float accumulation on a backend with gemm_batched_lowp.
+  ns_precision precision = ns_precision::native;
 
   /// The number of steps this orthogonalizer runs.
   constexpr int steps() const noexcept { return iterations > 0 ? iterations : schedule.iterations; }
@@ -83,7 +142,8 @@ struct newton_schulz {
   /// without a quintic term skip A A).
   double flops(index rows, index cols) const noexcept {
     const double n = double(rows < cols ? rows : cols), m = double(rows < cols ? cols : rows);
-    const bool sym = index(n) >= symmetric_threshold;
+    // The 16-bit iteration takes full GEMMs (cuBLAS has no 16-bit syrk).
+    const bool sym = index(n) >= symmetric_threshold && precision == ns_precision::native;
     double f = 0;
     for (int k = 0; k < steps(); ++k)
       f += (sym ? 3.0 : 4.0) * n * n * m + (schedule.at(k).c != 0.0 ? (sym ? 1.0 : 2.0) * n * n * n : 0.0);
@@ -112,6 +172,18 @@ struct newton_schulz {
     const auto gw = tall ? g.transpose() : g;
     const auto ow = tall ? out.transpose() : out;
     const index count = g.count(), n = gw.rows(), m = gw.cols();
+    if (precision != ns_precision::native) {
+      if constexpr (detail::has_gemm_lowp<Backend>::value) {
+        if (precision == ns_precision::bfloat16)
+          iterate_lowp<bfloat16>(be, gw, ow, ws);
+        else
+          iterate_lowp<float16>(be, gw, ow, ws);
+        return;
+      } else {
+        detail::raise<unsupported_error>(opname, "16-bit iteration needs a backend with gemm_batched_lowp; this one "
+                                                 "has none (use ns_precision::native)");
+      }
+    }
     ws.reserve(be, count, n, m);
     auto X = row_major_batch(ws.x.data(), count, n, m, Backend::space);
     auto Y = row_major_batch(ws.y.data(), count, n, m, Backend::space);
@@ -145,6 +217,52 @@ struct newton_schulz {
       std::swap(X, Y);
     }
     detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
+  }
+
+  /// The 16-bit iteration (see the header comment) on the wide orientation
+  /// gw -> ow.
+  template <class H, class Backend, class T>
+  void iterate_lowp(Backend& be, batch_view<const T> gw, batch_view<T> ow, ns_workspace<Backend, T>& ws) const {
+    const index count = gw.count(), n = gw.rows(), m = gw.cols();
+    ws.reserve(be, count, n, m);
+    auto& h = ws.template lowp<H>();
+    h.reserve(be, count, n, m);
+    const auto sp = Backend::space;
+    const auto X = row_major_batch(ws.x.data(), count, n, m, sp);
+    const auto A = row_major_batch(ws.a.data(), count, n, n, sp);
+    const auto B = row_major_batch(ws.b.data(), count, n, n, sp);
+    auto HX = row_major_batch(h.x.data(), count, n, m, sp);
+    auto HY = row_major_batch(h.y.data(), count, n, m, sp);
+    const auto HA = row_major_batch(h.a.data(), count, n, n, sp);
+    const auto HB = row_major_batch(h.b.data(), count, n, n, sp);
+    // The scaled input (and AOL's first Gram matrix) in T, then 16 bits.
+    if (schedule.aol) {
+      ws.reserve_scales(be, count, n);
+      detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, gw, X);
+      detail::gram(be, T(1), as_const(X), A, n >= symmetric_threshold);
+      detail::aol_scale(be, schedule.eps, X, A, B, ws.d.data());
+      be.map(detail::to_lowp_fn<H>{}, stacked(HA), as_const(stacked(A)));
+    } else {
+      detail::scale_input(be, schedule, gw, X, ws.norms.data());
+    }
+    be.map(detail::to_lowp_fn<H>{}, stacked(HX), as_const(stacked(X)));
+    for (int k = 0; k < steps(); ++k) {
+      const ns_step s = schedule.at(k);
+      if (k > 0 || !schedule.aol) be.gemm_batched_lowp(1.0f, op::n, as_const(HX), op::t, as_const(HX), 0.0f, HA);
+      // B = b A + c A A: A copied into B, then one product that adds it.
+      if (s.c != 0.0) {
+        be.map(detail::lowp_scale_fn<H>{1.0f}, stacked(HB), as_const(stacked(HA)));
+        be.gemm_batched_lowp(float(s.c), op::n, as_const(HA), op::n, as_const(HA), float(s.b), HB);
+      } else {
+        be.map(detail::lowp_scale_fn<H>{float(s.b)}, stacked(HB), as_const(stacked(HA)));
+      }
+      const auto first = HB.matrix(0);
+      const auto diag = matrix_view<H>(HB.data(), count, n, HB.batch_stride(), first.row_stride() + first.col_stride(), sp);
+      be.map(detail::lowp_shift_fn<H>{float(s.a)}, diag, as_const(diag));
+      be.gemm_batched_lowp(1.0f, op::n, as_const(HB), op::n, as_const(HX), 0.0f, HY);
+      std::swap(HX, HY);
+    }
+    detail::for_stack([&](auto in, auto o) { be.map(detail::from_lowp_fn<T>{}, o, in); }, as_const(HX), ow);
   }
 
   /// Convenience forms that allocate their own workspace.

@@ -29,6 +29,7 @@
 #include "polar/backend/detail/cuda_rows.hpp"
 #include "polar/backend/detail/thrust_algorithms.hpp"
 #include "polar/core/error.hpp"
+#include "polar/core/lowp.hpp"
 
 namespace polar::detail::cuda {
 
@@ -422,30 +423,80 @@ struct kernels {
     }
   }
 
+  // The strided-batched form of C = op(A) op(B) over stacks whose matrices
+  // have unit-stride rows or columns: call(pa, pb, stride a, stride b, m, n,
+  // k, ldc) for column-major C, and for row-major C the same of
+  // C^T = op(B)^T op(A)^T (so row-major stacks, polar's workspaces, are one
+  // call too). False, calling nothing, for other layouts.
+  template <class T, class Call>
+  static bool strided_batched(context& ctx, op op_a, batch_view<const T> a, op op_b, batch_view<const T> b,
+                              batch_view<T> c, const Call& call) {
+    const auto a0 = a.matrix(0), b0 = b.matrix(0);
+    const auto c0 = c.matrix(0);
+    const auto unit = [](const auto& v) { return v.cols_contiguous() || v.rows_contiguous(); };
+    if (!unit(a0) || !unit(b0) || !unit(c0) || c.count() > index(INT_MAX)) return false;
+    const auto pa = as_operand(ctx, context::slot_a, a0, op_a);  // unit strides: no gather
+    const auto pb = as_operand(ctx, context::slot_b, b0, op_b);
+    if (c0.cols_contiguous()) {
+      const index ldc =
+          c0.cols() > 1 ? (c0.col_stride() > max1(c0.rows()) ? c0.col_stride() : max1(c0.rows())) : max1(c0.rows());
+      call(pa, pb, a.batch_stride(), b.batch_stride(), c0.rows(), c0.cols(), pa.trans ? pa.rows : pa.cols, ldc);
+    } else {
+      const index ldc =
+          c0.rows() > 1 ? (c0.row_stride() > max1(c0.cols()) ? c0.row_stride() : max1(c0.cols())) : max1(c0.cols());
+      call(flipped(pb), flipped(pa), b.batch_stride(), a.batch_stride(), c0.cols(), c0.rows(),
+           pa.trans ? pa.rows : pa.cols, ldc);
+    }
+    return true;
+  }
+
   template <class T>
   static void gemm_batched(context& ctx, T alpha, op op_a, batch_view<const T> a, op op_b, batch_view<const T> b,
                            T beta, batch_view<T> c) {
     const index count = c.count();
     if (count == 0 || c.matrix(0).empty()) return;
-    const auto a0 = a.matrix(0), b0 = b.matrix(0);
-    const auto c0 = c.matrix(0);
-    const bool direct = (a0.cols_contiguous() || a0.rows_contiguous()) &&
-                        (b0.cols_contiguous() || b0.rows_contiguous()) && c0.cols_contiguous() &&
-                        count <= index(INT_MAX);
-    if (!direct) {
-      for (index i = 0; i < count; ++i) gemm(ctx, alpha, op_a, a[i], op_b, b[i], beta, c[i]);
-      return;
-    }
-    const auto pa = as_operand(ctx, context::slot_a, a0, op_a);
-    const auto pb = as_operand(ctx, context::slot_b, b0, op_b);
-    const index k = pa.trans ? pa.rows : pa.cols;
-    const index ldc = c0.cols() > 1 ? (c0.col_stride() > max1(c0.rows()) ? c0.col_stride() : max1(c0.rows())) : max1(c0.rows());
     constexpr const char* op = "polar::gemm_batched";
-    check(lib<T>::gemm_strided(ctx.blas(), pa.blas_op(), pb.blas_op(), as_int(c0.rows(), op),
-                               as_int(c0.cols(), op), as_int(k, op), &alpha, pa.data, as_int(pa.ld, op),
-                               a.batch_stride(), pb.data, as_int(pb.ld, op), b.batch_stride(), &beta, c0.data(),
-                               as_int(ldc, op), c.batch_stride(), int(count)),
-          op);
+    const bool direct = strided_batched(
+        ctx, op_a, a, op_b, b, c,
+        [&](const operand<T>& pa, const operand<T>& pb, index sa, index sb, index m, index n, index k, index ldc) {
+          check(lib<T>::gemm_strided(ctx.blas(), pa.blas_op(), pb.blas_op(), as_int(m, op), as_int(n, op),
+                                     as_int(k, op), &alpha, pa.data, as_int(pa.ld, op), sa, pb.data,
+                                     as_int(pb.ld, op), sb, &beta, c.data(), as_int(ldc, op), c.batch_stride(),
+                                     int(count)),
+                op);
+        });
+    if (!direct)
+      for (index i = 0; i < count; ++i) gemm(ctx, alpha, op_a, a[i], op_b, b[i], beta, c[i]);
+  }
+
+  /// The cuBLAS type of a 16-bit storage type.
+  template <class H>
+  static cudaDataType lowp_type() {
+    return std::is_same_v<H, bfloat16> ? CUDA_R_16BF : CUDA_R_16F;
+  }
+
+  // Stacks of 16-bit matrices on the tensor cores: one strided-batched
+  // cublasGemmEx call, float accumulation (CUBLAS_COMPUTE_32F), one
+  // rounding of the result.
+  template <class H>
+  static void gemm_batched_lowp(context& ctx, float alpha, op op_a, batch_view<const H> a, op op_b,
+                                batch_view<const H> b, float beta, batch_view<H> c) {
+    const index count = c.count();
+    if (count == 0 || c.matrix(0).empty()) return;
+    constexpr const char* op = "polar::gemm_batched_lowp";
+    const cudaDataType t = lowp_type<H>();
+    const bool direct = strided_batched(
+        ctx, op_a, a, op_b, b, c,
+        [&](const operand<H>& pa, const operand<H>& pb, index sa, index sb, index m, index n, index k, index ldc) {
+          check(cublasGemmStridedBatchedEx(ctx.blas(), pa.blas_op(), pb.blas_op(), as_int(m, op), as_int(n, op),
+                                           as_int(k, op), &alpha, pa.data, t, as_int(pa.ld, op), sa, pb.data, t,
+                                           as_int(pb.ld, op), sb, &beta, c.data(), t, as_int(ldc, op),
+                                           c.batch_stride(), int(count), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                op);
+        });
+    if (!direct)
+      raise<unsupported_error>(op, "on CUDA the 16-bit stacks need matrices with unit-stride rows or columns; got ",
+                               describe(a), ", ", describe(b), ", ", describe(c));
   }
 
   // QR: geqrf on a column-major copy, R taken before orgqr forms Q, then the
