@@ -14,16 +14,22 @@
 //                             reads and writes, ratio_to_copy is that rate over
 //                             a device-to-device copy's
 //   bm_md/<base>/r/c          ratio_to_base = an md_<base> step (row and
-//                             column gains, flat sphere; still the generic
-//                             sequence on the device) over the base
+//                             column gains, flat sphere; for AdamW the fused
+//                             two-kernel step, for Muon the generic
+//                             sequence around Newton-Schulz) over the base
 //                             direction's own step on the same matrix
 //   bm_row_sphere/<dir>/r/c   ratio_to_euclidean = a Riemannian step on the
 //                             row sphere (SGD, momentum, Adam: the fused row
 //                             kernels, for_each_row) over the Euclidean step
-//   bm_newton_schulz/<sched>[_tf32]/r/c  five float Newton-Schulz steps
-//                             (polar's orthogonalizer, cuBLAS products; _tf32
-//                             with allow_tf32), for the shapes
-//                             bench/torch_gpu.py times torch's bf16 on
+//   bm_newton_schulz/<sched>[_tf32|_bf16|_fp16]/r/c  five Newton-Schulz
+//                             steps of a float matrix (polar's
+//                             orthogonalizer: float cuBLAS products; _tf32
+//                             with allow_tf32; _bf16 and _fp16 iterate in
+//                             16 bits on the tensor cores, ns_precision),
+//                             for the shapes bench/torch_gpu.py times
+//                             torch's bf16 on
+//   bm_newton_schulz_stack/<sched>_bf16/64/1024/4096  the same on a stack of
+//                             64 expert matrices, strided-batched products
 // each ratio the median over 21 rounds of one call of each, timed by events.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
@@ -203,16 +209,41 @@ void bm_adamw_step(benchmark::State& state) {
   report(state, 7.0 * 4 * double(rows) * double(cols));
 }
 
-void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch, bool tf32) {
+/// How a benchmark's Newton-Schulz multiplies.
+enum class ns_mode { float32, tf32, bf16, fp16 };
+
+polar::newton_schulz ns_in(const polar::ns_schedule& sch, ns_mode mode, backend& b) {
+  b.allow_tf32(mode == ns_mode::tf32);
+  polar::newton_schulz ns{sch};
+  ns.precision = mode == ns_mode::bf16   ? polar::ns_precision::bfloat16
+                 : mode == ns_mode::fp16 ? polar::ns_precision::float16
+                                         : polar::ns_precision::native;
+  return ns;
+}
+
+void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch, ns_mode mode) {
   const polar::index rows = state.range(0), cols = state.range(1);
   backend b;
-  b.allow_tf32(tf32);
+  const polar::newton_schulz ns = ns_in(sch, mode, b);
   ::thrust::device_vector<float> g(rows * cols), out(rows * cols);
   b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{3}, polar::distribution::normal);
-  const polar::newton_schulz ns{sch};
   typename polar::newton_schulz::template workspace<backend, float> ws;
   const auto gv = polar::as_const(polar::make_view(g, rows, cols));
   time_device(state, b, [&] { ns(b, gv, polar::make_view(out, rows, cols), ws); });
+}
+
+void bm_newton_schulz_stack(benchmark::State& state, const polar::ns_schedule& sch, ns_mode mode) {
+  const polar::index count = state.range(0), rows = state.range(1), cols = state.range(2);
+  backend b;
+  const polar::newton_schulz ns = ns_in(sch, mode, b);
+  ::thrust::device_vector<float> g(count * rows * cols), out(count * rows * cols);
+  b.fill_random(polar::make_view(g, count * rows, cols), polar::rng_key{4}, polar::distribution::normal);
+  typename polar::newton_schulz::template workspace<backend, float> ws;
+  const auto gv = polar::as_const(
+      polar::row_major_batch(::thrust::raw_pointer_cast(g.data()), count, rows, cols, polar::memory_space::device));
+  const auto ov =
+      polar::row_major_batch(::thrust::raw_pointer_cast(out.data()), count, rows, cols, polar::memory_space::device);
+  time_device(state, b, [&] { ns(b, gv, ov, ws); });
 }
 
 void ns_shapes(benchmark::internal::Benchmark* bm) {
@@ -267,10 +298,25 @@ void bm_row_sphere(benchmark::State& state, Direction dir) {
 }  // namespace
 
 BENCHMARK(bm_adamw_step)->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(bm_newton_schulz, jordan5, polar::schedules::jordan5, false)->Apply(ns_shapes);
-BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5, polar::schedules::polar_express5, false)->Apply(ns_shapes);
-BENCHMARK_CAPTURE(bm_newton_schulz, jordan5_tf32, polar::schedules::jordan5, true)->Apply(ns_shapes);
-BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5_tf32, polar::schedules::polar_express5, true)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, jordan5, polar::schedules::jordan5, ns_mode::float32)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5, polar::schedules::polar_express5, ns_mode::float32)
+    ->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, jordan5_tf32, polar::schedules::jordan5, ns_mode::tf32)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5_tf32, polar::schedules::polar_express5, ns_mode::tf32)
+    ->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, jordan5_bf16, polar::schedules::jordan5, ns_mode::bf16)->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5_bf16, polar::schedules::polar_express5, ns_mode::bf16)
+    ->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5_fp16, polar::schedules::polar_express5, ns_mode::fp16)
+    ->Apply(ns_shapes);
+BENCHMARK_CAPTURE(bm_newton_schulz_stack, jordan5_bf16, polar::schedules::jordan5, ns_mode::bf16)
+    ->Args({64, 1024, 4096})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_newton_schulz_stack, polar_express5_bf16, polar::schedules::polar_express5, ns_mode::bf16)
+    ->Args({64, 1024, 4096})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_md, adamw, polar::adamw_direction{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_md, muon, polar::muon_direction<>{})->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_row_sphere, sgd, polar::sgd_direction{})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);

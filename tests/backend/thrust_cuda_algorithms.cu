@@ -100,6 +100,52 @@ BOOST_AUTO_TEST_CASE(newton_schulz_in_tf32_stays_near_the_float_iteration) {
   BOOST_TEST(max_rel_diff(tf32, fp32) > 0);  // the products did change
 }
 
+// 16-bit Newton-Schulz on the tensor cores (ns_precision): a stack of three
+// (one strided-batched call a product) in bfloat16 and float16, tall and
+// wide, against the host's 16-bit iteration (float products of the same
+// 16-bit operands: the sums' order differs, so a value may round to the
+// neighbouring 16-bit value, which the steps carry on) and against the
+// float iteration, which it stays within the host tests' bounds of
+// (tests/orthogonalize: 5e-2 bfloat16, 6.5e-3 float16, relative
+// Frobenius distance to the schedule's map).
+BOOST_AUTO_TEST_CASE(newton_schulz_in_16_bits_matches_the_host) {
+  device_backend dev;
+  host_backend host;
+  const polar::index count = 3, n = 64, m = 256;
+  const auto g = random_host<float>(count * n * m, 9);
+  ::thrust::device_vector<float> dg(g.begin(), g.end()), dout(g.size());
+  std::vector<float> want(g.size()), got(g.size()), fp32(g.size());
+  const auto frob = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double d = 0, r = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      d += (double(a[i]) - double(b[i])) * (double(a[i]) - double(b[i]));
+      r += double(b[i]) * double(b[i]);
+    }
+    return std::sqrt(d / r);
+  };
+  for (bool tall : {false, true})
+    for (auto prec : {polar::ns_precision::bfloat16, polar::ns_precision::float16}) {
+      BOOST_TEST_CONTEXT((tall ? "tall" : "wide") << " precision " << int(prec)) {
+        const polar::index r = tall ? m : n, c = tall ? n : m;
+        const auto hb = polar::row_major_batch(g.data(), count, r, c);
+        const auto db =
+            polar::row_major_batch(::thrust::raw_pointer_cast(dg.data()), count, r, c, polar::memory_space::device);
+        const auto ob =
+            polar::row_major_batch(::thrust::raw_pointer_cast(dout.data()), count, r, c, polar::memory_space::device);
+        polar::newton_schulz ns{polar::schedules::polar_express5};
+        ns(host, polar::as_const(hb), polar::row_major_batch(fp32.data(), count, r, c));
+        ns.precision = prec;
+        ns(host, polar::as_const(hb), polar::row_major_batch(want.data(), count, r, c));
+        ns(dev, polar::as_const(db), ob);
+        ::thrust::copy(dout.begin(), dout.end(), got.begin());
+        const double bound = prec == polar::ns_precision::bfloat16 ? 5e-2 : 6.5e-3;
+        BOOST_TEST(frob(got, want) <= bound);
+        BOOST_TEST(frob(got, fp32) <= bound);
+        BOOST_TEST(frob(got, fp32) > 0);  // the products were 16-bit
+      }
+    }
+}
+
 BOOST_AUTO_TEST_CASE(an_optimizer_steps_like_the_host) {
   device_backend dev;
   host_backend host;

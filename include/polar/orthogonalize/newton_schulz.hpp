@@ -55,21 +55,27 @@ struct has_gemm_lowp<Backend, std::void_t<decltype(std::declval<Backend&>().gemm
                                   std::declval<batch_view<const bfloat16>>(), 0.0f,
                                   std::declval<batch_view<bfloat16>>()))>> : std::true_type {};
 
+/// Room for `count` matrices of n x m (n <= m) in the iterate X and the
+/// next one (x, y), and of n x n in A and B (a, b).
+template <class Backend, class Buffer>
+void reserve_iterate(Backend& be, index count, index n, index m, Buffer& x, Buffer& y, Buffer& a, Buffer& b) {
+  using E = std::remove_pointer_t<decltype(x.data())>;
+  if (x.size() < count * n * m) {
+    x = be.template allocate<E>(count * n * m);
+    y = be.template allocate<E>(count * n * m);
+  }
+  if (a.size() < count * n * n) {
+    a = be.template allocate<E>(count * n * n);
+    b = be.template allocate<E>(count * n * n);
+  }
+}
+
 /// The 16-bit iterate of one orthogonalization: X, the next X, A and B.
 template <class Backend, class H>
 struct lowp_iterate {
   typename Backend::template buffer<H> x, y, a, b;
   /// Room for `count` matrices of n x m (n <= m).
-  void reserve(Backend& be, index count, index n, index m) {
-    if (x.size() < count * n * m) {
-      x = be.template allocate<H>(count * n * m);
-      y = be.template allocate<H>(count * n * m);
-    }
-    if (a.size() < count * n * n) {
-      a = be.template allocate<H>(count * n * n);
-      b = be.template allocate<H>(count * n * n);
-    }
-  }
+  void reserve(Backend& be, index count, index n, index m) { reserve_iterate(be, count, n, m, x, y, a, b); }
   std::size_t bytes() const { return buffer_bytes(x, y, a, b); }
 };
 }  // namespace detail
@@ -90,14 +96,7 @@ struct ns_workspace {
 
   /// Room for `count` matrices of n x m (n <= m).
   void reserve(Backend& be, index count, index n, index m) {
-    if (x.size() < count * n * m) {
-      x = be.template allocate<T>(count * n * m);
-      y = be.template allocate<T>(count * n * m);
-    }
-    if (a.size() < count * n * n) {
-      a = be.template allocate<T>(count * n * n);
-      b = be.template allocate<T>(count * n * n);
-    }
+    detail::reserve_iterate(be, count, n, m, x, y, a, b);
     if (norms.size() < count) norms = be.template allocate<T>(count);
   }
   /// Room for AOL's row scales of `count` matrices of n rows.
