@@ -283,7 +283,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(converges_with_adamw_and_muon, B, gains_backends) 
   BOOST_TEST(rm <= 1e-2);
 }
 
-// The fused host kernel (AdamW on D) against the generic sequence, for
+// The fused step (AdamW on D) against the generic sequence, for
 // every gain scope, sphere and map; the larger shape runs on several
 // threads, so the threads' column sums are reduced.
 template <class T, class B>

@@ -243,8 +243,9 @@ struct row_col_gains {
   /// sphere, so the first step drops W's scale (the reference's start,
   /// which is the same when W already lies on D's sphere).
   bool absorb_scale = true;
-  /// Use the fused host kernel where it applies (AdamW on D, host memory,
-  /// unit column strides, no gradient projection, lr * weight_decay not 1);
+  /// Use the fused step where it applies (AdamW on D, a backend with row
+  /// kernels and column sums, unit column strides, no gradient projection,
+  /// lr * weight_decay not 1);
   /// false runs the generic sequence, which gives the same result to
   /// rounding. With lr * weight_decay = 1 the decay takes D to zero, and a
   /// row of D whose update is zero too is refused; the generic sequence

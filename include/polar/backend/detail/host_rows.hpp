@@ -164,13 +164,21 @@ struct column_share {
   index ld = 0;
 };
 
+/// The elements a row's first sum takes between asking for lines ahead,
+/// for `streams` operands asked for: a block of row_sum_block over the
+/// next power of two of the count (512, 256, 128, 128 for one to four), so
+/// that a piece asks for about as many lines as the core keeps in flight,
+/// and each piece's sums across the lanes (at its end) stay few.
+constexpr index ahead_piece(int streams) {
+  index p = row_sum_block;
+  for (int k = 1; k < streams; k *= 2) p /= 2;
+  return p > 64 ? p : 64;
+}
+
 /// The row context of the host backends (see backend/rows.hpp). Ops is the
 /// number of operands (0 where the rows are strided: nothing is asked for
 /// ahead), Streamed the operands whose lines the first sum asks for ahead
 /// (bit k for operand k), Col the type of the column sums (void: none).
-/// The elements a row's first sum takes between asking for lines ahead.
-inline constexpr index ahead_piece = 128;
-
 template <int Ops, unsigned Streamed, class Col = void>
 class row_context {
   using col_t = std::conditional_t<std::is_void_v<Col>, char, Col>;
@@ -201,11 +209,16 @@ class row_context {
     double total[width] = {};
     // The first sum asks for its operands' lines ahead, a piece of
     // ahead_piece elements at a time (all of a block's lines at once are
-    // more than the core keeps in flight for four operands), where they
+    // more than the core keeps in flight for three or four operands), where they
     // come from memory (streaming_bytes; from the cache, the prefetches and
     // the shorter loops only cost).
     const bool ahead = Ops > 0 && !streamed_ && streaming_;
-    const index piece = ahead ? ahead_piece : row_sum_block;
+    constexpr int streams = [] {
+      int c = 0;
+      for (int k = 0; k < Ops; ++k) c += int((Streamed >> k) & 1u);
+      return c;
+    }();
+    const index piece = ahead ? ahead_piece(streams) : row_sum_block;
     for (index j0 = 0; j0 < n_; j0 += row_sum_block) {
       const index j1 = std::min(n_, j0 + row_sum_block);
       // Named accumulators: GCC reduces an array section in order, lane by
