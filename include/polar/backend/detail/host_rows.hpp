@@ -318,8 +318,10 @@ class row_context {
   /// Records this row under code.
   void flag(int code) const { flags_->record(code, i_); }
 
-  /// The accumulator of column j of sum k for this row's part.
-  col_t& column(int k, index j) const {
+  /// The accumulator of column j of sum k for this row's part (host and
+  /// device code, so that the kernels' loops, which nvcc compiles for both,
+  /// may call it).
+  POLAR_HOST_DEVICE col_t& column(int k, index j) const {
     static_assert(!std::is_void_v<Col>, "polar: row.column needs for_each_row with column_sums");
     return col_.p[k * col_.ld + j];
   }
