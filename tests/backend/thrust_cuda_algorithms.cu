@@ -27,6 +27,13 @@ std::vector<T> random_host(polar::index n, std::uint64_t seed) {
   return v;
 }
 
+/// A stack of count matrices rows x cols, row-major, in a device vector.
+template <class T>
+polar::batch_view<T> device_batch(::thrust::device_vector<T>& v, polar::index count, polar::index rows,
+                                  polar::index cols) {
+  return polar::row_major_batch(::thrust::raw_pointer_cast(v.data()), count, rows, cols, polar::memory_space::device);
+}
+
 template <class T>
 double max_rel_diff(const std::vector<T>& a, const std::vector<T>& b) {
   double d = 0, r = 0;
@@ -49,8 +56,8 @@ BOOST_AUTO_TEST_CASE(newton_schulz_forms_match_the_host) {
   std::vector<float> want(g.size()), got(g.size());
   const auto hb = polar::row_major_batch(g.data(), count, n, m);
   const auto wb = polar::row_major_batch(want.data(), count, n, m);
-  const auto db = polar::row_major_batch(::thrust::raw_pointer_cast(dg.data()), count, n, m, polar::memory_space::device);
-  const auto ob = polar::row_major_batch(::thrust::raw_pointer_cast(dout.data()), count, n, m, polar::memory_space::device);
+  const auto db = device_batch(dg, count, n, m);
+  const auto ob = device_batch(dout, count, n, m);
   polar::newton_schulz sym{polar::schedules::polar_express5};
   sym.symmetric_threshold = 1;
   polar::gram_newton_schulz gram{};
@@ -128,10 +135,8 @@ BOOST_AUTO_TEST_CASE(newton_schulz_in_16_bits_matches_the_host) {
       BOOST_TEST_CONTEXT((tall ? "tall" : "wide") << " precision " << int(prec)) {
         const polar::index r = tall ? m : n, c = tall ? n : m;
         const auto hb = polar::row_major_batch(g.data(), count, r, c);
-        const auto db =
-            polar::row_major_batch(::thrust::raw_pointer_cast(dg.data()), count, r, c, polar::memory_space::device);
-        const auto ob =
-            polar::row_major_batch(::thrust::raw_pointer_cast(dout.data()), count, r, c, polar::memory_space::device);
+        const auto db = device_batch(dg, count, r, c);
+        const auto ob = device_batch(dout, count, r, c);
         polar::newton_schulz ns{polar::schedules::polar_express5};
         ns(host, polar::as_const(hb), polar::row_major_batch(fp32.data(), count, r, c));
         ns.precision = prec;

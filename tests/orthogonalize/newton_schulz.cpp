@@ -8,6 +8,7 @@
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
+#include "polar/direction/muon.hpp"
 
 #include <Eigen/Dense>
 #include <boost/mpl/list.hpp>
@@ -487,10 +488,60 @@ BOOST_AUTO_TEST_CASE(sixteen_bit_products_are_float_products_rounded_once) {
 #endif
 }
 
+BOOST_AUTO_TEST_CASE(sixteen_bit_products_check_their_operands_first) {
+  polar::backend::eigen be;
+  std::vector<polar::bfloat16> a(2 * 4 * 6, polar::bfloat16(1.0f)), b(2 * 5 * 3, polar::bfloat16(1.0f)),
+      c(2 * 4 * 3, polar::bfloat16(7.0f));
+  const auto c0 = c;
+  polar_test::check_throws<polar::shape_error>(
+      [&] {
+        be.gemm_batched_lowp(1.0f, polar::op::n, polar::as_const(polar::row_major_batch(a.data(), 2, 4, 6)),
+                             polar::op::n, polar::as_const(polar::row_major_batch(b.data(), 2, 5, 3)), 0.0f,
+                             polar::row_major_batch(c.data(), 2, 4, 3));
+      },
+      {"polar::gemm_batched_lowp", "is 4x6", "is 5x3", "6 and 5 differ"});
+  // C (2 x 4x4) inside A's memory.
+  const auto a0 = a;
+  polar_test::check_throws<polar::value_error>(
+      [&] {
+        be.gemm_batched_lowp(1.0f, polar::op::n, polar::as_const(polar::row_major_batch(a.data(), 2, 4, 6)),
+                             polar::op::t, polar::as_const(polar::row_major_batch(a.data(), 2, 4, 6)), 0.0f,
+                             polar::row_major_batch(a.data(), 2, 4, 4));
+      },
+      {"polar::gemm_batched_lowp", "shares memory"});
+  // Nothing was written.
+  for (std::size_t i = 0; i < c.size(); ++i) BOOST_TEST(c[i].bits == c0[i].bits);
+  for (std::size_t i = 0; i < a.size(); ++i) BOOST_TEST(a[i].bits == a0[i].bits);
+}
+
+// The snippet of docs/muon.md: Muon with a bfloat16 Newton-Schulz steps
+// like Muon with the float one, to the 16-bit iteration's rounding.
+BOOST_AUTO_TEST_CASE(muon_steps_with_a_sixteen_bit_orthogonalizer) {
+  polar::backend::eigen be;
+  polar::newton_schulz ns{polar::schedules::polar_express5};
+  ns.precision = polar::ns_precision::bfloat16;
+  polar::muon_direction<> muon;
+  muon.orthogonalizer = ns;
+  polar::muon_direction<> reference;
+  reference.orthogonalizer = polar::newton_schulz{polar::schedules::polar_express5};
+  rmat<float> w(48, 160), g(48, 160);
+  be.fill_random(polar::make_view(w), polar::rng_key{43}, polar::distribution::normal);
+  be.fill_random(polar::make_view(g), polar::rng_key{44}, polar::distribution::normal);
+  rmat<float> w16 = w, w32 = w;
+  auto s16 = muon.init(be, polar::make_view(w16));
+  auto s32 = reference.init(be, polar::make_view(w32));
+  muon.step(be, polar::make_view(w16), polar::make_view(static_cast<const rmat<float>&>(g)), s16);
+  reference.step(be, polar::make_view(w32), polar::make_view(static_cast<const rmat<float>&>(g)), s32);
+  const double moved = double((w32 - w).norm()), apart = double((w16 - w32).norm());
+  BOOST_TEST(moved > 0);
+  BOOST_TEST(apart > 0);               // the products were 16-bit
+  BOOST_TEST(apart <= 5e-2 * moved);   // the iteration's bound (above)
+}
+
 // The 16-bit iteration against the scalar map the schedule applies to each
 // singular value (its rounding alone), and against the exact polar factor
 // U V^T (the schedule's own error with it), in float and 16 bits; the
-// figures are printed for docs/orthogonalize.md.
+// figures are printed for docs/muon.md.
 BOOST_AUTO_TEST_CASE_TEMPLATE(sixteen_bit_iteration_tracks_the_schedules_map, C, ns_types) {
   using B = typename C::backend;
   using T = typename C::scalar;

@@ -255,9 +255,7 @@ struct newton_schulz {
       } else {
         be.map(detail::lowp_scale_fn<H>{float(s.b)}, stacked(HB), as_const(stacked(HA)));
       }
-      const auto first = HB.matrix(0);
-      const auto diag = matrix_view<H>(HB.data(), count, n, HB.batch_stride(), first.row_stride() + first.col_stride(), sp);
-      be.map(detail::lowp_shift_fn<H>{float(s.a)}, diag, as_const(diag));
+      detail::map_diagonal(be, detail::lowp_shift_fn<H>{float(s.a)}, HB);
       be.gemm_batched_lowp(1.0f, op::n, as_const(HB), op::n, as_const(HX), 0.0f, HY);
       std::swap(HX, HY);
     }

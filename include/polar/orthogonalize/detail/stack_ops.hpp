@@ -112,14 +112,21 @@ void gram(Backend& be, T alpha, batch_view<const T> a, batch_view<T> c, bool sym
   }
 }
 
+/// d <- f(d) for each diagonal element d of each square matrix of the
+/// contiguous stack p: one map over a view of the diagonals.
+template <class Backend, class F, class T>
+void map_diagonal(Backend& be, F f, batch_view<T> p) {
+  const auto first = p.matrix(0);
+  const auto diag = matrix_view<T>(p.data(), p.count(), p.rows(), p.batch_stride(),
+                                   first.row_stride() + first.col_stride(), Backend::space);
+  be.map(f, diag, as_const(diag));
+}
+
 /// Adds `value` to the diagonal of each square matrix of the contiguous
 /// stack p.
 template <class Backend, class T>
 void add_to_diagonal(Backend& be, T value, batch_view<T> p) {
-  const auto first = p.matrix(0);
-  const auto diag = matrix_view<T>(p.data(), p.count(), p.rows(), p.batch_stride(),
-                                   first.row_stride() + first.col_stride(), Backend::space);
-  be.map(shift_fn<T>{value}, diag, as_const(diag));
+  map_diagonal(be, shift_fn<T>{value}, p);
 }
 
 /// m += value I for one square matrix of any strides.
