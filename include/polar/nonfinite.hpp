@@ -154,7 +154,7 @@ struct nonfinite_guard {
     check_input(op, "G", g);
     check_output(op, "D", d);
     check_same_shape(op, "D", d, "G", g);
-    if (!detail::nonfinite_gradient(be, g)) {
+    if (!sees_nonfinite(be, g)) {
       optimizer.update(be, g, s.inner, d);
       return;
     }
@@ -202,7 +202,7 @@ struct nonfinite_guard {
       if (w.rows() != s.inner.rows || w.cols() != s.inner.cols)
         detail::raise_state_mismatch(op, "W", detail::concat(w.rows(), "x", w.cols()), 1, s.inner.rows,
                                      s.inner.cols);
-    if (!detail::nonfinite_gradient(be, g)) {
+    if (!sees_nonfinite(be, g)) {
       optimizer.step(be, w, g, s.inner);
       return;
     }
@@ -227,6 +227,18 @@ struct nonfinite_guard {
   }
 
  private:
+  // Whether G holds NaN or infinity. In a deferred_checks scope the raise
+  // policy leaves the check to the wrapped step, which queues it on the
+  // backend; skip and zero decide here, on the host, so they read the
+  // answer back there too (docs/reliability.md).
+  template <class Backend, class G>
+  bool sees_nonfinite(Backend& be, const G& g) const {
+    if (detail::gradients_checked()) return false;
+    if (policy == nonfinite_policy::raise && detail::deferred_for<Backend>("polar::nonfinite_guard") != nullptr)
+      return false;
+    return !be.all_finite(g);
+  }
+
   // G with its non-finite entries zeroed, in the scratch, and their count.
   template <class Backend, class T>
   static std::pair<matrix_view<const T>, long long> zeroed(Backend& be, in_matrix<T> g, state<Backend, T>& s) {

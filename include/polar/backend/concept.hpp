@@ -30,6 +30,7 @@
 #include <utility>
 
 #include "polar/backend/rows.hpp"
+#include "polar/core/detail/deferred_record.hpp"
 #include "polar/core/random.hpp"
 #include "polar/core/lowp.hpp"
 #include "polar/core/view.hpp"
@@ -164,6 +165,12 @@ class archetype {
   /// True when no element is NaN or infinite.
   template <class U, class T = std::remove_const_t<U>>
   bool all_finite(matrix_view<U> x) { return true; }
+  /// *count += the number of NaN and infinite elements of x, and *any = 1
+  /// when there is one; count and any point to backend memory. The check of
+  /// a step in a deferred_checks scope (polar/deferred.hpp): on a device it
+  /// is queued like any kernel and the host does not wait for it.
+  template <class U>
+  void count_nonfinite(matrix_view<U> x, check_word* count, check_word* any) {}
   /// out(i) = Euclidean norm of row i.
   template <class T>
   void row_norms(in_matrix<T> x, vector_view<T> out) {}

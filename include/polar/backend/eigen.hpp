@@ -195,6 +195,15 @@ class eigen {
     detail::check_reduce<T>("polar::all_finite", space, x);
     return detail::host::all_finite<T>(x);
   }
+  /// *count += NaN and infinite elements of x; *any = 1 when there is one.
+  template <class U, class T = std::remove_const_t<U>>
+  void count_nonfinite(matrix_view<U> x, check_word* count, check_word* any) {
+    detail::check_reduce<T>("polar::count_nonfinite", space, x);
+    if (const check_word n = detail::host::count_nonfinite<T>(x)) {
+      *count += n;
+      *any = 1;
+    }
+  }
   /// out(i) = norm of row i.
   template <class T>
   void row_norms(in_matrix<T> x, vector_view<T> out) {
@@ -244,21 +253,25 @@ class eigen {
   template <class F, class... V>
   void for_each_element(const F& f, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_element", space, m...);
-    detail::host::for_each_element(f, m...);
+    detail::host_unguarded(f, [&](const auto& k) { detail::host::for_each_element(k, m...); });
   }
   /// k(row, rows of m...) for each row of the operands (see
   /// archetype::for_each_row and backend/rows.hpp).
   template <class K, class... V>
   row_flags for_each_row(const K& k, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_row", space, m...);
-    return detail::host::for_each_row<threaded, false>(k, m...);
+    row_flags f = row_flags::none(detail::rows_of(m...));
+    detail::host_unguarded(k, [&](const auto& kk) { f = detail::host::for_each_row<threaded, false>(kk, m...); });
+    return detail::host_defer_flags<K>(f, f.rows, detail::cols_of(m...));
   }
   /// for_each_row with column sums (see archetype::for_each_row).
   template <class K, class A, class... V>
   row_flags for_each_row(const K& k, column_sums<A> cs, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_row", space, m...);
     detail::check_column_sums("polar::for_each_row", space, cs, m...);
-    return detail::host::for_each_row<threaded, false>(k, cs, m...);
+    row_flags f = row_flags::none(detail::rows_of(m...));
+    detail::host_unguarded(k, [&](const auto& kk) { f = detail::host::for_each_row<threaded, false>(kk, cs, m...); });
+    return detail::host_defer_flags<K>(f, f.rows, detail::cols_of(m...));
   }
 
   // ---- random ------------------------------------------------------------

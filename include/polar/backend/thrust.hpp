@@ -113,11 +113,23 @@ struct thrust_host_kernels {
   }
   template <bool Threaded, bool OpenMP, class R, class K, class... V>
   static row_flags for_each_row(R&, const K& k, const matrix_view<V>&... m) {
-    return host::for_each_row<Threaded, OpenMP>(k, m...);
+    row_flags f = row_flags::none(rows_of(m...));
+    host_unguarded(k, [&](const auto& kk) { f = host::for_each_row<Threaded, OpenMP>(kk, m...); });
+    return host_defer_flags<K>(f, f.rows, cols_of(m...));
   }
   template <bool Threaded, bool OpenMP, class R, class K, class A, class... V>
   static row_flags for_each_row(R&, const K& k, const column_sums<A>& cs, const matrix_view<V>&... m) {
-    return host::for_each_row<Threaded, OpenMP>(k, cs, m...);
+    row_flags f = row_flags::none(rows_of(m...));
+    host_unguarded(k, [&](const auto& kk) { f = host::for_each_row<Threaded, OpenMP>(kk, cs, m...); });
+    return host_defer_flags<K>(f, f.rows, cols_of(m...));
+  }
+  template <class R, class T>
+  static void count_nonfinite(R& r, matrix_view<const T> x, check_word* count, check_word* any) {
+    if (thrust_alg::all_finite<true>(r.policy(), x)) return;
+    if (const check_word n = count_nonfinite_serial(x)) {
+      *count += n;
+      *any = 1;
+    }
   }
   template <class R, class T>
   static void reduce_rows(R& r, matrix_view<const T> x, vector_view<T> out, bool norm) {
@@ -400,6 +412,13 @@ class thrust : private detail::thrust_system<System>::resources {
     const matrix_view<const T> cx = x;
     return detail::thrust_alg::all_finite<chunked>(policy(), cx);
   }
+  /// *count += NaN and infinite elements of x; *any = 1 when there is one
+  /// (on CUDA one kernel on the backend's stream: the host does not wait).
+  template <class U, class T = std::remove_const_t<U>>
+  void count_nonfinite(matrix_view<U> x, check_word* count, check_word* any) {
+    detail::check_reduce<T>("polar::count_nonfinite", space, x);
+    kernels::count_nonfinite(context(), matrix_view<const T>(x), count, any);
+  }
   /// out(i) = norm of row i.
   template <class T>
   void row_norms(in_matrix<T> x, vector_view<T> out) {
@@ -448,7 +467,10 @@ class thrust : private detail::thrust_system<System>::resources {
   template <class F, class... V>
   void for_each_element(const F& f, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_element", space, m...);
-    detail::thrust_alg::for_each_element(policy(), f, m...);
+    if constexpr (space == memory_space::host)
+      detail::host_unguarded(f, [&](const auto& k) { detail::thrust_alg::for_each_element(policy(), k, m...); });
+    else
+      detail::thrust_alg::for_each_element(policy(), f, m...);  // each thread reads the guard
   }
   /// k(row, rows of m...) for each row of the operands (see
   /// archetype::for_each_row and backend/rows.hpp): one kernel launch on

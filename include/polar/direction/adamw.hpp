@@ -136,7 +136,7 @@ struct adamw_direction {
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::adamw::step";
     check(op);
-    detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    detail::check_step_args(be, op, w, g, s.rows, s.cols, true, true);
     detail::debug_check_state(be, op, s);
     if (s.groups != moment_groups::element)
       detail::raise<value_error>(op, "the state shares its second moment over groups; step() needs one per "
@@ -146,12 +146,13 @@ struct adamw_direction {
     const long t = s.steps + 1;
     const double bc1 = 1 - std::pow(beta1, double(t)), bc2 = 1 - std::pow(beta2, double(t));
     // One pass over W, G and the moments on every backend.
+    // Guarded: in a deferred_checks scope it does nothing once a check failed.
     be.for_each_element(
-        detail::adamw_element_step<T>{
+        detail::guarded(detail::adamw_element_step<T>{
             T(1 - beta1), T(beta1), T(beta2),
-            detail::adam_update<T>{T(1 - lr * weight_decay), T(lr / bc1), T(1 / std::sqrt(bc2)), T(eps)}},
+            detail::adam_update<T>{T(1 - lr * weight_decay), T(lr / bc1), T(1 / std::sqrt(bc2)), T(eps)}}),
         w, m, v, g);
-    s.steps = t;
+    detail::count_step(s.steps);
   }
   /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>

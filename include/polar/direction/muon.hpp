@@ -231,16 +231,22 @@ struct muon_direction {
     if (w.count() != s.count || w.rows() != s.rows || w.cols() != s.cols)
       detail::raise_state_mismatch(opname, "W", shape_of(w.count(), w.rows(), w.cols()), s.count, s.rows, s.cols);
     check();
-    advance(be, opname, g, s);
+    const bool deferred = advance(be, opname, g, s, true);
     const auto u = view(s.scratch->u, s, Backend::space);
     // W <- W (1 - lr wd) - lr scale U
     const double step = lr * muon_scale(scale, s.rows, s.cols), keep = 1 - lr * weight_decay;
-    if constexpr (std::is_same_v<C, T>)
+    if (deferred)  // in a deferred_checks scope: guarded, so a failed check stops it
+      detail::for_stack(
+          [&](auto wv, auto uv) {
+            be.for_each_element(detail::guarded(detail::decay_and_step_in_place<T>{T(keep), T(step)}), wv, uv);
+          },
+          w, as_const(u));
+    else if constexpr (std::is_same_v<C, T>)
       detail::for_stack([&](auto wv, auto uv) { be.axpby(T(-step), uv, T(keep), wv); }, w, as_const(u));
     else
       detail::for_stack([&](auto wv, auto uv) { be.map(detail::decay_and_step<T>{T(keep), T(step)}, wv, as_const(wv), uv); },
                         w, as_const(u));
-    ++s.steps;
+    detail::count_step(s.steps);
   }
 
   /// d = -lr scale U, the increment of a step without weight decay, for a
@@ -291,12 +297,20 @@ struct muon_direction {
   }
 
  private:
+  // Whether a step can run deferred: its transform keeps no state (the
+  // state's writes are then the buffer's and W's, which are guarded).
+  static constexpr bool deferrable = std::is_base_of_v<stateless_transform, Transform>;
+
   // Checks G's finiteness, then buf <- momentum(buf, G) and u <- orth(M).
+  // Returns whether the step runs deferred (a step() of a deferrable Muon
+  // in a deferred_checks scope): the check is then queued, the buffer's
+  // update guarded, and the caller guards its write of W.
   template <class Backend, class T>
-  void advance(Backend& be, const char* opname, in_batch<T> g, state<Backend, T>& s) const {
+  bool advance(Backend& be, const char* opname, in_batch<T> g, state<Backend, T>& s, bool may_defer = false) const {
     using C = compute_t<T>;
+    const bool deferred = may_defer && deferrable && detail::deferred_for<Backend>(opname) != nullptr;
     bool finite = true;
-    detail::for_stack([&](auto gv) { finite = finite && !detail::nonfinite_gradient(be, gv); }, g);
+    detail::for_stack([&](auto gv) { finite = finite && !detail::nonfinite_gradient(be, gv, opname, deferred); }, g);
     if (!finite)
       detail::raise<non_finite_error>(opname, "G (", shape_of(s.count, s.rows, s.cols), ") holds NaN or infinity");
 
@@ -308,7 +322,12 @@ struct muon_direction {
     const T mu = T(momentum);
     // buf <- mu buf + c g
     const T c = kind == momentum_kind::ema ? T(1 - momentum) : T(1);
-    detail::for_stack([&](auto gv, auto bv) { be.axpby(c, gv, mu, bv); }, g, buf);
+    if (deferred)
+      detail::for_stack(
+          [&](auto gv, auto bv) { be.for_each_element(detail::guarded(detail::buffer_step_fn<T>{c, mu}), bv, gv); },
+          g, buf);
+    else
+      detail::for_stack([&](auto gv, auto bv) { be.axpby(c, gv, mu, bv); }, g, buf);
     // M: the orthogonalizer's input, in the iteration precision
     const double t = double(s.steps + 1);
     if (bias_correction && nesterov) {
@@ -329,6 +348,7 @@ struct muon_direction {
     transform.prepare(be, m);
     orthogonalizer(be, as_const(m), u, scratch.ws);
     transform.apply(be, as_const(m), u, s.post, s.steps + 1, scratch.aux.data());
+    return deferred;
   }
 
   static std::string shape_of(index count, index rows, index cols) {

@@ -19,6 +19,15 @@
 
 namespace polar {
 
+namespace detail {
+/// The SGD step of one element: w <- keep w - lr g (axpby's arithmetic).
+template <class T>
+struct sgd_element_step {
+  T keep, lr;
+  POLAR_HOST_DEVICE void operator()(T& w, const T& g) const { w = T(-lr * g + keep * w); }
+};
+}  // namespace detail
+
 /// Plain SGD with decoupled weight decay. It keeps no buffers.
 struct sgd_direction {
   double lr = 0.01;           ///< learning rate
@@ -56,9 +65,10 @@ struct sgd_direction {
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::sgd::step";
     check(op);
-    detail::check_step_args(be, op, w, g, s.rows, s.cols);
-    be.axpby(T(-lr), g, T(1 - lr * weight_decay), w);
-    ++s.steps;
+    detail::check_step_args(be, op, w, g, s.rows, s.cols, true, true);
+    // Guarded: in a deferred_checks scope it does nothing once a check failed.
+    be.for_each_element(detail::guarded(detail::sgd_element_step<T>{T(1 - lr * weight_decay), T(lr)}), w, g);
+    detail::count_step(s.steps);
   }
   /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>
@@ -158,16 +168,17 @@ struct momentum_direction {
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::momentum::step";
     check(op);
-    detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    detail::check_step_args(be, op, w, g, s.rows, s.cols, true, true);
     detail::debug_check_state(be, op, s);
     const auto buf = detail::state_view<Backend>(s.buf, s.rows, s.cols);
     const T mu = T(momentum), keep = T(1 - lr * weight_decay);
     // One pass over W, G and the buffer on every backend.
     be.for_each_element(
-        detail::momentum_element_step<T>{kind == momentum_kind::ema ? T(1 - momentum) : T(1), mu, nesterov,
-                                         {keep, T(lr), {mu, kind == momentum_kind::heavy_ball}}},
+        detail::guarded(detail::momentum_element_step<T>{kind == momentum_kind::ema ? T(1 - momentum) : T(1), mu,
+                                                         nesterov,
+                                                         {keep, T(lr), {mu, kind == momentum_kind::heavy_ball}}}),
         w, buf, g);
-    ++s.steps;
+    detail::count_step(s.steps);
   }
   /// One step on a tensor, seen as its flat matrix; W and G must have the same shape.
   template <class Backend, class T>

@@ -190,8 +190,11 @@ struct riemannian {
           geometry.check_radius(op);
           const auto [memory, has_memory] = detail::fused_memory<Backend, T>(direction, s.dir);
           detail::check_fused_rows(be, op, as_const(w), g, memory, has_memory, geometry.radius);
-          const index bad = detail::fused_row_sphere<Backend, T>(be, direction, geometry, w, g, s.dir);
-          ++s.steps;
+          // In a deferred_checks scope the kernels' flags go to slots and
+          // bad is rows; the step counts move at the mark (count_step).
+          const std::size_t mark = detail::deferred_mark();
+          const index bad = detail::fused_row_sphere<Backend, T>(be, direction, geometry, w, g, s.dir, mark);
+          detail::count_step(s.steps, mark);
           if (bad < w.rows())
             detail::raise<numerical_error>(
                 op, "the step of row ", bad, " of the ", w.rows(), "x", w.cols(),
@@ -221,7 +224,7 @@ struct riemannian {
       }
       direction.for_each_tangent(s.dir, [&](auto v) { geometry.transport(be, as_const(w), v, ws); });
     }
-    ++s.steps;
+    detail::count_step(s.steps);
   }
 
   /// Whether step() on Backend runs a fused kernel (see fast_paths).

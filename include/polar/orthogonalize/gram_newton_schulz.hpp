@@ -155,7 +155,7 @@ struct gram_newton_schulz {
     auto R = row_major_batch(ws.r.data(), count, n, n, space);
     const auto Tb = row_major_batch(ws.t.data(), count, n, n, space);
     auto S = row_major_batch(ws.s.data(), count, n, n, space);
-    detail::scale_input(be, schedule, gw, X, ws.norms.data());
+    detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
 
     const bool symmetric = n >= symmetric_threshold;
     detail::gram(be, T(1), as_const(X), A, symmetric);

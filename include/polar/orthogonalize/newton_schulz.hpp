@@ -196,7 +196,7 @@ struct newton_schulz {
       detail::gram(be, T(1), as_const(X), A, symmetric);
       detail::aol_scale(be, schedule.eps, X, A, B, ws.d.data());
     } else {
-      detail::scale_input(be, schedule, gw, X, ws.norms.data());
+      detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
     }
 
     for (int k = 0; k < steps(); ++k) {
@@ -242,7 +242,7 @@ struct newton_schulz {
       detail::aol_scale(be, schedule.eps, X, A, B, ws.d.data());
       be.map(detail::to_lowp_fn<H>{}, stacked(HA), as_const(stacked(A)));
     } else {
-      detail::scale_input(be, schedule, gw, X, ws.norms.data());
+      detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
     }
     be.map(detail::to_lowp_fn<H>{}, stacked(HX), as_const(stacked(X)));
     for (int k = 0; k < steps(); ++k) {

@@ -157,6 +157,16 @@ void check_map(memory_space space, const matrix_view<T>& out, const matrix_view<
 /// for_each_row and for_each_element: one to eight operands of one shape in the backend's
 /// memory; an operand the kernel may write (a view of non-const elements) is
 /// the very same view as each other operand or disjoint from it.
+/// The rows and columns of the first of a row operation's operands.
+template <class V0, class... V>
+index rows_of(const matrix_view<V0>& m0, const matrix_view<V>&...) {
+  return m0.rows();
+}
+template <class V0, class... V>
+index cols_of(const matrix_view<V0>& m0, const matrix_view<V>&...) {
+  return m0.cols();
+}
+
 template <class... V>
 void check_rows(const char* opname, memory_space space, const matrix_view<V>&... m) {
   static_assert(sizeof...(V) >= 1 && sizeof...(V) <= 8, "polar::for_each_row takes one to eight operands");

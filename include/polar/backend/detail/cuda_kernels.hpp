@@ -129,7 +129,9 @@ class context {
   }
 
  public:
-  auto policy() const { return ::thrust::cuda::par.on(stream_); }
+  // par_nosync: Thrust's algorithms queue their kernels and return; only
+  // those that hand a value back to the host wait for the device.
+  auto policy() const { return ::thrust::cuda::par_nosync.on(stream_); }
   void synchronize() { check(cudaStreamSynchronize(stream_), "polar::synchronize"); }
   cudaStream_t stream() const noexcept { return stream_; }
   cublasHandle_t blas() const noexcept { return blas_; }
@@ -322,9 +324,41 @@ operand<T> flipped(const operand<T>& x) {
   return r;
 }
 
+/// count_nonfinite on the device: each thread counts its elements (a grid
+/// stride over x in row-major order), each warp adds its threads' counts,
+/// and lanes 0 add theirs to *count. The total is an integer, the same
+/// whatever the order of the additions.
+template <class T>
+__global__ void count_nonfinite_kernel(const T* x, index rows, index cols, index rs, index cs, check_word* count,
+                                       check_word* any) {
+  const index n = rows * cols;
+  unsigned long long c = 0;
+  for (index e = index(blockIdx.x) * index(blockDim.x) + index(threadIdx.x); e < n;
+       e += index(gridDim.x) * index(blockDim.x)) {
+    const index i = e / cols, j = e - i * cols;
+    const T v = x[i * rs + j * cs];
+    const T d = v - v;
+    c += d == d ? 0u : 1u;
+  }
+  for (int o = 16; o > 0; o >>= 1) c += __shfl_down_sync(0xffffffffu, c, o);
+  if ((threadIdx.x & 31u) == 0 && c != 0) {
+    atomicAdd(count, c);
+    *any = 1;
+  }
+}
+
 // ---- the kernels the Thrust backend dispatches to ----------------------------
 
 struct kernels {
+  template <class T>
+  static void count_nonfinite(context& ctx, matrix_view<const T> x, check_word* count, check_word* any) {
+    const index n = x.size();
+    if (n == 0) return;
+    const index blocks = (n + 255) / 256 < 1024 ? (n + 255) / 256 : 1024;
+    count_nonfinite_kernel<T><<<unsigned(blocks), 256, 0, ctx.stream()>>>(x.data(), x.rows(), x.cols(),
+                                                                          x.row_stride(), x.col_stride(), count, any);
+    check(cudaGetLastError(), "polar::count_nonfinite");
+  }
   template <bool, bool, class K, class... V>
   static row_flags for_each_row(context& ctx, const K& k, const matrix_view<V>&... m) {
     return launch_rows(ctx.stream(), ctx.scratch<unsigned long long>(context::slot_flags, row_flags::codes), k, m...);

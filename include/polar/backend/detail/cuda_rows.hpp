@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "polar/backend/rows.hpp"
+#include "polar/core/detail/deferred_record.hpp"
 #include "polar/core/error.hpp"
 #include "polar/core/view.hpp"
 
@@ -211,14 +212,55 @@ row_flags with_row_flags(cudaStream_t stream, unsigned long long* flags, index r
   return out;
 }
 
+/// flags[c] = rows for every code: no row flagged yet.
+__global__ void clear_row_flags(unsigned long long* flags, index rows) {
+  if (threadIdx.x < unsigned(row_flags::codes)) flags[threadIdx.x] = static_cast<unsigned long long>(rows);
+}
+
+/// The flags of a launch into the slot of a deferred check (row_flag_word's
+/// encoding), setting the skip word when a row was flagged. One thread.
+__global__ void row_flags_to_slot(const unsigned long long* flags, index rows, check_word* slot, check_word* skip) {
+  for (int c = 0; c < row_flags::codes; ++c)
+    if (flags[c] < static_cast<unsigned long long>(rows)) {
+      *slot = check_word(flags[c] + 1) * check_word(row_flags::codes) + check_word(c);
+      *skip = 1;
+      return;
+    }
+}
+
+/// Runs launch() on `stream` and reports the kernel K's flags: not at all
+/// for a kernel that never flags; into a slot of the deferred_checks scope
+/// open on this thread, without waiting for the device, inside one; read
+/// back (waiting for the device) otherwise.
+template <class K, class L>
+row_flags run_rows(cudaStream_t stream, unsigned long long* flags, index rows, index cols, const L& launch) {
+  if constexpr (!row_kernel_flags<K>::value) {
+    launch();
+    check_launch(cudaGetLastError());
+    return row_flags::none(rows);
+  } else {
+    deferred_record* d = deferred();
+    if (d == nullptr) return with_row_flags(stream, flags, rows, launch);
+    if (d->space != memory_space::device)
+      raise<memory_space_error>("polar::for_each_row", "the deferred_checks in scope keeps its words in host memory "
+                                                       "but this backend runs on the device");
+    check_word* w = open_row_slot(*d, rows, cols);
+    clear_row_flags<<<1, 32, 0, stream>>>(flags, rows);
+    launch();
+    row_flags_to_slot<<<1, 1, 0, stream>>>(flags, rows, w, d->skip());
+    check_launch(cudaGetLastError());
+    return row_flags::none(rows);
+  }
+}
+
 /// Runs the kernel over the rows on `stream`; flags is a device array of
-/// row_flags::codes elements, set here and read back.
+/// row_flags::codes elements (see run_rows).
 template <class K, class... V>
 row_flags launch_rows(cudaStream_t stream, unsigned long long* flags, const K& k, const matrix_view<V>&... m) {
   const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
   const index rows = m0.rows(), cols = m0.cols();
-  if (rows == 0) return row_flags::none(rows);
-  return with_row_flags(stream, flags, rows, [&] {
+  return run_rows<K>(stream, flags, rows, cols, [&] {
+    if (rows == 0) return;
     const index max_blocks = 65535;
     const unsigned blocks = unsigned(rows < max_blocks ? rows : max_blocks);
     rows_kernel<K, V...><<<blocks, row_threads, 0, stream>>>(
@@ -235,7 +277,7 @@ row_flags launch_rows(cudaStream_t stream, unsigned long long* flags, A* col, co
   const index rows = m0.rows(), cols = m0.cols(), n = cs.out.rows();
   const index blocks = rows < column_blocks ? (rows > 0 ? rows : 1) : column_blocks;
   check_launch(cudaMemsetAsync(col, 0, std::size_t(blocks * n * cols) * sizeof(A), stream));
-  const row_flags f = with_row_flags(stream, flags, rows, [&] {
+  return run_rows<K>(stream, flags, rows, cols, [&] {
     if (rows > 0)
       column_rows_kernel<K, A, V...><<<unsigned(blocks), row_threads, 0, stream>>>(
           k, rows, cols, flags, col, n, row_operand<V>{m.data(), m.row_stride(), m.col_stride()}...);
@@ -244,7 +286,6 @@ row_flags launch_rows(cudaStream_t stream, unsigned long long* flags, A* col, co
       add_column_shares<A><<<unsigned((total + 255) / 256), 256, 0, stream>>>(
           col, rows > 0 ? blocks : 0, n, cols, cs.out.data(), cs.out.row_stride(), cs.out.col_stride());
   });
-  return f;
 }
 
 }  // namespace polar::detail::cuda

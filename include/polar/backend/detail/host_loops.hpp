@@ -186,6 +186,11 @@ T max_abs(matrix_view<const T> x) {
   return m.nan ? std::numeric_limits<T>::quiet_NaN() : T(m.m);
 }
 
+/// The number of NaN and infinite elements of x: a pass that only counts
+/// where all_finite has found one (so a finite x costs that one pass).
+template <class T>
+check_word count_nonfinite(matrix_view<const T> x);
+
 /// Whether no element is NaN or infinite: contiguous_finite over
 /// contiguous chunks or rows, threaded across them.
 template <class T>
@@ -215,6 +220,11 @@ bool all_finite(matrix_view<const T> x) {
     for (index j = 0; j < c; ++j) ok = contiguous_finite(&x(i, j), 1) && ok;
     return ok;
   });
+}
+
+template <class T>
+check_word count_nonfinite(matrix_view<const T> x) {
+  return all_finite<T>(x) ? 0 : count_nonfinite_serial(x);
 }
 
 /// Frobenius norm. One pass of squares in the accumulator; a scaled second

@@ -10,6 +10,10 @@
 // marks the gradients as checked on the calling thread.
 #pragma once
 
+#include <string>
+
+#include "polar/core/detail/deferred_record.hpp"
+
 namespace polar::detail {
 
 /// True on this thread while the model-level optimizer steps gradients it
@@ -31,11 +35,54 @@ class checked_gradients_scope {
   bool previous_;
 };
 
-/// Whether G holds NaN or infinity: false without a pass over G where the
-/// caller has checked it (gradients_checked).
+/// Queues the check of operand g (named `what`) into a slot of the
+/// deferred_checks scope d: a kernel counts its bad entries into the slot
+/// and sets the skip word when there are any; nothing is read back.
 template <class Backend, class G>
-bool nonfinite_gradient(Backend& be, const G& g) {
-  return !gradients_checked() && !be.all_finite(g);
+void defer_nonfinite(Backend& be, deferred_record& d, const char* op, const G& g, std::string what) {
+  deferred_slot s;
+  s.kind = deferred_slot::nonfinite;
+  s.op = op;
+  s.rows = g.rows();
+  s.cols = g.cols();
+  s.what = std::move(what);
+  check_word* w = d.open(op, std::move(s));
+  be.count_nonfinite(g, w, d.skip());
+}
+
+/// In a deferred_checks scope, for a step that reads back and writes
+/// unguarded: raises non_finite_error when a check queued before it in the
+/// scope has failed (the step would otherwise write after a failure).
+template <class Backend>
+void raise_if_deferred_failed(Backend& be, const char* op) {
+  deferred_record* d = deferred_for<Backend>(op);
+  if (d == nullptr) return;
+  check_word skip = 0;
+  be.copy_to_host(matrix_view<const check_word>(d->skip(), 1, 1, 1, 1, Backend::space),
+                  matrix_view<check_word>(&skip, 1, 1, 1, 1, memory_space::host));
+  if (skip != 0)
+    raise<non_finite_error>(op, "a check queued earlier in the deferred_checks scope has failed, so this step "
+                                "(which does not run deferred) wrote nothing; check() says which");
+}
+
+/// Whether G holds NaN or infinity: false without a pass over G where the
+/// caller has checked it (gradients_checked). A step whose kernels that
+/// write are guarded (unless_flagged) passes deferrable: in a
+/// deferred_checks scope the check is then queued on the backend
+/// (defer_nonfinite) and false returned, the kernels reading its verdict.
+/// Any other step reads the answer back, in a scope too, after
+/// raise_if_deferred_failed.
+template <class Backend, class G>
+bool nonfinite_gradient(Backend& be, const G& g, const char* op = "polar::step", bool deferrable = false) {
+  if (gradients_checked()) return false;
+  if (deferred_record* d = deferred_for<Backend>(op)) {
+    if (deferrable) {
+      defer_nonfinite(be, *d, op, g, "G");
+      return false;
+    }
+    raise_if_deferred_failed(be, op);
+  }
+  return !be.all_finite(g);
 }
 
 }  // namespace polar::detail

@@ -80,6 +80,20 @@ struct decay_and_step {
   POLAR_HOST_DEVICE T operator()(W w, U u) const { return T(keep * T(w) - step * T(u)); }
 };
 
+/// The guarded forms of Muon's writes in a deferred_checks scope
+/// (for_each_element): b <- c g + mu b, and w <- keep w - step u.
+template <class T>
+struct buffer_step_fn {
+  T c, mu;
+  POLAR_HOST_DEVICE void operator()(T& b, const T& g) const { b = T(c * g + mu * b); }
+};
+template <class T>
+struct decay_and_step_in_place {
+  T keep, step;
+  template <class U>
+  POLAR_HOST_DEVICE void operator()(T& w, const U& u) const { w = T(keep * w - step * T(u)); }
+};
+
 /// s * u, with u of another scalar type.
 template <class T>
 struct scale_cast_fn {
@@ -98,22 +112,24 @@ void check_update_args(Backend& be, const char* op, const matrix_view<const T>& 
   check_no_alias(op, "D", d, "G", g);
   if (g.rows() != rows || g.cols() != cols)
     raise_state_mismatch(op, "G", concat(g.rows(), "x", g.cols()), 1, rows, cols);
-  if (nonfinite_gradient(be, g)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
+  if (nonfinite_gradient(be, g, op)) raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 
 /// The checks every direction's step makes on W and G before writing; the
 /// pass over G for NaN and infinity is left out where the caller makes it
-/// itself (check_finite false: the fused row-sphere step).
+/// itself (check_finite false: the fused row-sphere step), and queued in a
+/// deferred_checks scope where the step's writing kernels are guarded
+/// (deferrable; see nonfinite_gradient).
 template <class Backend, class W, class G>
 void check_step_args(Backend& be, const char* op, const matrix_view<W>& w, const matrix_view<G>& g,
-                     index rows, index cols, bool check_finite = true) {
+                     index rows, index cols, bool check_finite = true, bool deferrable = false) {
   check_output(op, "W", w);
   check_input(op, "G", g);
   check_same_shape(op, "W", w, "G", g);
   check_no_alias(op, "W", w, "G", g);
   if (w.rows() != rows || w.cols() != cols)
     raise_state_mismatch(op, "W", concat(w.rows(), "x", w.cols()), 1, rows, cols);
-  if (check_finite && nonfinite_gradient(be, g))
+  if (check_finite && nonfinite_gradient(be, g, op, deferrable))
     raise<non_finite_error>(op, "G (", g.rows(), "x", g.cols(), ") holds NaN or infinity");
 }
 

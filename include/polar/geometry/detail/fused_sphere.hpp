@@ -127,6 +127,11 @@ template <class Backend, class T>
 void check_fused_rows(Backend& be, const char* op, matrix_view<const T> w, matrix_view<const T> g,
                       matrix_view<const T> memory, bool has_memory, double radius) {
   const index rows = w.rows(), cols = w.cols();
+  describe_row_flags(op, "G holds NaN or infinity",
+                     concat("W is zero and so is its gradient", has_memory ? " and the optimizer's memory of it" : "",
+                            ": it has no direction to step in and cannot be scaled onto the sphere of radius ",
+                            radius),
+                     0);
   const row_flags f = be.for_each_row(sphere_check_kernel<T>{has_memory}, w, g, has_memory ? memory : g);
   if (f.any(0)) raise<non_finite_error>(op, "G (", rows, "x", cols, ") holds NaN or infinity");
   if (f.any(1))
@@ -292,20 +297,32 @@ struct sphere_adam_kernel {
   }
 };
 
+/// Describes the flag of the fused steps' kernels for a deferred check.
+inline void describe_sphere_step(const hypersphere& sph) {
+  describe_row_flags("polar::riemannian::step",
+                     concat("its step is zero or overflows and cannot be scaled onto the sphere of radius ", sph.radius,
+                            "; that row was left as it was, while the other rows and the optimizer state took the step"));
+}
+
 /// The fused steps: the first row whose step could not be scaled back onto
-/// the sphere (left as it was), or rows when there is none.
+/// the sphere (left as it was), or rows when there is none. The kernels are
+/// guarded (a deferred_checks scope's skip word stops them), and the step
+/// count moves at `mark` (count_step).
 template <class Backend, class T>
 index fused_row_sphere(Backend& be, const sgd_direction& dir, const hypersphere& sph, matrix_view<T> w,
-                       matrix_view<const T> g, typename sgd_direction::template state<Backend, T>& s) {
+                       matrix_view<const T> g, typename sgd_direction::template state<Backend, T>& s,
+                       std::size_t mark) {
   const double r = sph.radius;
-  const row_flags f = be.for_each_row(sphere_sgd_kernel<T>{r, 1.0 / (r * r), dir.lr}, w, g);
-  ++s.steps;
+  describe_sphere_step(sph);
+  const row_flags f = be.for_each_row(guarded(sphere_sgd_kernel<T>{r, 1.0 / (r * r), dir.lr}), w, g);
+  count_step(s.steps, mark);
   return f.first[0];
 }
 
 template <class Backend, class T>
 index fused_row_sphere(Backend& be, const momentum_direction& dir, const hypersphere& sph, matrix_view<T> w,
-                       matrix_view<const T> g, typename momentum_direction::template state<Backend, T>& s) {
+                       matrix_view<const T> g, typename momentum_direction::template state<Backend, T>& s,
+                       std::size_t mark) {
   const double r = sph.radius;
   // u = ug gt + ub buf: the buffer, or Nesterov's look-ahead (heavy ball:
   // gt + mu buf; EMA: (1 - mu) gt + mu buf).
@@ -314,28 +331,31 @@ index fused_row_sphere(Backend& be, const momentum_direction& dir, const hypersp
   const double ub = dir.nesterov ? double(T(dir.momentum)) : 1.0;
   const double lr = double(T(dir.lr));
   const auto b = row_major_view(s.buf.data(), w.rows(), w.cols(), -1, Backend::space);
+  describe_sphere_step(sph);
   const row_flags f =
       dir.nesterov
-          ? be.for_each_row(sphere_momentum_kernel<T, true>{r, 1.0 / (r * r), lr, cg, ug, ub, T(dir.momentum)}, w, g,
-                            b)
-          : be.for_each_row(sphere_momentum_kernel<T, false>{r, 1.0 / (r * r), lr, cg, ug, ub, T(dir.momentum)}, w,
-                            g, b);
-  ++s.steps;
+          ? be.for_each_row(guarded(sphere_momentum_kernel<T, true>{r, 1.0 / (r * r), lr, cg, ug, ub, T(dir.momentum)}),
+                            w, g, b)
+          : be.for_each_row(
+                guarded(sphere_momentum_kernel<T, false>{r, 1.0 / (r * r), lr, cg, ug, ub, T(dir.momentum)}), w, g, b);
+  count_step(s.steps, mark);
   return f.first[0];
 }
 
 template <class Backend, class T>
 index fused_row_sphere(Backend& be, const adamw_direction& dir, const hypersphere& sph, matrix_view<T> w,
-                       matrix_view<const T> g, typename adamw_direction::template state<Backend, T>& s) {
+                       matrix_view<const T> g, typename adamw_direction::template state<Backend, T>& s,
+                       std::size_t mark) {
   const double r = sph.radius;
   const long t = s.steps + 1;
   const double bc1 = 1 - std::pow(dir.beta1, double(t)), bc2 = 1 - std::pow(dir.beta2, double(t));
   const auto m = row_major_view(s.m.data(), w.rows(), w.cols(), -1, Backend::space);
+  describe_sphere_step(sph);
   const row_flags f = be.for_each_row(
-      sphere_adam_kernel<T>{s.v.data(), r, 1.0 / (r * r), dir.lr / bc1, 1 / std::sqrt(bc2), dir.eps, T(dir.beta1),
-                            T(dir.beta2)},
+      guarded(sphere_adam_kernel<T>{s.v.data(), r, 1.0 / (r * r), dir.lr / bc1, 1 / std::sqrt(bc2), dir.eps,
+                                    T(dir.beta1), T(dir.beta2)}),
       w, g, m);
-  s.steps = t;
+  count_step(s.steps, mark);
   return f.first[0];
 }
 

@@ -49,11 +49,13 @@ struct rank_mask {
 };
 
 /// X = G / (norm_scale |G|_F + eps) for each matrix of the stack; X is
-/// contiguous (count x n x m), `norms` holds count elements.
+/// contiguous (count x n x m), `norms` holds count elements and `spare`
+/// n (not read otherwise).
 template <class Backend, class T>
-void scale_input(Backend& be, const ns_schedule& s, batch_view<const T> g, batch_view<T> x, T* norms) {
+void scale_input(Backend& be, const ns_schedule& s, batch_view<const T> g, batch_view<T> x, T* norms, T* spare) {
   const index count = g.count();
-  if (count == 1) {  // one matrix: the backend's overflow-safe norm, one pass
+  const bool on_device = deferred() != nullptr;
+  if (count == 1 && !on_device) {  // one matrix: the backend's overflow-safe norm, one pass
     const T f = ns_input_scale<T>{s.norm_scale, s.eps}(be.norm(g[0]));
     be.axpby(f, g[0], T(0), x[0]);
     return;
@@ -61,7 +63,15 @@ void scale_input(Backend& be, const ns_schedule& s, batch_view<const T> g, batch
   for_stack([&](auto in, auto out) { be.copy(in, out); }, g, x);
   const auto flat = row_major_view(x.data(), count, x.rows() * x.cols(), -1, Backend::space);
   const auto nv = vector_view<T>(norms, count, 1, Backend::space);
-  be.row_norms(as_const(flat), nv);
+  if (count == 1) {
+    // In a deferred_checks scope the norm stays on the device, where the
+    // host does not wait for it: the norms of the rows, then their norm.
+    const index n = x.rows();
+    be.row_norms(as_const(x[0]), vector_view<T>(spare, n, 1, Backend::space));
+    be.row_norms(as_const(row_major_view(spare, 1, n, -1, Backend::space)), nv);
+  } else {
+    be.row_norms(as_const(flat), nv);
+  }
   const auto nm = row_major_view(norms, count, 1, -1, Backend::space);
   be.map(ns_input_scale<T>{s.norm_scale, s.eps}, nm, as_const(nm));
   be.scale_rows(as_const(nv), flat);

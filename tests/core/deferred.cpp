@@ -1,0 +1,407 @@
+// tests/core/deferred.cpp: steps in a deferred_checks scope (polar/deferred.hpp).
+// In a scope a step reads nothing back (a backend that refuses every read
+// while a scope is open runs them all), takes the eager step's bits, and a
+// bad gradient or a flagged row changes nothing, neither in its own step nor
+// in the steps queued after it, until check() throws what the eager step
+// would have thrown and moves the step counts back. On Eigen and the Thrust
+// host systems, whose kernels read the skip word as the GPU's do.
+#include <Eigen/Dense>
+#include <boost/test/unit_test.hpp>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "polar/deferred.hpp"
+#include "polar/direction/adamw.hpp"
+#include "polar/direction/muon.hpp"
+#include "polar/direction/sgd.hpp"
+#include "polar/geometry/hypersphere.hpp"
+#include "polar/geometry/riemannian.hpp"
+#include "polar/nonfinite.hpp"
+#include "core/state_bytes.hpp"
+#include "geometry/geometry_support.hpp"
+
+namespace {
+
+using geometry_test::mat;
+using fmat = mat<float>;
+using core_test::host_backends;
+using core_test::state_bytes;
+
+/// A backend that refuses, while a deferred_checks scope is open on the
+/// thread, every operation that hands a value back to the host: the steps
+/// that run deferred must not call one (on a GPU each would wait for it).
+template <class Base>
+struct no_reads : Base {
+  static void refuse(const char* what) {
+    if (polar::detail::deferred() != nullptr)
+      throw std::logic_error(std::string("a deferred step read back: ") + what);
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  bool all_finite(polar::matrix_view<U> x) {
+    refuse("all_finite");
+    return Base::all_finite(x);
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  T norm(polar::matrix_view<U> x) {
+    refuse("norm");
+    return Base::norm(x);
+  }
+  template <class U, class V, class T = std::remove_const_t<U>>
+  T dot(polar::matrix_view<U> x, polar::matrix_view<V> y) {
+    refuse("dot");
+    return Base::dot(x, y);
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  T sum(polar::matrix_view<U> x) {
+    refuse("sum");
+    return Base::sum(x);
+  }
+  template <class U, class T = std::remove_const_t<U>>
+  T max_abs(polar::matrix_view<U> x) {
+    refuse("max_abs");
+    return Base::max_abs(x);
+  }
+  template <class T>
+  void copy_to_host(polar::matrix_view<const T> src, polar::matrix_view<T> dst) {
+    refuse("copy_to_host");
+    Base::copy_to_host(src, dst);
+  }
+  template <class K, class... V>
+  polar::row_flags for_each_row(const K& k, polar::matrix_view<V>... m) {
+    const polar::row_flags f = Base::for_each_row(k, m...);
+    // In a scope the flags go to a slot: the caller must not see any.
+    if (polar::detail::deferred() != nullptr)
+      for (int c = 0; c < polar::row_flags::codes; ++c)
+        if (f.any(c)) throw std::logic_error("a deferred for_each_row handed its flags back");
+    return f;
+  }
+};
+
+/// Rows of the given norm (the row sphere of that radius).
+fmat on_row_sphere(fmat w, float radius) {
+  for (Eigen::Index i = 0; i < w.rows(); ++i) w.row(i) *= radius / w.row(i).norm();
+  return w;
+}
+
+// Three steps of opt, eager and deferred: the same bits in W and the state
+// (exact: Muon's single matrix takes its norm on the device in a scope, see
+// muon_steps_in_a_scope), the same step counts, and check() passes.
+template <class B, class Opt>
+void same_as_eager(const Opt& opt, const fmat& w0, const char* what) {
+  BOOST_TEST_CONTEXT(what) {
+    no_reads<B> be;
+    fmat we = w0, wd = w0;
+    auto se = opt.init(be, polar::make_view(we));
+    auto sd = opt.init(be, polar::make_view(wd));
+    polar::deferred_checks<no_reads<B>> checks(be);
+    for (int k = 0; k < 3; ++k) {
+      const fmat g = geometry_test::random<float>(be, w0.rows(), w0.cols(), 40 + std::uint64_t(k)) * 0.1f;
+      opt.step(be, polar::make_view(we), polar::make_view(g), se);
+      {
+        auto scope = checks.scope();
+        opt.step(be, polar::make_view(wd), polar::make_view(g), sd);
+      }
+      BOOST_TEST(checks.pending() > 0);
+      BOOST_TEST(checks.ok());
+      checks.check();
+      BOOST_TEST(checks.pending() == 0);
+    }
+    BOOST_TEST((we.array() == wd.array()).all());
+    BOOST_TEST((state_bytes(be, se) == state_bytes(be, sd)));
+  }
+}
+
+// A step with NaN in G between two good ones, all in one scope, and a step
+// of a second tensor after it: after check() throws, W, the other tensor
+// and both states are as they were after the first step (counts included),
+// and the next steps are the eager ones (to rounding for Muon: see
+// muon_steps_in_a_scope). `says` is in the message, and check() moves back
+// `moved` step counts (two a step for a Riemannian state: its own and its
+// direction's).
+template <class B, class Opt>
+void bad_gradient_changes_nothing(const Opt& opt, const fmat& w0, const char* what, const char* says, int moved,
+                                  bool exact = true) {
+  BOOST_TEST_CONTEXT(what) {
+    no_reads<B> be;
+    const fmat g0 = geometry_test::random<float>(be, w0.rows(), w0.cols(), 50) * 0.1f;
+    const fmat g2 = geometry_test::random<float>(be, w0.rows(), w0.cols(), 52) * 0.1f;
+    fmat g1 = geometry_test::random<float>(be, w0.rows(), w0.cols(), 51) * 0.1f;
+    g1(1, 2) = std::numeric_limits<float>::quiet_NaN();
+    g1(0, 0) = std::numeric_limits<float>::infinity();
+    fmat w = w0, v = w0;
+    auto s = opt.init(be, polar::make_view(w));
+    auto t = opt.init(be, polar::make_view(v));
+    polar::deferred_checks<no_reads<B>> checks(be);
+    {
+      auto scope = checks.scope();
+      opt.step(be, polar::make_view(w), polar::make_view(g0), s);
+    }
+    checks.check();
+    const fmat w1 = w, v1 = v;
+    const auto s1 = state_bytes(be, s), t1 = state_bytes(be, t);
+    {
+      auto scope = checks.scope();
+      opt.step(be, polar::make_view(w), polar::make_view(g1), s);  // fails
+      opt.step(be, polar::make_view(w), polar::make_view(g2), s);  // queued after: nothing
+      opt.step(be, polar::make_view(v), polar::make_view(g2), t);  // another tensor: nothing
+    }
+    BOOST_TEST(!checks.ok());
+    try {
+      checks.check();
+      BOOST_FAIL("check() let a NaN gradient pass");
+    } catch (const polar::non_finite_error& e) {
+      const std::string m = e.what();
+      BOOST_TEST_INFO(m);
+      BOOST_TEST(m.find(polar::detail::concat(w0.rows(), "x", w0.cols())) != std::string::npos);
+      BOOST_TEST(m.find(says) != std::string::npos);
+      BOOST_TEST(m.find(polar::detail::concat(moved, " step counts were moved back")) != std::string::npos);
+    }
+    BOOST_TEST((w.array() == w1.array()).all());
+    BOOST_TEST((v.array() == v1.array()).all());
+    BOOST_TEST((state_bytes(be, s) == s1));
+    BOOST_TEST((state_bytes(be, t) == t1));
+    BOOST_TEST(checks.ok());  // the words were cleared
+
+    // The steps go on, as eager steps from the same point.
+    {
+      auto scope = checks.scope();
+      opt.step(be, polar::make_view(w), polar::make_view(g2), s);
+    }
+    checks.check();
+    fmat wr = w0;
+    auto sr = opt.init(be, polar::make_view(wr));
+    opt.step(be, polar::make_view(wr), polar::make_view(g0), sr);
+    opt.step(be, polar::make_view(wr), polar::make_view(g2), sr);
+    if (exact) {
+      BOOST_TEST((w.array() == wr.array()).all());
+      BOOST_TEST((state_bytes(be, s) == state_bytes(be, sr)));
+    } else {
+      BOOST_TEST((w - wr).cwiseAbs().maxCoeff() <= 1e-5f * wr.cwiseAbs().maxCoeff());
+    }
+  }
+}
+
+using row_sphere_adam = polar::riemannian<polar::adamw_direction, polar::hypersphere>;
+using row_sphere_momentum = polar::riemannian<polar::momentum_direction, polar::hypersphere>;
+
+row_sphere_adam sphere_adam() {
+  row_sphere_adam o;
+  o.direction.lr = 0.02;
+  o.direction.weight_decay = 0;
+  o.geometry = {polar::sphere_scope::rows, 2.0};
+  return o;
+}
+row_sphere_momentum sphere_momentum() {
+  row_sphere_momentum o;
+  o.direction.lr = 0.05;
+  o.direction.nesterov = true;
+  o.geometry = {polar::sphere_scope::rows, 2.0};
+  return o;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(deferred)
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(steps_in_a_scope_take_the_eager_steps_bits, B, host_backends) {
+  no_reads<B> be;
+  const fmat w0 = geometry_test::random<float>(be, 37, 70, 7);
+  const fmat on_sphere = on_row_sphere(w0, 2.0f);
+  same_as_eager<B>(polar::sgd_direction{0.1, 0.01}, w0, "sgd");
+  polar::momentum_direction mom;
+  mom.nesterov = true;
+  mom.weight_decay = 0.01;
+  same_as_eager<B>(mom, w0, "momentum");
+  same_as_eager<B>(polar::adamw_direction{}, w0, "adamw");
+  same_as_eager<B>(polar::riemannian<polar::adamw_direction, polar::euclidean>{}, w0, "riemannian euclidean adamw");
+  same_as_eager<B>(sphere_adam(), on_sphere, "row-sphere adam");
+  same_as_eager<B>(sphere_momentum(), on_sphere, "row-sphere momentum");
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_bad_gradient_in_a_scope_changes_nothing, B, host_backends) {
+  no_reads<B> be;
+  const fmat w0 = geometry_test::random<float>(be, 37, 70, 8);
+  const char* counted = "held 2 NaN or infinite entries";
+  // The row sphere's check is a row kernel: it names the first bad row.
+  const char* by_row = "row 0 of the 37x70 operands: G holds NaN or infinity";
+  bad_gradient_changes_nothing<B>(polar::sgd_direction{0.1, 0.01}, w0, "sgd", counted, 3);
+  polar::momentum_direction mom;
+  mom.kind = polar::momentum_kind::ema;
+  bad_gradient_changes_nothing<B>(mom, w0, "momentum", counted, 3);
+  bad_gradient_changes_nothing<B>(polar::adamw_direction{}, w0, "adamw", counted, 3);
+  bad_gradient_changes_nothing<B>(sphere_adam(), on_row_sphere(w0, 2.0f), "row-sphere adam", by_row, 6);
+  bad_gradient_changes_nothing<B>(sphere_momentum(), on_row_sphere(w0, 2.0f), "row-sphere momentum", by_row, 6);
+  polar::muon_direction<> muon;
+  muon.lr = 0.02;
+  bad_gradient_changes_nothing<B>(muon, w0, "muon", counted, 3, false);
+}
+
+// Muon in a scope takes the Frobenius norm of a single matrix on the device
+// (the rows' norms, then their norm) instead of the backend's one-pass norm,
+// which is read back: the input scale differs in its last bits, so the
+// steps agree to float rounding rather than bit for bit. The bits are the
+// same from run to run in a scope (the CUDA graph test compares a replay
+// with the step bit for bit).
+BOOST_AUTO_TEST_CASE_TEMPLATE(muon_steps_in_a_scope, B, host_backends) {
+  no_reads<B> be;
+  const fmat w0 = geometry_test::random<float>(be, 48, 96, 9);
+  polar::muon_direction<> muon;
+  muon.lr = 0.02;
+  muon.weight_decay = 0.01;
+  fmat we = w0, wd = w0, wd2 = w0;
+  auto se = muon.init(be, polar::make_view(we));
+  auto sd = muon.init(be, polar::make_view(wd));
+  auto sd2 = muon.init(be, polar::make_view(wd2));
+  polar::deferred_checks<no_reads<B>> checks(be);
+  for (int k = 0; k < 3; ++k) {
+    const fmat g = geometry_test::random<float>(be, w0.rows(), w0.cols(), 60 + std::uint64_t(k));
+    muon.step(be, polar::make_view(we), polar::make_view(g), se);
+    auto scope = checks.scope();
+    muon.step(be, polar::make_view(wd), polar::make_view(g), sd);
+    muon.step(be, polar::make_view(wd2), polar::make_view(g), sd2);
+  }
+  checks.check();
+  BOOST_TEST((wd.array() == wd2.array()).all());
+  BOOST_TEST(se.steps == 3);
+  BOOST_TEST(sd.steps == 3);
+  // Each step moves W by lr * scale * |U| ~ 0.02 * 0.7 per entry; the norms
+  // differ by a few ulps, which the iteration carries to ~1e-6 relative.
+  BOOST_TEST((we - wd).cwiseAbs().maxCoeff() <= 1e-5f * we.cwiseAbs().maxCoeff());
+  BOOST_TEST((we - w0).cwiseAbs().maxCoeff() > 1e-3f);
+}
+
+// A zero row of W on the row sphere whose gradient row is zero too: the
+// eager step raises numerical_error naming the row; in a scope the flag goes
+// to a slot, nothing is written, and check() raises the same.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_flagged_row_in_a_scope_changes_nothing, B, host_backends) {
+  no_reads<B> be;
+  fmat w = on_row_sphere(geometry_test::random<float>(be, 9, 16, 10), 2.0f);
+  fmat g = geometry_test::random<float>(be, 9, 16, 11);
+  w.row(4).setZero();
+  g.row(4).setZero();
+  const fmat w0 = w;
+  auto opt = sphere_adam();
+  auto s = opt.init(be, polar::make_view(w));
+  const auto s0 = state_bytes(be, s);
+  polar::deferred_checks<no_reads<B>> checks(be);
+  {
+    auto scope = checks.scope();
+    opt.step(be, polar::make_view(w), polar::make_view(g), s);
+  }
+  try {
+    checks.check();
+    BOOST_FAIL("check() let a zero row pass");
+  } catch (const polar::numerical_error& e) {
+    const std::string m = e.what();
+    BOOST_TEST_INFO(m);
+    BOOST_TEST(m.find("row 4 of the 9x16") != std::string::npos);
+    BOOST_TEST(m.find("no direction to step in") != std::string::npos);
+  }
+  BOOST_TEST((w.array() == w0.array()).all());
+  BOOST_TEST((state_bytes(be, s) == s0));
+}
+
+// A step that does not run deferred (here the row sphere's generic
+// sequence, fast_paths off) reads back as it does outside a scope; after a
+// failed check in the scope it refuses to write, so nothing after the
+// failure changes.
+BOOST_AUTO_TEST_CASE_TEMPLATE(steps_that_read_back_refuse_after_a_failed_check, B, host_backends) {
+  B be;
+  const fmat w0 = on_row_sphere(geometry_test::random<float>(be, 12, 20, 12), 2.0f);
+  fmat g = geometry_test::random<float>(be, 12, 20, 13);
+  fmat bad = g;
+  bad(3, 3) = std::numeric_limits<float>::quiet_NaN();
+  fmat a = w0, m = w0;
+  polar::adamw_direction adam;
+  auto generic = sphere_adam();
+  generic.fast_paths = false;
+  auto sa = adam.init(be, polar::make_view(a));
+  auto sm = generic.init(be, polar::make_view(m));
+  const auto sm0 = state_bytes(be, sm);
+  polar::deferred_checks<B> checks(be);
+  {
+    auto scope = checks.scope();
+    adam.step(be, polar::make_view(a), polar::make_view(bad), sa);
+    try {
+      generic.step(be, polar::make_view(m), polar::make_view(g), sm);
+      BOOST_FAIL("a step that reads back wrote after a failed check");
+    } catch (const polar::non_finite_error& e) {
+      BOOST_TEST(std::string(e.what()).find("check() says which") != std::string::npos);
+    }
+  }
+  BOOST_TEST((m.array() == w0.array()).all());
+  BOOST_TEST((state_bytes(be, sm) == sm0));
+  BOOST_CHECK_THROW(checks.check(), polar::non_finite_error);
+  BOOST_TEST((a.array() == w0.array()).all());
+  // Without a failure before it, it steps in the scope as outside.
+  fmat m2 = w0;
+  auto sm2 = generic.init(be, polar::make_view(m2));
+  generic.step(be, polar::make_view(m2), polar::make_view(g), sm2);
+  {
+    auto scope = checks.scope();
+    generic.step(be, polar::make_view(m), polar::make_view(g), sm);
+  }
+  checks.check();
+  BOOST_TEST((m.array() == m2.array()).all());
+  BOOST_TEST((state_bytes(be, sm) == state_bytes(be, sm2)));
+}
+
+// nonfinite_guard in a scope: raise defers like the wrapped step; skip
+// decides on the host (it reads back) and skips without an error.
+BOOST_AUTO_TEST_CASE_TEMPLATE(guards_in_a_scope, B, host_backends) {
+  B be;
+  const fmat w0 = geometry_test::random<float>(be, 10, 14, 14);
+  fmat g = geometry_test::random<float>(be, 10, 14, 15);
+  g(2, 5) = -std::numeric_limits<float>::infinity();
+  polar::nonfinite_guard<polar::adamw_direction> guard;
+  fmat w = w0;
+  auto s = guard.init(be, polar::make_view(w));
+  polar::deferred_checks<B> checks(be);
+  {
+    auto scope = checks.scope();
+    guard.step(be, polar::make_view(w), polar::make_view(g), s);
+  }
+  BOOST_CHECK_THROW(checks.check(), polar::non_finite_error);
+  BOOST_TEST((w.array() == w0.array()).all());
+  BOOST_TEST(s.inner.steps == 0);
+  guard.policy = polar::nonfinite_policy::skip;
+  {
+    auto scope = checks.scope();
+    guard.step(be, polar::make_view(w), polar::make_view(g), s);
+  }
+  checks.check();
+  BOOST_TEST(s.skipped == 1);
+  BOOST_TEST((w.array() == w0.array()).all());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(deferred_checks_refuse_bad_use, B, host_backends) {
+  B be;
+  BOOST_CHECK_THROW(polar::deferred_checks<B>(be, 0), polar::value_error);
+  polar::deferred_checks<B> checks(be, 2);
+  BOOST_TEST(checks.capacity() == 2);
+  const fmat w0 = geometry_test::random<float>(be, 4, 5, 16);
+  const fmat g = geometry_test::random<float>(be, 4, 5, 17);
+  fmat w = w0;
+  polar::adamw_direction adam;
+  auto s = adam.init(be, polar::make_view(w));
+  {
+    auto scope = checks.scope();
+    adam.step(be, polar::make_view(w), polar::make_view(g), s);
+    adam.step(be, polar::make_view(w), polar::make_view(g), s);
+    const fmat w2 = w;
+    try {
+      adam.step(be, polar::make_view(w), polar::make_view(g), s);
+      BOOST_FAIL("a third check fit in two slots");
+    } catch (const polar::value_error& e) {
+      BOOST_TEST(std::string(e.what()).find("holds 2 checks") != std::string::npos);
+    }
+    BOOST_TEST((w.array() == w2.array()).all());
+  }
+  checks.check();
+  BOOST_TEST(s.steps == 2);
+  BOOST_TEST(polar::detail::deferred() == nullptr);  // the scope ended
+}
+
+BOOST_AUTO_TEST_SUITE_END()
