@@ -596,7 +596,7 @@ class optimizer {
   void step(std::initializer_list<param_view<const T>> grads) { step(grads.begin(), grads.size()); }
   /// The same, from n gradients at grads.
   void step(const param_view<const T>* grads, std::size_t n) {
-    step_with("polar::optimizer::step", grads, n, [](std::vector<double>&) {}, [](std::size_t) {});
+    step_with("polar::optimizer::step", grads, n, [](std::vector<double>&) {}, [](std::size_t) {}, true);
   }
 
   /// Puts every tensor's weights (under prefix + its name), its group and
@@ -680,9 +680,17 @@ class optimizer {
   // steps (the sharded optimizer sends finished buckets there), and
   // after(no_slot) once before the first: from there on, an error is this
   // rank's own, not one every rank takes from the same numbers.
+  //
+  // In a deferred_checks scope (may_defer: not the sharded optimizer's
+  // steps, which exchange what they measure), with the raise policy and no
+  // clipping, the gradients' checks are queued on the backend instead
+  // (polar/deferred.hpp): the policies' guarded kernels then do nothing
+  // when one fails, and a policy that reads back refuses to write. The
+  // skip and zero policies and clipping decide on the host from what they
+  // measure, so they read back, in a scope too.
   template <class Exchange, class After>
   void step_with(const char* op, const param_view<const T>* grads, std::size_t n, Exchange&& exchange,
-                 After&& after) {
+                 After&& after, bool may_defer = false) {
     if (n != entries_.size())
       detail::raise<shape_error>(op, "got ", n, " gradients for ", entries_.size(), " tensors");
     for (std::size_t i = 0; i < n; ++i) {
@@ -697,11 +705,18 @@ class optimizer {
     bool any_group_clip = false;
     for (const auto& g : groups_) any_group_clip = any_group_clip || g->clip_norm > 0;
     const bool clipping = clip_norm > 0 || any_group_clip;
+    detail::deferred_record* const scope = detail::deferred_for<Backend>(op);
+    const bool deferred = scope != nullptr && may_defer && nonfinite == nonfinite_policy::raise && !clipping;
+    if (scope != nullptr && !deferred) detail::raise_if_deferred_failed(*be_, op);
     // Finiteness, and the norms where clipping needs them.
     measured_.assign(3 * n, 0.0);
     for (std::size_t i = 0; i < n; ++i) {
       if (!entries_[i].owned()) continue;
       const auto g = grads[i].elements();
+      if (deferred) {
+        detail::defer_nonfinite(*be_, *scope, op, g, "the gradient of '" + entries_[i].name + "'");
+        continue;
+      }
       if (!be_->all_finite(g)) {
         measured_[3 * i] = 1;
         if (nonfinite == nonfinite_policy::zero) {
@@ -763,6 +778,7 @@ class optimizer {
     // The steps: the gradients they get are finite (checked above, or
     // cleaned), so the policies skip their own pass over G.
     const detail::checked_gradients_scope checked;
+    const std::size_t mark = detail::deferred_mark();  // the step counts move at the mark (count_step)
     after(no_slot);
     for (std::size_t i = 0; i < n; ++i) {
       const auto& e = entries_[i];
@@ -782,12 +798,12 @@ class optimizer {
       }
       after(i);
     }
-    for (auto& g : groups_) ++g->steps_;
+    for (auto& g : groups_) detail::count_step(g->steps_, mark);
     if (bad_count > 0) {
       ++zeroed_steps_;
       zeroed_entries_ += zeroed;
     }
-    ++steps_;
+    detail::count_step(steps_, mark);
   }
 
 

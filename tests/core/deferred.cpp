@@ -19,6 +19,7 @@
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/riemannian.hpp"
 #include "polar/nonfinite.hpp"
+#include "polar/optimizer.hpp"
 #include "core/state_bytes.hpp"
 #include "geometry/geometry_support.hpp"
 
@@ -402,6 +403,90 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(deferred_checks_refuse_bad_use, B, host_backends) 
   checks.check();
   BOOST_TEST(s.steps == 2);
   BOOST_TEST(polar::detail::deferred() == nullptr);  // the scope ended
+}
+
+// The model-level optimizer in a scope: its gradients' checks are queued;
+// with finite gradients its steps are the eager ones; with NaN in one
+// tensor's gradient no tensor changes, check() names that tensor, and the
+// optimizer's and its groups' step counts (the schedules' position) are
+// moved back.
+BOOST_AUTO_TEST_CASE_TEMPLATE(an_optimizer_steps_in_a_scope, B, host_backends) {
+  no_reads<B> be;
+  const fmat e0 = geometry_test::random<float>(be, 30, 16, 20);
+  const fmat h0 = geometry_test::random<float>(be, 24, 16, 21);
+  const fmat s0 = on_row_sphere(geometry_test::random<float>(be, 16, 16, 22), 2.0f);
+  const auto make = [&](fmat& e, fmat& h, fmat& sp) {
+    auto opt = std::make_unique<polar::optimizer<no_reads<B>, float>>(be);
+    opt->add_group("sphere", sphere_adam(), polar::rule::name("sphere"));
+    polar::momentum_direction mom;
+    mom.nesterov = true;
+    opt->add_group("hidden", mom, polar::rule::name("hidden"));
+    opt->add_group("rest", polar::adamw_direction{});
+    opt->group("hidden").lr_schedule = polar::schedule::cosine(10, 0.1, 2);
+    opt->add("embed", polar::make_view(e));
+    opt->add("hidden", polar::make_view(h));
+    opt->add("sphere", polar::make_view(sp));
+    return opt;
+  };
+  fmat ea = e0, ha = h0, sa = s0, eb = e0, hb = h0, sb = s0;
+  auto eager = make(ea, ha, sa);
+  auto deferred = make(eb, hb, sb);
+  polar::deferred_checks<no_reads<B>> checks(be);
+  const auto grads = [&](std::uint64_t seed) {
+    return std::vector<fmat>{geometry_test::random<float>(be, 30, 16, seed) * 0.1f,
+                             geometry_test::random<float>(be, 24, 16, seed + 1) * 0.1f,
+                             geometry_test::random<float>(be, 16, 16, seed + 2) * 0.1f};
+  };
+  const auto views = [](const std::vector<fmat>& g) {
+    return std::vector<polar::param_view<const float>>{polar::make_view(g[0]), polar::make_view(g[1]),
+                                                        polar::make_view(g[2])};
+  };
+  for (std::uint64_t k = 0; k < 2; ++k) {
+    const auto g = grads(100 + 10 * k);
+    eager->step(views(g));
+    {
+      auto scope = checks.scope();
+      deferred->step(views(g));
+    }
+    checks.check();
+  }
+  BOOST_TEST((ea.array() == eb.array()).all());
+  BOOST_TEST((ha.array() == hb.array()).all());
+  BOOST_TEST((sa.array() == sb.array()).all());
+  BOOST_TEST(deferred->steps() == 2);
+
+  auto bad = grads(200);
+  bad[1](3, 4) = std::numeric_limits<float>::quiet_NaN();
+  const fmat e1 = eb, h1 = hb, s1 = sb;
+  {
+    auto scope = checks.scope();
+    deferred->step(views(bad));
+  }
+  try {
+    checks.check();
+    BOOST_FAIL("check() let a NaN gradient pass");
+  } catch (const polar::non_finite_error& e) {
+    const std::string m = e.what();
+    BOOST_TEST_INFO(m);
+    BOOST_TEST(m.find("the gradient of 'hidden' (24x16) held 1 NaN") != std::string::npos);
+  }
+  BOOST_TEST((eb.array() == e1.array()).all());
+  BOOST_TEST((hb.array() == h1.array()).all());
+  BOOST_TEST((sb.array() == s1.array()).all());
+  BOOST_TEST(deferred->steps() == 2);
+  BOOST_TEST(deferred->group("hidden").steps() == 2);
+
+  // The next step is the eager optimizer's third.
+  const auto g = grads(300);
+  eager->step(views(g));
+  {
+    auto scope = checks.scope();
+    deferred->step(views(g));
+  }
+  checks.check();
+  BOOST_TEST((ea.array() == eb.array()).all());
+  BOOST_TEST((ha.array() == hb.array()).all());
+  BOOST_TEST((sa.array() == sb.array()).all());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -122,6 +122,7 @@ template <class F>
 struct unless_flagged {
   F f;
   const check_word* skip = nullptr;
+  POLAR_HD_TEMPLATE
   template <class... A>
   POLAR_HOST_DEVICE void operator()(A&&... a) const {
     if (skip != nullptr && *skip != 0) return;

@@ -74,7 +74,12 @@ void raise_if_deferred_failed(Backend& be, const char* op) {
 /// raise_if_deferred_failed.
 template <class Backend, class G>
 bool nonfinite_gradient(Backend& be, const G& g, const char* op = "polar::step", bool deferrable = false) {
-  if (gradients_checked()) return false;
+  if (gradients_checked()) {
+    // The model-level optimizer checked G; in a scope it queued the check,
+    // and a step that writes unguarded must see its verdict first.
+    if (!deferrable && deferred() != nullptr) raise_if_deferred_failed(be, op);
+    return false;
+  }
   if (deferred_record* d = deferred_for<Backend>(op)) {
     if (deferrable) {
       defer_nonfinite(be, *d, op, g, "G");

@@ -1,0 +1,157 @@
+// Steps in a deferred_checks scope on Thrust's CUDA system: a whole step of
+// Muon, AdamW, SGD with momentum and Riemannian Adam on the row sphere is
+// captured in a CUDA graph (thread-local capture mode, which refuses any
+// call that would wait for the device or allocate), replayed, and compared
+// bit for bit with the same step run on the stream; a NaN gradient in a
+// replay changes nothing and check() reports it. Built by the `cuda` preset
+// (nvcc); it needs a GPU to run, which CI does not have, so CI checks that
+// it compiles.
+#include <cuda_runtime.h>
+
+#include <boost/test/unit_test.hpp>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "polar/backend/thrust.hpp"
+#include "polar/checkpoint.hpp"
+#include "polar/deferred.hpp"
+#include "polar/direction/adamw.hpp"
+#include "polar/direction/muon.hpp"
+#include "polar/direction/sgd.hpp"
+#include "polar/geometry/hypersphere.hpp"
+#include "polar/geometry/riemannian.hpp"
+
+namespace {
+
+using device_backend = polar::backend::thrust<polar::system::cuda>;
+using dvec = ::thrust::device_vector<float>;
+
+std::vector<float> host_copy(const dvec& v) {
+  std::vector<float> h(v.size());
+  ::thrust::copy(v.begin(), v.end(), h.begin());
+  return h;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+template <class S>
+std::vector<std::uint8_t> state_bytes(device_backend& be, const S& s) {
+  polar::checkpoint ck;
+  ck.put_state(be, "s", s);
+  return ck.serialize();
+}
+
+// Rows of norm 2 (the row sphere of radius 2).
+void to_row_sphere(device_backend& be, dvec& w, polar::index rows, polar::index cols) {
+  std::vector<float> h = host_copy(w);
+  for (polar::index i = 0; i < rows; ++i) {
+    double n = 0;
+    for (polar::index j = 0; j < cols; ++j) n += double(h[std::size_t(i * cols + j)]) * h[std::size_t(i * cols + j)];
+    for (polar::index j = 0; j < cols; ++j) h[std::size_t(i * cols + j)] = float(h[std::size_t(i * cols + j)] * 2.0 / std::sqrt(n));
+  }
+  ::thrust::copy(h.begin(), h.end(), w.begin());
+  be.synchronize();
+}
+
+// One step of opt from the same point, run on the stream and replayed from
+// a graph: the same bits in W and the state. Then a NaN gradient in a
+// replay: nothing changes, and check() says so.
+template <class Opt>
+void captured_step_is_the_step(const Opt& opt, bool sphere, const char* what) {
+  BOOST_TEST_CONTEXT(what) {
+    cudaStream_t stream;
+    BOOST_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+    {
+      device_backend be(stream);
+      const polar::index rows = 256, cols = 768;
+      dvec w(std::size_t(rows * cols)), g(std::size_t(rows * cols));
+      be.fill_random(polar::make_view(w, rows, cols), polar::rng_key{1}, polar::distribution::normal, 0.5f);
+      be.fill_random(polar::make_view(g, rows, cols), polar::rng_key{2}, polar::distribution::normal, 0.1f);
+      if (sphere) to_row_sphere(be, w, rows, cols);
+      const auto wv = polar::make_view(w, rows, cols);
+      const auto gv = polar::matrix_view<const float>(polar::make_view(g, rows, cols));
+      auto s = opt.init(be, wv);
+      polar::deferred_checks<device_backend> checks(be);
+      checks.recycle = false;  // the graph's slots stay described for its replays
+
+      // A first step on the stream: the scratch arenas and workspaces grow
+      // here, before the capture (a capture cannot allocate).
+      {
+        auto scope = checks.scope();
+        opt.step(be, wv, gv, s);
+      }
+      checks.check();
+      const dvec w1 = w;
+      polar::checkpoint ck;
+      ck.put_state(be, "s", s);
+
+      // The second step on the stream: the reference.
+      {
+        auto scope = checks.scope();
+        opt.step(be, wv, gv, s);
+      }
+      checks.check();
+      const std::vector<float> w_ref = host_copy(w);
+      const auto s_ref = state_bytes(be, s);
+
+      // Back to the first step's result; the same step captured.
+      w = w1;
+      ck.get_state(be, "s", s);
+      be.synchronize();
+      cudaGraph_t graph = nullptr;
+      BOOST_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+      {
+        auto scope = checks.scope();
+        opt.step(be, wv, gv, s);  // queues kernels only
+      }
+      BOOST_REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+      cudaGraphExec_t exec = nullptr;
+      BOOST_REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+      // Nothing ran while capturing.
+      BOOST_TEST(same_bits(host_copy(w), host_copy(w1)));
+      BOOST_REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+      BOOST_REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+      checks.check();
+      BOOST_TEST(same_bits(host_copy(w), w_ref));
+      BOOST_TEST((state_bytes(be, s) == s_ref));
+
+      // A replay with NaN in G: W and the state keep their bits.
+      const float nan = std::nanf("");
+      const std::vector<float> w_before = host_copy(w);
+      const auto s_before = state_bytes(be, s);
+      ::thrust::fill_n(g.begin() + 5, 1, nan);
+      BOOST_REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+      BOOST_TEST(!checks.ok());
+      BOOST_CHECK_THROW(checks.check(), polar::non_finite_error);
+      BOOST_TEST(same_bits(host_copy(w), w_before));
+      BOOST_TEST((state_bytes(be, s) == s_before));
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    }
+    cudaStreamDestroy(stream);
+  }
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(deferred_cuda)
+
+BOOST_AUTO_TEST_CASE(a_captured_step_replays_the_step_bit_for_bit) {
+  polar::muon_direction<> muon;
+  muon.lr = 0.02;
+  muon.weight_decay = 0.01;
+  captured_step_is_the_step(muon, false, "muon");
+  captured_step_is_the_step(polar::adamw_direction{}, false, "adamw");
+  polar::momentum_direction mom;
+  mom.nesterov = true;
+  captured_step_is_the_step(mom, false, "momentum");
+  polar::riemannian<polar::adamw_direction, polar::hypersphere> sphere;
+  sphere.direction.weight_decay = 0;
+  sphere.geometry = {polar::sphere_scope::rows, 2.0};
+  captured_step_is_the_step(sphere, true, "row-sphere adam");
+}
+
+BOOST_AUTO_TEST_SUITE_END()
