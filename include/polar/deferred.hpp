@@ -154,6 +154,8 @@ class deferred_checks {
     const detail::deferred_slot s = r.slots[first];
     const check_word w = h[first + 1];
     if (recycle) r.slots.clear();
+    if (s.kind == detail::deferred_slot::numerical)
+      detail::raise<numerical_error>(s.op, s.what, " (", w, " of ", s.rows * s.cols, "; a deferred check)", after);
     if (s.kind == detail::deferred_slot::nonfinite)
       detail::raise<non_finite_error>(s.op, s.what.empty() ? std::string("G") : s.what, " (", s.rows, "x", s.cols,
                                       ") held ", w, " NaN or infinite entries (a deferred check)", after);

@@ -1,5 +1,6 @@
 // Steps in a deferred_checks scope on Thrust's CUDA system: a whole step of
-// Muon, AdamW, SGD with momentum and Riemannian Adam on the row sphere is
+// Muon, AdamW, SGD with momentum, Riemannian Adam on the row sphere and
+// MD-AdamW (flat and row spheres) is
 // captured in a CUDA graph (thread-local capture mode, which refuses any
 // call that would wait for the device or allocate), replayed, and compared
 // bit for bit with the same step run on the stream; a NaN gradient in a
@@ -19,6 +20,7 @@
 #include "polar/direction/adamw.hpp"
 #include "polar/direction/muon.hpp"
 #include "polar/direction/sgd.hpp"
+#include "polar/gains/row_col_gains.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/riemannian.hpp"
 
@@ -152,6 +154,10 @@ BOOST_AUTO_TEST_CASE(a_captured_step_replays_the_step_bit_for_bit) {
   sphere.direction.weight_decay = 0;
   sphere.geometry = {polar::sphere_scope::rows, 2.0};
   captured_step_is_the_step(sphere, true, "row-sphere adam");
+  captured_step_is_the_step(polar::md_adamw{}, false, "md-adamw (flat sphere)");
+  polar::md_adamw md_rows;
+  md_rows.sphere = polar::sphere_scope::rows;
+  captured_step_is_the_step(md_rows, false, "md-adamw (row sphere)");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -184,6 +184,8 @@ struct md_scratch {
   /// Its column sums in double, where D's columns lie on spheres: the
   /// column gains' gradients (when there are column gains), then |D_:j|^2.
   typename Backend::template buffer<double> csum;
+  /// The totals of rsum's two rows, on the device (a deferred step).
+  typename Backend::template buffer<double> totals;
   /// Room for n elements in p.
   void reserve(Backend& be, index n) {
     if (p.size() < n) p = be.template allocate<T>(n);
@@ -192,10 +194,12 @@ struct md_scratch {
   void reserve_sums(Backend& be, index rows, index cols) {
     if (rsum.size() < 2 * rows) rsum = be.template allocate<double>(2 * rows);
     if (csum.size() < 2 * cols) csum = be.template allocate<double>(2 * cols);
+    if (totals.size() < 2) totals = be.template allocate<double>(2);
   }
   /// Bytes held.
   std::size_t bytes() const {
-    return buffer_bytes(p) + ws.bytes() + backup.bytes() + buffer_bytes(rsum) + buffer_bytes(csum);
+    return buffer_bytes(p) + ws.bytes() + backup.bytes() + buffer_bytes(rsum) + buffer_bytes(csum) +
+           buffer_bytes(totals);
   }
 };
 
@@ -480,15 +484,22 @@ struct row_col_gains {
   void step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s) const {
     constexpr const char* op = "polar::row_col_gains::step";
     check(op);
-    detail::check_step_args(be, op, w, g, s.rows, s.cols);
+    // The fused step runs deferred in a deferred_checks scope (its writes
+    // guarded, nothing read back), except with identity gains, whose check
+    // reads them.
+    bool fast = false;
+    if constexpr (fusable<Backend>()) fast = takes_fast_path(w, g, s);
+    const bool deferrable = fast && phi != gain_map::identity;
+    detail::check_step_args(be, op, w, g, s.rows, s.cols, true, deferrable);
     detail::debug_check_state(be, op, s);
     const auto v = views_of(be, s);
     if (phi == gain_map::identity) check_identity_gains(be, op, v.R, v.C);
     const hypersphere h = geometry(s.rows, s.cols);
     if constexpr (fusable<Backend>()) {
-      if (takes_fast_path(w, g, s)) {
-        fused_step(be, w, g, s, h);
-        ++s.steps;
+      if (fast) {
+        const std::size_t mark = detail::deferred_mark();
+        fused_step(be, w, g, s, h, deferrable && detail::deferred_for<Backend>(op) != nullptr, mark);
+        detail::count_step(s.steps, mark);
         return;
       }
     }
@@ -640,8 +651,12 @@ struct row_col_gains {
 
   // The fused step (gains/detail/fused_md.hpp): AdamW on D, in two row
   // passes on any backend with row kernels.
+  // Deferred (in a deferred_checks scope): the kernels that write the state
+  // and W are guarded, the sums stay on the device, and a factor that cannot
+  // put D back on its sphere goes to a slot instead of being read back.
   template <class Backend, class T>
-  void fused_step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s, const hypersphere& h) const {
+  void fused_step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s, const hypersphere& h,
+                  bool deferred, std::size_t mark) const {
     constexpr const char* op = "polar::row_col_gains::step";
     const index m = s.rows, n = s.cols;
     const auto v = views_of(be, s);
@@ -652,6 +667,8 @@ struct row_col_gains {
     const auto a = row_major_view(s.d_rows.data(), m, 1, -1, Backend::space);
     const auto b = row_major_view(s.d_cols.data(), 1, n, -1, Backend::space);
     if (!s.rows_pending) be.fill(a, T(1));
+    // A skipped step leaves the column factors pending: ones, not garbage.
+    if (deferred && !s.cols_pending) be.fill(b, T(1));
     fused_gain_values(be, s);
     const long t = s.dir.steps + 1;
     const bool col_sphere = sphere == sphere_scope::cols;
@@ -669,12 +686,18 @@ struct row_col_gains {
                 T(direction.lr / bc1), T(1 / std::sqrt(bc2)), T(direction.eps),
                 s.pr.data(), s.pc.data(), s.d_rows.data(), cf ? s.d_cols.data() : nullptr,
                 has_rows() ? s.gr.data() : nullptr, scratch.rsum.data(), m};
-      if constexpr (cn)
-        be.for_each_row(k, column_sums<double>{csum}, g, v.D, M, V);
-      else if constexpr (cg)
-        be.for_each_row(k, column_sums<T>{v.GC}, g, v.D, M, V);
+      const auto run = [&](const auto& kernel) {
+        if constexpr (cn)
+          be.for_each_row(kernel, column_sums<double>{csum}, g, v.D, M, V);
+        else if constexpr (cg)
+          be.for_each_row(kernel, column_sums<T>{v.GC}, g, v.D, M, V);
+        else
+          be.for_each_row(kernel, g, v.D, M, V);
+      };
+      if (deferred)
+        run(detail::guarded(k));
       else
-        be.for_each_row(k, g, v.D, M, V);
+        run(k);
     };
     const auto with_sums = [&](auto col_factor) {
       if (col_sphere) {
@@ -693,7 +716,7 @@ struct row_col_gains {
     else
       with_sums(std::false_type{});
     // Pass 1 wrote D itself into d.
-    s.dir.steps = t;
+    detail::count_step(s.dir.steps, mark);
     s.rows_pending = s.cols_pending = false;
     if (col_sphere && has_cols())
       be.for_each_element(detail::narrow_fn<T>{}, v.GC, as_const(csum).block(0, 0, 1, n));
@@ -712,30 +735,66 @@ struct row_col_gains {
       for (std::size_t k = 0; k < on_host.size(); ++k)
         if (!(on_host[k] > 0) || !std::isfinite(on_host[k])) unplaceable(on_host[k], what, index(k));
     };
+    // Deferred: a factor that is not finite sets the skip word through a
+    // slot, so the gains and W are not written, as when it raises.
+    const auto defer_factors = [&](matrix_view<const T> f, const char* what) {
+      detail::defer_check(be, *detail::deferred(), op, f,
+                          detail::concat("after the step, a ", what, " of D has no finite factor that puts it back on "
+                                         "its sphere; D and its moments took the step, W and the gains did not"),
+                          detail::deferred_slot::numerical);
+    };
+    const auto totals = row_major_view(scratch.totals.data(), 2, 1, -1, Backend::space);
+    if (deferred && (sphere == sphere_scope::flat || gains == gain_scope::scalar))
+      be.row_sums(as_const(rsum), vector_view<double>(scratch.totals.data(), 2, 1, Backend::space));
     if (sphere == sphere_scope::flat) {
-      const double sq = double(be.sum(as_const(rsum).block(0, 0, 1, m)));
-      if (!(sq > 0) || !std::isfinite(sq)) unplaceable(sq, "matrix ", 0);
-      be.fill(a, T(h.radius / std::sqrt(sq)));
+      if (deferred) {
+        be.for_each_element(detail::guarded(detail::flat_factor_fn<T>{h.radius, scratch.totals.data()}), a);
+        defer_factors(as_const(a).block(0, 0, 1, 1), "matrix");
+      } else {
+        const double sq = double(be.sum(as_const(rsum).block(0, 0, 1, m)));
+        if (!(sq > 0) || !std::isfinite(sq)) unplaceable(sq, "matrix ", 0);
+        be.fill(a, T(h.radius / std::sqrt(sq)));
+      }
     } else if (sphere == sphere_scope::rows) {
-      be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, a.transpose(), as_const(rsum).block(0, 0, 1, m));
-      if (!be.all_finite(as_const(a))) first_bad(as_const(rsum).block(0, 0, 1, m), "row ");
+      if (deferred) {
+        be.for_each_element(detail::guarded(detail::sphere_factor_fn<T>{h.radius}), a.transpose(),
+                            as_const(rsum).block(0, 0, 1, m));
+        defer_factors(as_const(a), "row");
+      } else {
+        be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, a.transpose(), as_const(rsum).block(0, 0, 1, m));
+        if (!be.all_finite(as_const(a))) first_bad(as_const(rsum).block(0, 0, 1, m), "row ");
+      }
     } else {
       be.fill(a, T(1));
       const auto sq = as_const(csum).block(has_cols() ? 1 : 0, 0, 1, n);
-      be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, b, sq);
-      if (!be.all_finite(as_const(b))) first_bad(sq, "column ");
+      if (deferred) {
+        be.for_each_element(detail::guarded(detail::sphere_factor_fn<T>{h.radius}), b, sq);
+        defer_factors(as_const(b), "column");
+      } else {
+        be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, b, sq);
+        if (!be.all_finite(as_const(b))) first_bad(sq, "column ");
+      }
     }
     // The scalar gain's gradient, sum P.
-    if (gains == gain_scope::scalar) be.fill(v.GR, T(be.sum(as_const(rsum).block(1, 0, 1, m))));
+    if (gains == gain_scope::scalar) {
+      if (deferred)
+        be.for_each_element(detail::narrow_fn<T>{}, v.GR, as_const(totals).block(1, 0, 1, 1));
+      else
+        be.fill(v.GR, T(be.sum(as_const(rsum).block(1, 0, 1, m))));
+    }
     step_gains(be, s);
     fused_gain_values(be, s);
     // W from D on its sphere; the factors stay pending for d.
+    const auto fuse_w = [&](const auto& k) {
+      if (deferred)
+        be.for_each_row(detail::guarded(k), w, as_const(v.D));
+      else
+        be.for_each_row(k, w, as_const(v.D));
+    };
     if (col_sphere)
-      be.for_each_row(detail::md_fuse_kernel<T, true>{s.d_rows.data(), s.d_cols.data(), s.pr.data(), s.pc.data()},
-                      w, as_const(v.D));
+      fuse_w(detail::md_fuse_kernel<T, true>{s.d_rows.data(), s.d_cols.data(), s.pr.data(), s.pc.data()});
     else
-      be.for_each_row(detail::md_fuse_kernel<T, false>{s.d_rows.data(), nullptr, s.pr.data(), s.pc.data()}, w,
-                      as_const(v.D));
+      fuse_w(detail::md_fuse_kernel<T, false>{s.d_rows.data(), nullptr, s.pr.data(), s.pc.data()});
     s.rows_pending = true;
     s.cols_pending = col_sphere;
   }

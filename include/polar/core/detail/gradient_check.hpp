@@ -35,19 +35,26 @@ class checked_gradients_scope {
   bool previous_;
 };
 
-/// Queues the check of operand g (named `what`) into a slot of the
-/// deferred_checks scope d: a kernel counts its bad entries into the slot
-/// and sets the skip word when there are any; nothing is read back.
+/// Queues the check of operand g into a slot of the deferred_checks scope d:
+/// a kernel counts its non-finite entries into the slot and sets the skip
+/// word when there are any; nothing is read back. `what` names g (a
+/// gradient: non_finite_error) or says what went wrong (numerical).
 template <class Backend, class G>
-void defer_nonfinite(Backend& be, deferred_record& d, const char* op, const G& g, std::string what) {
+void defer_check(Backend& be, deferred_record& d, const char* op, const G& g, std::string what,
+                 deferred_slot::kind_t kind) {
   deferred_slot s;
-  s.kind = deferred_slot::nonfinite;
+  s.kind = kind;
   s.op = op;
   s.rows = g.rows();
   s.cols = g.cols();
   s.what = std::move(what);
   check_word* w = d.open(op, std::move(s));
   be.count_nonfinite(g, w, d.skip());
+}
+/// defer_check of a gradient.
+template <class Backend, class G>
+void defer_nonfinite(Backend& be, deferred_record& d, const char* op, const G& g, std::string what) {
+  defer_check(be, d, op, g, std::move(what), deferred_slot::nonfinite);
 }
 
 /// In a deferred_checks scope, for a step that reads back and writes

@@ -66,6 +66,7 @@ struct md_adamw_kernel {
   /// The type of the column sums.
   using col_type = std::conditional_t<ColNorm, double, sum_t<T>>;
   static constexpr unsigned streamed = 0xfu;  // G, d, m, v
+  static constexpr bool never_flags = true;   // nothing to read back
   T b1, b2, keep, lr_bc1, isbc2, eps;
   const T* pr;
   const T* pc;
@@ -117,6 +118,7 @@ struct md_adamw_kernel {
 template <class T, bool ColFactor>
 struct md_fuse_kernel {
   static constexpr unsigned streamed = 0x2u;  // d
+  static constexpr bool never_flags = true;
   const T* a;
   const T* b;
   const T* pr;
@@ -140,6 +142,7 @@ struct md_fuse_kernel {
 /// is all ones and not read).
 template <class T, bool ColFactor>
 struct md_settle_kernel {
+  static constexpr bool never_flags = true;
   const T* a;
   const T* b;
 
@@ -160,6 +163,19 @@ struct sphere_factor_fn {
   double radius;
   POLAR_HOST_DEVICE void operator()(T& f, const double& sq) const {
     f = sq > 0 && sq <= DBL_MAX ? T(radius / std::sqrt(sq)) : T(NAN);
+  }
+};
+
+/// The flat sphere's factor radius / sqrt(*sq), *sq the squared norm of D in
+/// backend memory (the deferred step's, which does not read it back); NaN
+/// where there is none.
+template <class T>
+struct flat_factor_fn {
+  double radius;
+  const double* sq;
+  POLAR_HOST_DEVICE void operator()(T& f) const {
+    const double q = *sq;
+    f = q > 0 && q <= DBL_MAX ? T(radius / std::sqrt(q)) : T(NAN);
   }
 };
 
