@@ -38,6 +38,7 @@
 #include "polar/geometry/manifold_muon.hpp"
 #include "polar/geometry/riemannian.hpp"
 #include "polar/geometry/stiefel.hpp"
+#include "polar/deferred.hpp"
 #include "polar/nonfinite.hpp"
 #include "polar/orthogonalize/gram_newton_schulz.hpp"
 #include "polar/orthogonalize/newton_schulz.hpp"

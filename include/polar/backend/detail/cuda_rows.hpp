@@ -212,16 +212,19 @@ row_flags with_row_flags(cudaStream_t stream, unsigned long long* flags, index r
   return out;
 }
 
-/// flags[c] = rows for every code: no row flagged yet.
-__global__ void clear_row_flags(unsigned long long* flags, index rows) {
-  if (threadIdx.x < unsigned(row_flags::codes)) flags[threadIdx.x] = static_cast<unsigned long long>(rows);
+/// flags[c] = rows for every code: no row flagged yet. (The kernels here
+/// are templates so that every translation unit may instantiate them.)
+template <class W>
+__global__ void clear_row_flags(W* flags, index rows) {
+  if (threadIdx.x < unsigned(row_flags::codes)) flags[threadIdx.x] = static_cast<W>(rows);
 }
 
 /// The flags of a launch into the slot of a deferred check (row_flag_word's
 /// encoding), setting the skip word when a row was flagged. One thread.
-__global__ void row_flags_to_slot(const unsigned long long* flags, index rows, check_word* slot, check_word* skip) {
+template <class W>
+__global__ void row_flags_to_slot(const W* flags, index rows, check_word* slot, check_word* skip) {
   for (int c = 0; c < row_flags::codes; ++c)
-    if (flags[c] < static_cast<unsigned long long>(rows)) {
+    if (flags[c] < static_cast<W>(rows)) {
       *slot = check_word(flags[c] + 1) * check_word(row_flags::codes) + check_word(c);
       *skip = 1;
       return;
