@@ -30,11 +30,18 @@
 //                             torch's bf16 on
 //   bm_newton_schulz_stack/<sched>_bf16/64/1024/4096  the same on a stack of
 //                             64 expert matrices, strided-batched products
+//   bm_deferred/<policy>/r/c  ratio_to_eager = 20 steps queued in a
+//                             deferred_checks scope and checked once (no
+//                             wait inside a step) over 20 eager steps (each
+//                             waits for its check of G); ratio_graph = 20
+//                             replays of the step captured in a CUDA graph
+//                             over the same 20 eager steps
 // each ratio the median over 21 rounds of one call of each, timed by events.
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
 #include <polar/backend/thrust.hpp>
+#include <polar/deferred.hpp>
 #include <polar/gains/row_col_gains.hpp>
 #include <polar/orthogonalize/newton_schulz.hpp>
 #include <polar/geometry/hypersphere.hpp>
@@ -295,8 +302,89 @@ void bm_row_sphere(benchmark::State& state, Direction dir) {
   time_against(state, b, riemannian_step, euclidean_step, "ratio_to_euclidean");
 }
 
+// 20 steps of opt on W, three ways on the same stream: eager (each step
+// reads back its check of G), deferred (queued in a deferred_checks scope,
+// checked once), and replays of the step captured in a CUDA graph.
+template <class Opt>
+void bm_deferred(benchmark::State& state, Opt opt, bool sphere) {
+  constexpr int steps = 20;
+  const polar::index rows = state.range(0), cols = state.range(1);
+  backend b;
+  ::thrust::device_vector<float> w(rows * cols), g(rows * cols);
+  b.fill_random(polar::make_view(w, rows, cols), polar::rng_key{7}, polar::distribution::normal);
+  b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{8}, polar::distribution::normal, 1e-3f);
+  if (sphere) {
+    typename polar::hypersphere::template workspace<backend, float> ws;
+    polar::hypersphere{polar::sphere_scope::rows}.project(b, polar::make_view(w, rows, cols), ws);
+  }
+  const auto wv = polar::make_view(w, rows, cols);
+  const auto gv = polar::as_const(polar::make_view(g, rows, cols));
+  auto s = opt.init(b, wv);
+  polar::deferred_checks<backend> checks(b);
+  checks.recycle = false;
+  const auto eager = [&] {
+    for (int k = 0; k < steps; ++k) opt.step(b, wv, gv, s);
+  };
+  const auto deferred = [&] {
+    {
+      auto scope = checks.scope();
+      for (int k = 0; k < steps; ++k) opt.step(b, wv, gv, s);
+    }
+    checks.check();
+  };
+  {
+    auto scope = checks.scope();
+    opt.step(b, wv, gv, s);  // the arenas grow before the capture
+  }
+  checks.check();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cudaStreamBeginCapture(b.stream(), cudaStreamCaptureModeThreadLocal);
+  {
+    auto scope = checks.scope();
+    opt.step(b, wv, gv, s);
+  }
+  const bool captured = cudaStreamEndCapture(b.stream(), &graph) == cudaSuccess &&
+                        cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+  const auto replays = [&] {
+    for (int k = 0; k < steps; ++k) cudaGraphLaunch(exec, b.stream());
+    checks.check();
+  };
+  time_device(state, b, deferred);
+  state.counters["ratio_to_eager"] = device_ratio(b, deferred, eager, 11);
+  state.counters["ratio_graph"] = captured ? device_ratio(b, replays, eager, 11) : -1.0;
+  if (exec) cudaGraphExecDestroy(exec);
+  if (graph) cudaGraphDestroy(graph);
+}
+
+polar::riemannian<polar::adamw_direction, polar::hypersphere> row_sphere_adam() {
+  polar::riemannian<polar::adamw_direction, polar::hypersphere> o;
+  o.direction.weight_decay = 0;
+  o.geometry.scope = polar::sphere_scope::rows;
+  o.check_point = false;
+  return o;
+}
+
 }  // namespace
 
+BENCHMARK_CAPTURE(bm_deferred, adamw, polar::adamw_direction{}, false)
+    ->Args({1024, 4096})
+    ->Args({768, 768})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_deferred, muon, polar::muon_direction<>{}, false)
+    ->Args({1024, 4096})
+    ->Args({768, 768})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_deferred, md_adamw, polar::md_adamw{}, false)
+    ->Args({1024, 4096})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_deferred, row_sphere_adam, row_sphere_adam(), true)
+    ->Args({1024, 4096})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(bm_adamw_step)->Args({1024, 4096})->Args({4096, 4096})->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_newton_schulz, jordan5, polar::schedules::jordan5, ns_mode::float32)->Apply(ns_shapes);
 BENCHMARK_CAPTURE(bm_newton_schulz, polar_express5, polar::schedules::polar_express5, ns_mode::float32)

@@ -261,6 +261,54 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(all_finite_sees_every_nonfinite_value, C, conforma
   }
 }
 
+// count_nonfinite adds the number of NaN and infinite entries to a word of
+// backend memory and sets another when there are any; a finite matrix
+// leaves both words as they were. Every layout, across the host backends'
+// threading threshold and the GPU's grid stride.
+BOOST_AUTO_TEST_CASE_TEMPLATE(count_nonfinite_counts_into_backend_memory, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  using word = polar::check_word;
+  B b;
+  auto words = b.template allocate<word>(2);
+  const auto wv = polar::matrix_view<word>(words.data(), 1, 2, 2, 1, B::space);
+  const auto read = [&] {
+    word h[2] = {0, 0};
+    b.copy_to_host(polar::matrix_view<const word>(wv), polar::matrix_view<word>(h, 1, 2, 2, 1));
+    return std::pair<word, word>{h[0], h[1]};
+  };
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  for (const index rows : {1, 97, 400}) {
+    const index cols = 181;
+    host_matrix h = polar_test::random_matrix(rows, cols, 41);
+    h(0, 0) = double(std::numeric_limits<T>::max());
+    for (auto l : polar_test::all_layouts()) {
+      BOOST_TEST_CONTEXT(rows << "x" << cols << ", layout " << name(l)) {
+        dmatrix<B, T> x(b, h, l);
+        b.fill(wv, word(5));
+        b.count_nonfinite(x.cview(), words.data(), words.data() + 1);
+        BOOST_TEST((read() == std::pair<word, word>{5, 5}));  // finite: nothing written
+        host_matrix hb = h;
+        hb(rows - 1, cols - 1) = nan;
+        hb(0, 1) = -inf;
+        if (rows > 1) hb(rows / 2, 7) = inf;
+        const word bad = rows > 1 ? 3 : 2;
+        x.set(b, hb);
+        b.fill(wv, word(0));
+        b.count_nonfinite(x.cview(), words.data(), words.data() + 1);
+        BOOST_TEST((read() == std::pair<word, word>{bad, 1}));
+        b.count_nonfinite(x.cview(), words.data(), words.data() + 1);  // adds
+        BOOST_TEST((read() == std::pair<word, word>{2 * bad, 1}));
+        BOOST_TEST(x.untouched_outside(b));
+      }
+    }
+  }
+  b.fill(wv, word(0));
+  dmatrix<B, T> empty(b, 0, 4);
+  b.count_nonfinite(empty.cview(), words.data(), words.data() + 1);
+  BOOST_TEST((read() == std::pair<word, word>{0, 0}));
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(row_and_column_reductions_and_scalings, C, conformance_types) {
   using B = typename C::backend;
   using T = typename C::scalar;

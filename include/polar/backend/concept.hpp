@@ -169,6 +169,7 @@ class archetype {
   /// when there is one; count and any point to backend memory. The check of
   /// a step in a deferred_checks scope (polar/deferred.hpp): on a device it
   /// is queued like any kernel and the host does not wait for it.
+  /// Optional: without it a deferred check reads its answer back.
   template <class U>
   void count_nonfinite(matrix_view<U> x, check_word* count, check_word* any) {}
   /// out(i) = Euclidean norm of row i.

@@ -11,6 +11,8 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
+#include <utility>
 
 #include "polar/core/detail/deferred_record.hpp"
 
@@ -35,6 +37,15 @@ class checked_gradients_scope {
   bool previous_;
 };
 
+/// Whether a backend has count_nonfinite (optional in the concept).
+template <class B, class G, class = void>
+struct has_count_nonfinite : std::false_type {};
+template <class B, class G>
+struct has_count_nonfinite<B, G,
+                           std::void_t<decltype(std::declval<B&>().count_nonfinite(
+                               std::declval<const G&>(), std::declval<check_word*>(), std::declval<check_word*>()))>>
+    : std::true_type {};
+
 /// Queues the check of operand g into a slot of the deferred_checks scope d:
 /// a kernel counts its non-finite entries into the slot and sets the skip
 /// word when there are any; nothing is read back. `what` names g (a
@@ -49,7 +60,16 @@ void defer_check(Backend& be, deferred_record& d, const char* op, const G& g, st
   s.cols = g.cols();
   s.what = std::move(what);
   check_word* w = d.open(op, std::move(s));
-  be.count_nonfinite(g, w, d.skip());
+  if constexpr (has_count_nonfinite<Backend, G>::value) {
+    be.count_nonfinite(g, w, d.skip());
+  } else if (!be.all_finite(g)) {
+    // A backend without count_nonfinite: the check reads back, and the
+    // slot says one bad entry (at least one).
+    const check_word one = 1;
+    const auto host_one = matrix_view<const check_word>(&one, 1, 1, 1, 1, memory_space::host);
+    be.copy_from_host(host_one, matrix_view<check_word>(w, 1, 1, 1, 1, Backend::space));
+    be.copy_from_host(host_one, matrix_view<check_word>(d.skip(), 1, 1, 1, 1, Backend::space));
+  }
 }
 /// defer_check of a gradient.
 template <class Backend, class G>
