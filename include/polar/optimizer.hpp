@@ -32,7 +32,10 @@
 //      clip_norm then does the same over its tensors;
 //   4. each group's policy steps its tensors, in the order they were added.
 //
-// So a refusal in 1 or 2 writes nothing. A policy that refuses a step later
+// So a refusal in 1 or 2 writes nothing. In a deferred_checks scope
+// (polar/deferred.hpp), with the raise policy, 2 and the global clipping of
+// 3 are queued on the backend and nothing is read back; the error then
+// comes from check(). A policy that refuses a step later
 // (a retraction that cannot take a point, an SVD that does not converge)
 // leaves its own tensor and state as they were, but tensors stepped before
 // it in that step keep their step; the error names the tensor.
@@ -61,6 +64,7 @@
 #include <cstdlib>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -288,6 +292,26 @@ struct clip_clean_fn {
     return zero && !(d == d) ? T(0) : T(x * scale);
   }
 };
+/// The global clipping factor min(1, clip / (*norm + 1e-6)), computed on
+/// the backend from the norm it holds there (a deferred step); NaN for a
+/// norm that is not finite, which the deferred check of the factor sees.
+template <class T>
+struct clip_factor_fn {
+  double clip;
+  const T* norm;
+  POLAR_HOST_DEVICE void operator()(T& f) const {
+    const double n = double(*norm);
+    const double q = clip / (n + 1e-6);
+    f = n - n == 0 ? T(q < 1 ? q : 1) : T(n - n);
+  }
+};
+/// x * (*factor), the factor in backend memory (a deferred step's clipping).
+template <class T>
+struct scale_by_fn {
+  const T* factor;
+  POLAR_HOST_DEVICE T operator()(T x) const { return T(x * *factor); }
+};
+
 /// x^2, or 0 where x is NaN or infinite.
 template <class T>
 struct clean_square_fn {
@@ -572,7 +596,9 @@ class optimizer {
   /// Entries zeroed by the zero policy over all steps.
   long long zeroed_entries() const noexcept { return zeroed_entries_; }
   /// The norm of all gradients together at the last step (before
-  /// clipping; 0 when nothing asked for it: no clipping configured).
+  /// clipping; 0 when nothing asked for it: no clipping configured; NaN
+  /// after a clipped step in a deferred_checks scope, where the norm stayed
+  /// on the device).
   double last_norm() const noexcept { return last_norm_; }
 
   /// Bytes of the backend's memory the groups' states hold: what the
@@ -706,7 +732,7 @@ class optimizer {
     for (const auto& g : groups_) any_group_clip = any_group_clip || g->clip_norm > 0;
     const bool clipping = clip_norm > 0 || any_group_clip;
     detail::deferred_record* const scope = detail::deferred_for<Backend>(op);
-    const bool deferred = scope != nullptr && may_defer && nonfinite == nonfinite_policy::raise && !clipping;
+    const bool deferred = scope != nullptr && may_defer && nonfinite == nonfinite_policy::raise && !any_group_clip;
     if (scope != nullptr && !deferred) detail::raise_if_deferred_failed(*be_, op);
     // Finiteness, and the norms where clipping needs them.
     measured_.assign(3 * n, 0.0);
@@ -732,6 +758,7 @@ class optimizer {
         measured_[3 * i + 1] = double(be_->dot(g, g));
       }
     }
+    if (deferred && clipping) defer_clip_factor(op, grads, n);
     exchange(measured_);
     std::size_t bad_count = 0;
     long long zeroed = 0;
@@ -757,7 +784,9 @@ class optimizer {
     }
     // Clipping factors: the same sums in the same order on every rank.
     factor_.assign(n, 1.0);
-    if (clipping || bad_count > 0) {
+    if (deferred) {
+      if (clipping) last_norm_ = std::numeric_limits<double>::quiet_NaN();  // it stayed on the device
+    } else if (clipping || bad_count > 0) {
       double total = 0;
       for (std::size_t i = 0; i < n; ++i) total += measured_[3 * i + 1];
       last_norm_ = std::sqrt(total);
@@ -788,7 +817,13 @@ class optimizer {
       }
       auto& grp = *groups_[e.group];
       const bool bad = measured_[3 * i] != 0;
-      if (bad || factor_[i] != 1.0) {
+      if (deferred && clipping) {
+        // The factor is on the device (defer_clip_factor).
+        const auto g = grads[i].elements();
+        const auto c = clip_view(g.rows(), g.cols());
+        be_->map(detail::scale_by_fn<T>{clip_words_.data() + 1}, c, g);
+        grp.step_member(*be_, e.slot, e.w, like(grads[i], c));
+      } else if (bad || factor_[i] != 1.0) {
         const auto g = grads[i].elements();
         const auto c = clip_view(g.rows(), g.cols());
         be_->map(detail::clip_clean_fn<T>{T(factor_[i]), bad}, c, g);
@@ -870,6 +905,32 @@ class optimizer {
   }
 
   // The clipping buffer as a rows x cols row-major matrix.
+  // A deferred step's global clipping: each gradient's norm (its rows'
+  // norms, then their norm), the norm of those, and the factor, all on the
+  // backend, in clip_words_ = [norm, factor, the n norms, scratch for the
+  // rows' norms]; a norm that is not finite goes to a slot (numerical).
+  void defer_clip_factor(const char* op, const param_view<const T>* grads, std::size_t n) {
+    index most_rows = 1;
+    for (std::size_t i = 0; i < n; ++i) most_rows = std::max(most_rows, grads[i].elements().rows());
+    const index need = 2 + index(n) + most_rows;
+    if (clip_words_.size() < need) clip_words_ = be_->template allocate<T>(need);
+    const auto sp = Backend::space;
+    T* const norms = clip_words_.data() + 2;
+    T* const rows = norms + n;
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto g = grads[i].elements();
+      be_->row_norms(g, vector_view<T>(rows, g.rows(), 1, sp));
+      be_->row_norms(as_const(row_major_view(rows, 1, g.rows(), -1, sp)), vector_view<T>(norms + i, 1, 1, sp));
+    }
+    be_->row_norms(as_const(row_major_view(norms, 1, index(n), -1, sp)),
+                   vector_view<T>(clip_words_.data(), 1, 1, sp));
+    const auto factor = row_major_view(clip_words_.data() + 1, 1, 1, -1, sp);
+    be_->for_each_element(detail::clip_factor_fn<T>{clip_norm, clip_words_.data()}, factor);
+    detail::defer_check(*be_, *detail::deferred(), op, as_const(factor),
+                        "the norm of the gradients is not finite, so they cannot be clipped; nothing was stepped",
+                        detail::deferred_slot::numerical);
+  }
+
   matrix_view<T> clip_view(index rows, index cols) {
     if (clip_.size() < rows * cols) clip_ = be_->template allocate<T>(rows * cols);
     return row_major_view(clip_.data(), rows, cols, -1, Backend::space);
@@ -907,6 +968,7 @@ class optimizer {
   long zeroed_steps_ = 0;
   long long zeroed_entries_ = 0;
   double last_norm_ = 0;
+  typename Backend::template buffer<T> clip_words_;  // a deferred step's clipping (defer_clip_factor)
 };
 
 }  // namespace polar

@@ -7,7 +7,9 @@
 // host systems, whose kernels read the skip word as the GPU's do.
 #include <Eigen/Dense>
 #include <boost/test/unit_test.hpp>
+#include <cmath>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -193,25 +195,25 @@ void bad_gradient_changes_nothing(const Opt& opt, const fmat& w0, const char* wh
   }
 }
 
-using row_sphere_adam = polar::riemannian<polar::adamw_direction, polar::hypersphere>;
-using row_sphere_momentum = polar::riemannian<polar::momentum_direction, polar::hypersphere>;
+using sphere_adam_opt = polar::riemannian<polar::adamw_direction, polar::hypersphere>;
+using sphere_momentum_opt = polar::riemannian<polar::momentum_direction, polar::hypersphere>;
 
-polar::md_adamw md(polar::sphere_scope sphere) {
+polar::md_adamw make_md(polar::sphere_scope sphere) {
   polar::md_adamw o;
   o.sphere = sphere;
   o.direction.lr = 0.01;
   return o;
 }
 
-row_sphere_adam sphere_adam() {
-  row_sphere_adam o;
+sphere_adam_opt make_sphere_adam() {
+  sphere_adam_opt o;
   o.direction.lr = 0.02;
   o.direction.weight_decay = 0;
   o.geometry = {polar::sphere_scope::rows, 2.0};
   return o;
 }
-row_sphere_momentum sphere_momentum() {
-  row_sphere_momentum o;
+sphere_momentum_opt make_sphere_momentum() {
+  sphere_momentum_opt o;
   o.direction.lr = 0.05;
   o.direction.nesterov = true;
   o.geometry = {polar::sphere_scope::rows, 2.0};
@@ -233,11 +235,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(steps_in_a_scope_take_the_eager_steps_bits, B, hos
   same_as_eager<B>(mom, w0, "momentum");
   same_as_eager<B>(polar::adamw_direction{}, w0, "adamw");
   same_as_eager<B>(polar::riemannian<polar::adamw_direction, polar::euclidean>{}, w0, "riemannian euclidean adamw");
-  same_as_eager<B>(sphere_adam(), on_sphere, "row-sphere adam");
-  same_as_eager<B>(sphere_momentum(), on_sphere, "row-sphere momentum");
-  same_as_eager<B>(md(polar::sphere_scope::rows), w0, "md-adamw, row sphere");
-  same_as_eager<B>(md(polar::sphere_scope::cols), w0, "md-adamw, column sphere");
-  same_as_eager<B>(md(polar::sphere_scope::flat), w0, "md-adamw, flat sphere", false);
+  same_as_eager<B>(make_sphere_adam(), on_sphere, "row-sphere adam");
+  same_as_eager<B>(make_sphere_momentum(), on_sphere, "row-sphere momentum");
+  same_as_eager<B>(make_md(polar::sphere_scope::rows), w0, "md-adamw, row sphere");
+  same_as_eager<B>(make_md(polar::sphere_scope::cols), w0, "md-adamw, column sphere");
+  same_as_eager<B>(make_md(polar::sphere_scope::flat), w0, "md-adamw, flat sphere", false);
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(a_bad_gradient_in_a_scope_changes_nothing, B, host_backends) {
@@ -251,13 +253,13 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_bad_gradient_in_a_scope_changes_nothing, B, host
   mom.kind = polar::momentum_kind::ema;
   bad_gradient_changes_nothing<B>(mom, w0, "momentum", counted, 3);
   bad_gradient_changes_nothing<B>(polar::adamw_direction{}, w0, "adamw", counted, 3);
-  bad_gradient_changes_nothing<B>(sphere_adam(), on_row_sphere(w0, 2.0f), "row-sphere adam", by_row, 6);
-  bad_gradient_changes_nothing<B>(sphere_momentum(), on_row_sphere(w0, 2.0f), "row-sphere momentum", by_row, 6);
+  bad_gradient_changes_nothing<B>(make_sphere_adam(), on_row_sphere(w0, 2.0f), "row-sphere adam", by_row, 6);
+  bad_gradient_changes_nothing<B>(make_sphere_momentum(), on_row_sphere(w0, 2.0f), "row-sphere momentum", by_row, 6);
   polar::muon_direction<> muon;
   muon.lr = 0.02;
   bad_gradient_changes_nothing<B>(muon, w0, "muon", counted, 3, false);
   // MD: its own count, D's direction's and the two gains' directions'.
-  bad_gradient_changes_nothing<B>(md(polar::sphere_scope::rows), w0, "md-adamw", counted, 12);
+  bad_gradient_changes_nothing<B>(make_md(polar::sphere_scope::rows), w0, "md-adamw", counted, 12);
 }
 
 // Muon in a scope takes the Frobenius norm of a single matrix on the device
@@ -304,7 +306,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_flagged_row_in_a_scope_changes_nothing, B, host_
   w.row(4).setZero();
   g.row(4).setZero();
   const fmat w0 = w;
-  auto opt = sphere_adam();
+  auto opt = make_sphere_adam();
   auto s = opt.init(be, polar::make_view(w));
   const auto s0 = state_bytes(be, s);
   polar::deferred_checks<no_reads<B>> checks(be);
@@ -337,7 +339,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(steps_that_read_back_refuse_after_a_failed_check, 
   bad(3, 3) = std::numeric_limits<float>::quiet_NaN();
   fmat a = w0, m = w0;
   polar::adamw_direction adam;
-  auto generic = sphere_adam();
+  auto generic = make_sphere_adam();
   generic.fast_paths = false;
   auto sa = adam.init(be, polar::make_view(a));
   auto sm = generic.init(be, polar::make_view(m));
@@ -438,7 +440,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(an_optimizer_steps_in_a_scope, B, host_backends) {
   const fmat s0 = on_row_sphere(geometry_test::random<float>(be, 16, 16, 22), 2.0f);
   const auto make = [&](fmat& e, fmat& h, fmat& sp) {
     auto opt = std::make_unique<polar::optimizer<no_reads<B>, float>>(be);
-    opt->add_group("sphere", sphere_adam(), polar::rule::name("sphere"));
+    opt->add_group("sphere", make_sphere_adam(), polar::rule::name("sphere"));
     polar::momentum_direction mom;
     mom.nesterov = true;
     opt->add_group("hidden", mom, polar::rule::name("hidden"));
@@ -508,6 +510,66 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(an_optimizer_steps_in_a_scope, B, host_backends) {
   BOOST_TEST((ea.array() == eb.array()).all());
   BOOST_TEST((ha.array() == hb.array()).all());
   BOOST_TEST((sa.array() == sb.array()).all());
+}
+
+// Global clipping in a scope: the norms and the factor stay on the device
+// (the rows' norms, then their norms, in the gradients' precision), so the
+// clipped steps agree with the eager ones to float rounding rather than bit
+// for bit (the eager factor comes from sums in double read back);
+// last_norm() is NaN after such a step. A NaN gradient still changes
+// nothing, and check() names it rather than the norm it made NaN.
+BOOST_AUTO_TEST_CASE_TEMPLATE(an_optimizer_clips_in_a_scope, B, host_backends) {
+  no_reads<B> be;
+  const fmat h0 = geometry_test::random<float>(be, 24, 16, 30);
+  const fmat b0 = geometry_test::random<float>(be, 1, 16, 31);
+  const auto make = [&](fmat& h, fmat& b) {
+    auto opt = std::make_unique<polar::optimizer<no_reads<B>, float>>(be);
+    polar::muon_direction<> muon;
+    muon.lr = 0.02;
+    opt->add_group("hidden", muon, polar::rule::matrices());
+    opt->add_group("rest", polar::adamw_direction{});
+    opt->clip_norm = 0.5;
+    opt->add("hidden", polar::make_view(h));
+    opt->add("bias", polar::make_view(b));
+    return opt;
+  };
+  fmat ha = h0, ba = b0, hb = h0, bb = b0;
+  auto eager = make(ha, ba);
+  auto deferred = make(hb, bb);
+  polar::deferred_checks<no_reads<B>> checks(be);
+  for (std::uint64_t k = 0; k < 3; ++k) {
+    const fmat gh = geometry_test::random<float>(be, 24, 16, 40 + k);  // norm ~20: clipped to 0.5
+    const fmat gb = geometry_test::random<float>(be, 1, 16, 50 + k);
+    eager->step({polar::make_view(gh), polar::make_view(gb)});
+    {
+      auto scope = checks.scope();
+      deferred->step({polar::make_view(gh), polar::make_view(gb)});
+    }
+    checks.check();
+    BOOST_TEST(eager->last_norm() > 10.0);
+    BOOST_TEST(std::isnan(deferred->last_norm()));
+  }
+  BOOST_TEST((ha - hb).cwiseAbs().maxCoeff() <= 1e-5f * ha.cwiseAbs().maxCoeff());
+  BOOST_TEST((ba - bb).cwiseAbs().maxCoeff() <= 1e-5f * ba.cwiseAbs().maxCoeff());
+  BOOST_TEST((ba - b0).cwiseAbs().maxCoeff() > 1e-4f);
+
+  fmat gh = geometry_test::random<float>(be, 24, 16, 60);
+  const fmat gb = geometry_test::random<float>(be, 1, 16, 61);
+  gh(0, 0) = std::numeric_limits<float>::infinity();
+  const fmat h1 = hb, b1 = bb;
+  {
+    auto scope = checks.scope();
+    deferred->step({polar::make_view(gh), polar::make_view(gb)});
+  }
+  try {
+    checks.check();
+    BOOST_FAIL("check() let an infinite gradient pass");
+  } catch (const polar::non_finite_error& e) {
+    BOOST_TEST(std::string(e.what()).find("the gradient of 'hidden'") != std::string::npos);
+  }
+  BOOST_TEST((hb.array() == h1.array()).all());
+  BOOST_TEST((bb.array() == b1.array()).all());
+  BOOST_TEST(deferred->steps() == 3);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
