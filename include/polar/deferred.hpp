@@ -61,7 +61,9 @@
 namespace polar {
 
 /// The verdicts of the checks that steps in its scope queue on the device,
-/// read when the user asks (see the header comment).
+/// read when the user asks (see the header comment). A scope must end
+/// before the object does, and the states stepped in it must live until
+/// check() (it may move their step counts back).
 template <class Backend>
 class deferred_checks {
  public:
@@ -78,13 +80,16 @@ class deferred_checks {
   }
   deferred_checks(const deferred_checks&) = delete;
   deferred_checks& operator=(const deferred_checks&) = delete;
+  /// Moves the words and the slots (a scope open on them stays valid).
   deferred_checks(deferred_checks&&) = default;
+  /// Moves the words and the slots (a scope open on them stays valid).
   deferred_checks& operator=(deferred_checks&&) = default;
 
   /// While it lives, the steps on this thread check into this object (the
   /// scope it replaced comes back when it ends).
   class scope_guard {
    public:
+    /// Makes r the record of this thread's scope (use scope()).
     explicit scope_guard(detail::deferred_record* r) noexcept : previous_(detail::deferred()) {
       detail::deferred() = r;
     }

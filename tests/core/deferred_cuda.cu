@@ -23,6 +23,7 @@
 #include "polar/gains/row_col_gains.hpp"
 #include "polar/geometry/hypersphere.hpp"
 #include "polar/geometry/riemannian.hpp"
+#include "polar/optimizer.hpp"
 
 namespace {
 
@@ -158,6 +159,96 @@ BOOST_AUTO_TEST_CASE(a_captured_step_replays_the_step_bit_for_bit) {
   polar::md_adamw md_rows;
   md_rows.sphere = polar::sphere_scope::rows;
   captured_step_is_the_step(md_rows, false, "md-adamw (row sphere)");
+}
+
+// A whole step of the model-level optimizer (Muon, MD-AdamW, row-sphere
+// Adam and AdamW groups, clipped to a global norm) captured and replayed:
+// the weights and the whole checkpoint (states, step counts) are the step
+// run on the stream, bit for bit.
+BOOST_AUTO_TEST_CASE(a_captured_optimizer_step_replays_the_step_bit_for_bit) {
+  cudaStream_t stream;
+  BOOST_REQUIRE(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) == cudaSuccess);
+  {
+    device_backend be(stream);
+    const polar::index d = 256;
+    dvec hidden(std::size_t(4 * d * d)), embed(std::size_t(100 * d)), sphere(std::size_t(d * d)), bias(std::size_t(d));
+    dvec gh(hidden.size()), ge(embed.size()), gs(sphere.size()), gb(bias.size());
+    be.fill_random(polar::make_view(hidden, 4 * d, d), polar::rng_key{11}, polar::distribution::normal, 0.05f);
+    be.fill_random(polar::make_view(embed, 100, d), polar::rng_key{12}, polar::distribution::normal);
+    be.fill_random(polar::make_view(sphere, d, d), polar::rng_key{13}, polar::distribution::normal);
+    to_row_sphere(be, sphere, d, d);
+    be.fill_random(polar::make_view(bias, 1, d), polar::rng_key{14}, polar::distribution::normal, 0.1f);
+    be.fill_random(polar::make_view(gh, 4 * d, d), polar::rng_key{21}, polar::distribution::normal);
+    be.fill_random(polar::make_view(ge, 100, d), polar::rng_key{22}, polar::distribution::normal);
+    be.fill_random(polar::make_view(gs, d, d), polar::rng_key{23}, polar::distribution::normal);
+    be.fill_random(polar::make_view(gb, 1, d), polar::rng_key{24}, polar::distribution::normal);
+
+    polar::optimizer<device_backend, float> opt(be);
+    opt.add_group("embed", polar::md_adamw{}, polar::rule::name("embed"));
+    polar::riemannian<polar::adamw_direction, polar::hypersphere> ra;
+    ra.direction.weight_decay = 0;
+    ra.geometry = {polar::sphere_scope::rows, 2.0};
+    opt.add_group("sphere", ra, polar::rule::name("sphere"));
+    opt.add_group("hidden", polar::muon_direction<>{}, polar::rule::matrices());
+    opt.add_group("rest", polar::adamw_direction{});
+    opt.group("hidden").lr_schedule = polar::schedule::cosine(10, 0.1, 2);
+    opt.clip_norm = 1.0;
+    opt.add("embed", polar::make_view(embed, 100, d));
+    opt.add("sphere", polar::make_view(sphere, d, d));
+    opt.add("hidden", polar::make_view(hidden, 4 * d, d));
+    opt.add("bias", polar::make_view(bias, 1, d));
+    const auto c = [](const dvec& v, polar::index r, polar::index k) {
+      return polar::param_view<const float>(polar::as_const(polar::make_view(v, r, k)));
+    };
+    const std::vector<polar::param_view<const float>> grads{c(ge, 100, d), c(gs, d, d), c(gh, 4 * d, d), c(gb, 1, d)};
+    const auto weights = [&] {
+      std::vector<float> all;
+      for (const dvec* v : {&embed, &sphere, &hidden, &bias}) {
+        const auto h = host_copy(*v);
+        all.insert(all.end(), h.begin(), h.end());
+      }
+      return all;
+    };
+    polar::deferred_checks<device_backend> checks(be);
+    checks.recycle = false;
+    {
+      auto scope = checks.scope();
+      opt.step(grads);  // the arenas and the clipping buffers grow here
+    }
+    checks.check();
+    polar::checkpoint before;
+    opt.save(before);
+    {
+      auto scope = checks.scope();
+      opt.step(grads);
+    }
+    checks.check();
+    const std::vector<float> w_ref = weights();
+    polar::checkpoint ref;
+    opt.save(ref);
+
+    opt.load(before);
+    be.synchronize();
+    cudaGraph_t graph = nullptr;
+    BOOST_REQUIRE(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    {
+      auto scope = checks.scope();
+      opt.step(grads);
+    }
+    BOOST_REQUIRE(cudaStreamEndCapture(stream, &graph) == cudaSuccess);
+    cudaGraphExec_t exec = nullptr;
+    BOOST_REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+    BOOST_REQUIRE(cudaGraphLaunch(exec, stream) == cudaSuccess);
+    BOOST_REQUIRE(cudaStreamSynchronize(stream) == cudaSuccess);
+    checks.check();
+    BOOST_TEST(same_bits(weights(), w_ref));
+    polar::checkpoint replayed;
+    opt.save(replayed);
+    BOOST_TEST((replayed.serialize() == ref.serialize()));
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+  cudaStreamDestroy(stream);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
