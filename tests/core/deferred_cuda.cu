@@ -171,7 +171,8 @@ BOOST_AUTO_TEST_CASE(a_captured_optimizer_step_replays_the_step_bit_for_bit) {
   {
     device_backend be(stream);
     const polar::index d = 256;
-    dvec hidden(std::size_t(4 * d * d)), embed(std::size_t(100 * d)), sphere(std::size_t(d * d)), bias(std::size_t(d));
+    const auto n = [](polar::index k) { return static_cast<std::size_t>(k); };
+    dvec hidden(n(4 * d * d)), embed(n(100 * d)), sphere(n(d * d)), bias(n(d));
     dvec gh(hidden.size()), ge(embed.size()), gs(sphere.size()), gb(bias.size());
     be.fill_random(polar::make_view(hidden, 4 * d, d), polar::rng_key{11}, polar::distribution::normal, 0.05f);
     be.fill_random(polar::make_view(embed, 100, d), polar::rng_key{12}, polar::distribution::normal);
