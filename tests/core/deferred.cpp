@@ -202,6 +202,7 @@ sphere_adam_opt make_sphere_adam() {
   o.direction.lr = 0.02;
   o.direction.weight_decay = 0;
   o.geometry = {polar::sphere_scope::rows, 2.0};
+  o.check_point = false;  // on in debug builds; it reads the distance back
   return o;
 }
 sphere_momentum_opt make_sphere_momentum() {
@@ -209,6 +210,7 @@ sphere_momentum_opt make_sphere_momentum() {
   o.direction.lr = 0.05;
   o.direction.nesterov = true;
   o.geometry = {polar::sphere_scope::rows, 2.0};
+  o.check_point = false;
   return o;
 }
 
@@ -395,13 +397,28 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(guards_in_a_scope, B, host_backends) {
 BOOST_AUTO_TEST_CASE_TEMPLATE(deferred_checks_refuse_bad_use, B, host_backends) {
   B be;
   BOOST_CHECK_THROW(polar::deferred_checks<B>(be, 0), polar::value_error);
-  polar::deferred_checks<B> checks(be, 2);
-  BOOST_TEST(checks.capacity() == 2);
   const fmat w0 = geometry_test::random<float>(be, 4, 5, 16);
   const fmat g = geometry_test::random<float>(be, 4, 5, 17);
   fmat w = w0;
   polar::adamw_direction adam;
   auto s = adam.init(be, polar::make_view(w));
+  // The checks an AdamW step queues: G's, and in debug builds
+  // (POLAR_DEBUG_CHECKS) its state's two moments' too.
+  polar::index per_step = 0;
+  {
+    fmat w1 = w0;
+    auto s1 = adam.init(be, polar::make_view(w1));
+    polar::deferred_checks<B> probe(be);
+    {
+      auto scope = probe.scope();
+      adam.step(be, polar::make_view(w1), polar::make_view(g), s1);
+    }
+    per_step = probe.pending();
+    probe.check();
+  }
+  BOOST_TEST(per_step == (POLAR_DEBUG_CHECKS ? 3 : 1));
+  polar::deferred_checks<B> checks(be, 2 * per_step);
+  BOOST_TEST(checks.capacity() == 2 * per_step);
   {
     auto scope = checks.scope();
     adam.step(be, polar::make_view(w), polar::make_view(g), s);
@@ -411,7 +428,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(deferred_checks_refuse_bad_use, B, host_backends) 
       adam.step(be, polar::make_view(w), polar::make_view(g), s);
       BOOST_FAIL("a third check fit in two slots");
     } catch (const polar::value_error& e) {
-      BOOST_TEST(std::string(e.what()).find("holds 2 checks") != std::string::npos);
+      BOOST_TEST(std::string(e.what()).find(polar::detail::concat("holds ", 2 * per_step, " checks")) !=
+                 std::string::npos);
     }
     BOOST_TEST((w.array() == w2.array()).all());
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "polar/core/config.hpp"
+#include "polar/core/detail/gradient_check.hpp"
 #include "polar/core/error.hpp"
 #include "polar/core/view.hpp"
 
@@ -24,7 +25,13 @@ struct state_finite_checker {
   void buffer(const char* name, Buffer& b) {
     using T = std::remove_pointer_t<decltype(b.data())>;
     const index n = index(b.size());
-    if (n > 0 && !be.all_finite(matrix_view<const T>(b.data(), 1, n, n, 1, Backend::space)))
+    if (n == 0) return;
+    const auto all = matrix_view<const T>(b.data(), 1, n, n, 1, Backend::space);
+    // In a deferred_checks scope the check is queued too (it reads nothing back).
+    if (deferred_record* d = deferred_for<Backend>(op))
+      defer_check(be, *d, op, all, concat("the state's '", prefix, name, "' (a debug check: POLAR_DEBUG_CHECKS)"),
+                  deferred_slot::nonfinite);
+    else if (!be.all_finite(all))
       raise<non_finite_error>(op, "the state's '", prefix, name, "' (", n,
                               " elements) holds NaN or infinity (a debug check: POLAR_DEBUG_CHECKS)");
   }
