@@ -74,6 +74,7 @@ BOOST_AUTO_TEST_CASE(newton_schulz_forms_match_the_host) {
         gram(host, polar::as_const(hb), wb);
         gram(dev, polar::as_const(db), ob);
       }
+      cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
       ::thrust::copy(dout.begin(), dout.end(), got.begin());
       BOOST_TEST(max_rel_diff(got, want) <= 1e-4);
     }
@@ -96,10 +97,12 @@ BOOST_AUTO_TEST_CASE(newton_schulz_in_tf32_stays_near_the_float_iteration) {
   const polar::newton_schulz ns{polar::schedules::polar_express5};
   BOOST_TEST(!dev.tf32());
   ns(dev, gv, ov);
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(dout.begin(), dout.end(), fp32.begin());
   dev.allow_tf32(true);
   BOOST_TEST(dev.tf32());
   ns(dev, gv, ov);
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(dout.begin(), dout.end(), tf32.begin());
   dev.allow_tf32(false);
   BOOST_TEST(max_rel_diff(tf32, fp32) <= 2e-2);
@@ -142,6 +145,7 @@ BOOST_AUTO_TEST_CASE(newton_schulz_in_16_bits_matches_the_host) {
         ns.precision = prec;
         ns(host, polar::as_const(hb), polar::row_major_batch(want.data(), count, r, c));
         ns(dev, polar::as_const(db), ob);
+        cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
         ::thrust::copy(dout.begin(), dout.end(), got.begin());
         const double bound = prec == polar::ns_precision::bfloat16 ? 5e-2 : 6.5e-3;
         BOOST_TEST(frob(got, want) <= bound);
@@ -176,7 +180,9 @@ BOOST_AUTO_TEST_CASE(an_optimizer_steps_like_the_host) {
     hp.step({polar::tensor_view<const double>(gw.data(), {rows, cols}), polar::tensor_view<const double>(gb.data(), {rows})});
   }
   std::vector<double> got_w(w.size()), got_b(b.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(dw.begin(), dw.end(), got_w.begin());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(db.begin(), db.end(), got_b.begin());
   BOOST_TEST(max_rel_diff(got_w, w) <= 1e-12);
   BOOST_TEST(max_rel_diff(got_b, b) <= 1e-12);
@@ -204,6 +210,7 @@ double family_gap(const Direction& d) {
     d.step(host, hwt, hgt, hs);
   }
   std::vector<double> got(w.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(dw.begin(), dw.end(), got.begin());
   return max_rel_diff(got, w);
 }
@@ -242,6 +249,7 @@ BOOST_AUTO_TEST_CASE(dion_steps_like_the_host) {
     d.step(host, hwv, hgv, hs);
   }
   std::vector<double> got(w.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(dw.begin(), dw.end(), got.begin());
   BOOST_TEST(max_rel_diff(got, w) <= 1e-10);
 }

@@ -31,6 +31,7 @@ void device_resume(const Opt& opt, polar::index rows, polar::index cols) {
   const auto step = [&](const polar::matrix_view<float>& v, auto& s, int k) {
     host.fill_random(polar::row_major_view(g.data(), rows, cols), polar::rng_key{22, 0, std::uint32_t(k)},
                      polar::distribution::normal);
+    cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
     ::thrust::copy(g.begin(), g.end(), gd.begin());
     opt.step(dev, v, polar::as_const(polar::make_view(gd, rows, cols)), s);
   };
@@ -55,7 +56,9 @@ void device_resume(const Opt& opt, polar::index rows, polar::index cols) {
   back.get_state(dev, "s", sc);
   for (int k = 4; k < 8; ++k) step(vc, sc, k);
   std::vector<float> ra(w.size()), rc(w.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(wa.begin(), wa.end(), ra.begin());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(wc.begin(), wc.end(), rc.begin());
   BOOST_TEST((ra == rc));
 }

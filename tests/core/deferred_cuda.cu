@@ -32,6 +32,7 @@ using dvec = ::thrust::device_vector<float>;
 
 std::vector<float> host_copy(const dvec& v) {
   std::vector<float> h(v.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(v.begin(), v.end(), h.begin());
   return h;
 }
@@ -55,6 +56,7 @@ void to_row_sphere(device_backend& be, dvec& w, polar::index rows, polar::index 
     for (polar::index j = 0; j < cols; ++j) n += double(h[std::size_t(i * cols + j)]) * h[std::size_t(i * cols + j)];
     for (polar::index j = 0; j < cols; ++j) h[std::size_t(i * cols + j)] = float(h[std::size_t(i * cols + j)] * 2.0 / std::sqrt(n));
   }
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(h.begin(), h.end(), w.begin());
   be.synchronize();
 }

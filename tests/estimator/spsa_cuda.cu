@@ -55,6 +55,7 @@ BOOST_AUTO_TEST_CASE(a_device_replica_matches_a_host_replica_bit_for_bit) {
       polar::decentralized_spsa<device_backend, float> rd(cfg, 0);
       std::vector<float> back(wh.size());
       const auto device_loss = [&] {
+        cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
         ::thrust::copy(wd.begin(), wd.end(), back.begin());
         return quadratic(back);
       };
@@ -67,6 +68,7 @@ BOOST_AUTO_TEST_CASE(a_device_replica_matches_a_host_replica_bit_for_bit) {
         rh.apply(host, ph, records);
         rd.apply(dev, pd, records);
       }
+      cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
       ::thrust::copy(wd.begin(), wd.end(), back.begin());
       BOOST_TEST(std::memcmp(back.data(), wh.data(), sizeof(float) * wh.size()) == 0);
       // Replaying the host's log on the device from the start gives the same.
@@ -77,6 +79,7 @@ BOOST_AUTO_TEST_CASE(a_device_replica_matches_a_host_replica_bit_for_bit) {
       polar::spsa_params<float> pr;
       pr.add(polar::make_view(wr, rows, cols));
       polar::replay(dev, pr, rh.log());
+      cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
       ::thrust::copy(wr.begin(), wr.end(), back.begin());
       BOOST_TEST(std::memcmp(back.data(), wh.data(), sizeof(float) * wh.size()) == 0);
     }
@@ -115,6 +118,7 @@ void sixteen_bit_steps_match() {
   for (std::uint32_t k = 0; k < 20; ++k) {
     const auto gh = est.estimate(host, ph, [&] { return loss(wh); }, k, wsh);
     const auto gd = est.estimate(dev, pd, [&] {
+      cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
       ::thrust::copy(wd.begin(), wd.end(), back.begin());
       return loss(back);
     }, k, wsd);
@@ -122,6 +126,7 @@ void sixteen_bit_steps_match() {
     polar::spsa_sgd_step(host, ph, gh, 0.05);
     polar::spsa_sgd_step(dev, pd, gd, 0.05);
   }
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(wd.begin(), wd.end(), back.begin());
   BOOST_TEST(std::memcmp(back.data(), wh.data(), 2 * wh.size()) == 0);
 }

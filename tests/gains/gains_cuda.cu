@@ -34,6 +34,7 @@ double device_vs_host(const Opt& opt, polar::index rows, polar::index cols, int 
   for (int k = 0; k < steps; ++k) {
     host.fill_random(polar::row_major_view(g.data(), rows, cols), polar::rng_key{12, 0, std::uint32_t(k)},
                      polar::distribution::normal);
+    cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
     ::thrust::copy(g.begin(), g.end(), gd.begin());
     opt.step(dev, dview, polar::as_const(polar::make_view(gd, rows, cols)), sd);
     generic.step(host, hview, polar::row_major_view(static_cast<const float*>(g.data()), rows, cols), sh);
@@ -43,6 +44,7 @@ double device_vs_host(const Opt& opt, polar::index rows, polar::index cols, int 
   sd.settle(dev);
   BOOST_TEST(!sd.pending());
   std::vector<float> dd(w.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(::thrust::device_pointer_cast(sd.d.data()), ::thrust::device_pointer_cast(sd.d.data()) + dd.size(),
                  dd.begin());
   double dworst = 0;
@@ -50,6 +52,7 @@ double device_vs_host(const Opt& opt, polar::index rows, polar::index cols, int 
     dworst = std::fmax(dworst, std::fabs(double(dd[i]) - double(sh.d.data()[i])));
   BOOST_TEST(dworst <= 1e-3);
   std::vector<float> back(w.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(wd.begin(), wd.end(), back.begin());
   double worst = 0, big = 0;
   for (std::size_t i = 0; i < back.size(); ++i) {

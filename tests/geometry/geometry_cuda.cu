@@ -39,12 +39,14 @@ double device_vs_host(Opt opt, polar::index rows, polar::index cols, int steps, 
   for (int k = 0; k < steps; ++k) {
     host.fill_random(polar::row_major_view(g.data(), rows, cols), polar::rng_key{2, 0, std::uint32_t(k)},
                      polar::distribution::normal);
+    cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
     ::thrust::copy(g.begin(), g.end(), gd.begin());
     opt.step(dev, dview, polar::as_const(gview), sd);
     host_opt.step(host, polar::row_major_view(wh.data(), rows, cols),
                   polar::row_major_view(static_cast<const float*>(g.data()), rows, cols), sh);
   }
   std::vector<float> back(w.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(wd.begin(), wd.end(), back.begin());
   typename decltype(opt.geometry)::template workspace<device_backend, float> dws;
   BOOST_TEST(opt.geometry.distance(dev, polar::as_const(dview), dws) <= 1e-4);
@@ -152,6 +154,7 @@ BOOST_AUTO_TEST_CASE(manifold_muon_agrees_with_the_host) {
   opt.step(dev, polar::make_view(wd, n, p), polar::as_const(polar::make_view(gd, n, p)), sd);
   opt.step(host, polar::row_major_view(w.data(), n, p), polar::row_major_view(static_cast<const float*>(g.data()), n, p), sh);
   std::vector<float> back(w.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(wd.begin(), wd.end(), back.begin());
   double worst = 0;
   for (std::size_t i = 0; i < back.size(); ++i) worst = std::fmax(worst, std::fabs(double(back[i]) - double(w[i])));

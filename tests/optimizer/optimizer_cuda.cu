@@ -26,6 +26,7 @@ dvec random_device(device_backend& be, polar::index rows, polar::index cols, std
 
 std::vector<float> host_copy(const dvec& v) {
   std::vector<float> h(v.size());
+  cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
   ::thrust::copy(v.begin(), v.end(), h.begin());
   return h;
 }
