@@ -651,9 +651,10 @@ struct row_col_gains {
 
   // The fused step (gains/detail/fused_md.hpp): AdamW on D, in two row
   // passes on any backend with row kernels.
-  // Deferred (in a deferred_checks scope): the kernels that write the state
-  // and W are guarded, the sums stay on the device, and a factor that cannot
-  // put D back on its sphere goes to a slot instead of being read back.
+  // The kernels that write the state and W are guarded (the guard is null
+  // outside a deferred_checks scope). Deferred (in a scope): the sums stay
+  // on the device, and a factor that cannot put D back on its sphere goes
+  // to a slot instead of being read back.
   template <class Backend, class T>
   void fused_step(Backend& be, matrix_view<T> w, in_matrix<T> g, state<Backend, T>& s, const hypersphere& h,
                   bool deferred, std::size_t mark) const {
@@ -694,10 +695,7 @@ struct row_col_gains {
         else
           be.for_each_row(kernel, g, v.D, M, V);
       };
-      if (deferred)
-        run(detail::guarded(k));
-      else
-        run(k);
+      run(detail::guarded(k));  // outside a scope the guard is null: the bare kernel runs
     };
     const auto with_sums = [&](auto col_factor) {
       if (col_sphere) {
@@ -756,24 +754,20 @@ struct row_col_gains {
         be.fill(a, T(h.radius / std::sqrt(sq)));
       }
     } else if (sphere == sphere_scope::rows) {
-      if (deferred) {
-        be.for_each_element(detail::guarded(detail::sphere_factor_fn<T>{h.radius}), a.transpose(),
-                            as_const(rsum).block(0, 0, 1, m));
+      be.for_each_element(detail::guarded(detail::sphere_factor_fn<T>{h.radius}), a.transpose(),
+                          as_const(rsum).block(0, 0, 1, m));
+      if (deferred)
         defer_factors(as_const(a), "row");
-      } else {
-        be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, a.transpose(), as_const(rsum).block(0, 0, 1, m));
-        if (!be.all_finite(as_const(a))) first_bad(as_const(rsum).block(0, 0, 1, m), "row ");
-      }
+      else if (!be.all_finite(as_const(a)))
+        first_bad(as_const(rsum).block(0, 0, 1, m), "row ");
     } else {
       be.fill(a, T(1));
       const auto sq = as_const(csum).block(has_cols() ? 1 : 0, 0, 1, n);
-      if (deferred) {
-        be.for_each_element(detail::guarded(detail::sphere_factor_fn<T>{h.radius}), b, sq);
+      be.for_each_element(detail::guarded(detail::sphere_factor_fn<T>{h.radius}), b, sq);
+      if (deferred)
         defer_factors(as_const(b), "column");
-      } else {
-        be.for_each_element(detail::sphere_factor_fn<T>{h.radius}, b, sq);
-        if (!be.all_finite(as_const(b))) first_bad(sq, "column ");
-      }
+      else if (!be.all_finite(as_const(b)))
+        first_bad(sq, "column ");
     }
     // The scalar gain's gradient, sum P.
     if (gains == gain_scope::scalar) {
@@ -785,12 +779,7 @@ struct row_col_gains {
     step_gains(be, s);
     fused_gain_values(be, s);
     // W from D on its sphere; the factors stay pending for d.
-    const auto fuse_w = [&](const auto& k) {
-      if (deferred)
-        be.for_each_row(detail::guarded(k), w, as_const(v.D));
-      else
-        be.for_each_row(k, w, as_const(v.D));
-    };
+    const auto fuse_w = [&](const auto& k) { be.for_each_row(detail::guarded(k), w, as_const(v.D)); };
     if (col_sphere)
       fuse_w(detail::md_fuse_kernel<T, true>{s.d_rows.data(), s.d_cols.data(), s.pr.data(), s.pc.data()});
     else
