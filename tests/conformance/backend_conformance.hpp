@@ -19,6 +19,7 @@
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
 #include "polar/core/random.hpp"
+#include "polar/orthogonalize/detail/stack_ops.hpp"
 #include "support.hpp"
 
 namespace polar_test {

@@ -125,6 +125,11 @@ class archetype {
   /// Copies the `from` triangle of the square C onto the other one.
   template <class T>
   void symmetrize(uplo from, matrix_view<T> c) {}
+  /// symmetrize on each matrix of a stack, T also bfloat16 or float16.
+  /// Optional: without it polar calls symmetrize once per matrix (and the
+  /// 16-bit symmetric products need it).
+  template <class T>
+  void symmetrize_batched(uplo from, batch_view<T> c) {}
   /// gemm on each matrix of three stacks of equal count.
   template <class T>
   void gemm_batched(T alpha, op op_a, in_batch<T> a, op op_b, in_batch<T> b,

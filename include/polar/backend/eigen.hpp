@@ -99,6 +99,12 @@ class eigen {
     detail::check_square("polar::symmetrize", "C", c);
     detail::eigen_kernels::symmetrize(from, c);
   }
+  /// symmetrize on each matrix of the stack (see archetype::symmetrize_batched).
+  template <class T>
+  void symmetrize_batched(uplo from, batch_view<T> c) {
+    detail::check_symmetrize_batched("polar::symmetrize_batched", space, c);
+    detail::host::symmetrize_batched(from, c);
+  }
   /// gemm on stacks of 16-bit values (see archetype::gemm_batched_lowp):
   /// float products of the widened operands, rounded once.
   template <class H, std::enable_if_t<is_lowp_v<H>, int> = 0>

@@ -333,6 +333,17 @@ class thrust : private detail::thrust_system<System>::resources {
                            detail::thrust_alg::mirror<T>{c, from == uplo::lower});
     });
   }
+  /// symmetrize on each matrix of the stack, in one pass over the whole
+  /// stack (one kernel on CUDA); T may be 16 bits.
+  template <class T>
+  void symmetrize_batched(uplo from, batch_view<T> c) {
+    detail::check_symmetrize_batched("polar::symmetrize_batched", space, c);
+    if (c.size() == 0) return;
+    detail::thrust_alg::on_policy(policy(), c.size(), [&](const auto& p) {
+      ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), c.size(),
+                           detail::thrust_alg::mirror_batched<T>{c, from == uplo::lower});
+    });
+  }
   /// gemm on each matrix of the stacks (batched cuBLAS calls on the device).
   template <class T>
   void gemm_batched(T alpha, op op_a, in_batch<T> a, op op_b, in_batch<T> b, T beta,

@@ -18,6 +18,11 @@
 // A from it and resets R to I (one restart, before step 2, by default).
 // Where the Gram form would cost more flops than the standard form (nearly
 // square matrices) it runs the standard form instead, unless told not to.
+//
+// With `precision` float16 (the published configuration) or bfloat16 the
+// iteration runs in 16 bits as the standard form's does: X0 scaled in T,
+// then every matrix in 16 bits, every product a 16-bit GEMM with float
+// accumulation, the symmetric ones in row blocks (newton_schulz::blocks).
 #pragma once
 
 #include <array>
@@ -27,6 +32,25 @@
 #include "polar/orthogonalize/newton_schulz.hpp"
 
 namespace polar {
+
+namespace detail {
+/// The 16-bit matrices of one Gram-form orthogonalization (H: bfloat16 or
+/// float16), named as gram_ns_workspace's.
+template <class Backend, class H>
+struct lowp_gram_iterate {
+  typename Backend::template buffer<H> x, y, a, p, r, t, s;
+  /// Room for `count` matrices of n x m (n <= m).
+  void reserve(Backend& be, index count, index n, index m) {
+    if (x.size() < count * n * m) {
+      x = be.template allocate<H>(count * n * m);
+      y = be.template allocate<H>(count * n * m);
+    }
+    if (a.size() < count * n * n)
+      for (auto* b : {&a, &p, &r, &t, &s}) *b = be.template allocate<H>(count * n * n);
+  }
+  std::size_t bytes() const { return buffer_bytes(x, y, a, p, r, t, s); }
+};
+}  // namespace detail
 
 /// Buffers of one Gram-form orthogonalization.
 template <class Backend, class T>
@@ -40,6 +64,8 @@ struct gram_ns_workspace {
   typename Backend::template buffer<T> s;      ///< square scratch
   typename Backend::template buffer<T> norms;  ///< per-matrix norms
   ns_workspace<Backend, T> standard;  ///< used when the standard form is cheaper
+  detail::lowp_gram_iterate<Backend, bfloat16> bf16;  ///< the matrices in bfloat16 (precision bfloat16)
+  detail::lowp_gram_iterate<Backend, float16> fp16;   ///< the matrices in float16 (precision float16)
 
   /// Room for `count` matrices of n x m (n <= m).
   void reserve(Backend& be, index count, index n, index m) {
@@ -53,7 +79,17 @@ struct gram_ns_workspace {
     if (norms.size() < count) norms = be.template allocate<T>(count);
   }
   /// Bytes held.
-  std::size_t bytes() const { return detail::buffer_bytes(x, y, a, p, r, t, s, norms) + standard.bytes(); }
+  std::size_t bytes() const {
+    return detail::buffer_bytes(x, y, a, p, r, t, s, norms) + standard.bytes() + bf16.bytes() + fp16.bytes();
+  }
+  /// The 16-bit matrices of type H (bfloat16 or float16).
+  template <class H>
+  detail::lowp_gram_iterate<Backend, H>& lowp() {
+    if constexpr (std::is_same_v<H, bfloat16>)
+      return bf16;
+    else
+      return fp16;
+  }
 };
 
 /// Newton–Schulz in Gram form: the same schedules and the same result as
@@ -70,6 +106,10 @@ struct gram_newton_schulz {
   std::array<int, 4> restarts{2, 0, 0, 0};
   index symmetric_threshold = 128;  ///< below this n, full GEMMs
   bool fallback = true;             ///< run the standard form where it has fewer flops
+  /// The number format of the iteration (as newton_schulz::precision);
+  /// the published Gram form iterates in float16.
+  ns_precision precision = ns_precision::native;
+  int blocks = 0;  ///< the 16-bit symmetric products' row blocks (as newton_schulz::blocks)
 
   /// The number of steps this orthogonalizer runs.
   constexpr int steps() const noexcept { return iterations > 0 ? iterations : schedule.iterations; }
@@ -85,8 +125,9 @@ struct gram_newton_schulz {
   /// Flops of the Gram form for a rows x cols matrix.
   double gram_flops(index rows, index cols) const noexcept {
     const double n = double(rows < cols ? rows : cols), m = double(rows < cols ? cols : rows);
-    const bool sym = index(n) >= symmetric_threshold;
-    const double gram_nm = (sym ? 1.0 : 2.0) * n * n * m, sq = (sym ? 1.0 : 2.0) * n * n * n;
+    const double sym =
+        detail::symmetric_share(index(n), precision != ns_precision::native, symmetric_threshold, blocks);
+    const double gram_nm = 2.0 * sym * n * n * m, sq = 2.0 * sym * n * n * n;
     const double prod = 2 * n * n * n;
     double f = gram_nm + 2 * n * n * m;  // A0 and the final R X0
     bool identity = true;
@@ -104,7 +145,9 @@ struct gram_newton_schulz {
   }
 
   /// The standard form this policy falls back to.
-  newton_schulz standard() const noexcept { return newton_schulz{schedule, iterations, symmetric_threshold}; }
+  newton_schulz standard() const noexcept {
+    return newton_schulz{schedule, iterations, symmetric_threshold, precision, blocks};
+  }
 
   /// True when this policy runs the Gram form for a rows x cols matrix.
   bool uses_gram(index rows, index cols) const noexcept {
@@ -146,53 +189,89 @@ struct gram_newton_schulz {
     const auto gw = tall ? g.transpose() : g;
     const auto ow = tall ? out.transpose() : out;
     const index count = g.count(), n = gw.rows(), m = gw.cols();
+    if (precision != ns_precision::native) {
+      if constexpr (detail::has_gemm_lowp<Backend>::value) {
+        if (precision == ns_precision::bfloat16)
+          run_lowp<bfloat16>(be, gw, ow, ws);
+        else
+          run_lowp<float16>(be, gw, ow, ws);
+        return;
+      } else {
+        detail::raise<unsupported_error>(opname, "16-bit iteration needs a backend with gemm_batched_lowp; this one "
+                                                 "has none (use ns_precision::native)");
+      }
+    }
     ws.reserve(be, count, n, m);
     const auto space = Backend::space;
     auto X = row_major_batch(ws.x.data(), count, n, m, space);
     auto Y = row_major_batch(ws.y.data(), count, n, m, space);
-    auto A = row_major_batch(ws.a.data(), count, n, n, space);
-    auto P = row_major_batch(ws.p.data(), count, n, n, space);
-    auto R = row_major_batch(ws.r.data(), count, n, n, space);
-    const auto Tb = row_major_batch(ws.t.data(), count, n, n, space);
-    auto S = row_major_batch(ws.s.data(), count, n, n, space);
     detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
+    auto R = iterate(detail::native_ops<Backend, T>{be, n >= symmetric_threshold}, X, Y,
+                     row_major_batch(ws.a.data(), count, n, n, space),
+                     row_major_batch(ws.p.data(), count, n, n, space), row_major_batch(ws.r.data(), count, n, n, space),
+                     row_major_batch(ws.t.data(), count, n, n, space), row_major_batch(ws.s.data(), count, n, n, space));
+    be.gemm_batched(T(1), op::n, as_const(R), op::n, as_const(X), T(0), ow);
+  }
 
-    const bool symmetric = n >= symmetric_threshold;
-    detail::gram(be, T(1), as_const(X), A, symmetric);
+  /// The 16-bit Gram form on the wide orientation gw -> ow: the input
+  /// scaled in T, then every matrix in H, the result widened back to T.
+  template <class H, class Backend, class T>
+  void run_lowp(Backend& be, batch_view<const T> gw, batch_view<T> ow, workspace<Backend, T>& ws) const {
+    const index count = gw.count(), n = gw.rows(), m = gw.cols();
+    ws.reserve(be, count, n, m);
+    auto& h = ws.template lowp<H>();
+    h.reserve(be, count, n, m);
+    const auto sp = Backend::space;
+    const auto X = row_major_batch(ws.x.data(), count, n, m, sp);
+    detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
+    auto HX = row_major_batch(h.x.data(), count, n, m, sp);
+    be.map(detail::to_lowp_fn<H>{}, stacked(HX), as_const(stacked(X)));
+    auto HY = row_major_batch(h.y.data(), count, n, m, sp);
+    auto R = iterate(detail::lowp_ops<Backend, H>{be, detail::symmetric_blocks(n, blocks)}, HX, HY,
+                     row_major_batch(h.a.data(), count, n, n, sp), row_major_batch(h.p.data(), count, n, n, sp),
+                     row_major_batch(h.r.data(), count, n, n, sp), row_major_batch(h.t.data(), count, n, n, sp),
+                     row_major_batch(h.s.data(), count, n, n, sp));
+    // The last product X = R X0 in 16 bits (into the spare n x m stack),
+    // then widened into the caller's out.
+    be.gemm_batched_lowp(1.0f, op::n, as_const(R), op::n, as_const(HX), 0.0f, HY);
+    detail::for_stack([&](auto in, auto o) { be.map(detail::from_lowp_fn<T>{}, o, in); }, as_const(HY), ow);
+  }
+
+  /// The steps of the Gram form on the scaled input X (n x m per matrix),
+  /// in the number format of `ops`, with Y another n x m stack and A, P,
+  /// R, Tb, S n x n ones. Returns the stack that holds R; the result is
+  /// R X with X as it stands on return (restarts swap X and Y, so Y is
+  /// then the spare one).
+  template <class Ops, class E>
+  batch_view<E> iterate(const Ops& ops, batch_view<E>& X, batch_view<E>& Y, batch_view<E> A, batch_view<E> P,
+                        batch_view<E> R, batch_view<E> Tb, batch_view<E> S) const {
+    ops.gram(as_const(X), A);
     bool identity = true;  // R = I, not stored
     for (int k = 0; k < steps(); ++k) {
       if (restarts_at(k)) {  // X = R X0, A = X X^T, R = I
-        be.gemm_batched(T(1), op::n, as_const(R), op::n, as_const(X), T(0), Y);
+        ops.product(as_const(R), as_const(X), Y);
         std::swap(X, Y);
-        detail::gram(be, T(1), as_const(X), A, symmetric);
+        ops.gram(as_const(X), A);
         identity = true;
       }
-      const ns_step c = schedule.at(k);
-      // P = a I + b A + c A A
-      if (c.c != 0.0) {
-        detail::gram(be, T(c.c), as_const(A), P, symmetric);
-        be.axpby(T(c.b), as_const(stacked(A)), T(1), stacked(P));
-      } else {
-        be.axpby(T(c.b), as_const(stacked(A)), T(0), stacked(P));
-      }
-      detail::add_to_diagonal(be, T(c.a), P);
+      ops.polynomial(schedule.at(k), as_const(A), P);  // P = a I + b A + c A A
       // A <- (P P) A, kept exactly symmetric
       if (k + 1 < steps() && !restarts_at(k + 1)) {
-        detail::gram(be, T(1), as_const(P), Tb, symmetric);
-        be.gemm_batched(T(1), op::n, as_const(Tb), op::n, as_const(A), T(0), S);
-        for (index i = 0; i < count; ++i) be.symmetrize(uplo::lower, S[i]);
+        ops.gram(as_const(P), Tb);
+        ops.product(as_const(Tb), as_const(A), S);
+        ops.symmetrize(S);
         std::swap(A, S);
       }
       // R <- P R
       if (identity) {
         std::swap(R, P);
       } else {
-        be.gemm_batched(T(1), op::n, as_const(P), op::n, as_const(R), T(0), S);
+        ops.product(as_const(P), as_const(R), S);
         std::swap(R, S);
       }
       identity = false;
     }
-    be.gemm_batched(T(1), op::n, as_const(R), op::n, as_const(X), T(0), ow);
+    return R;
   }
 
   /// With a workspace of its own (allocated per call).

@@ -21,8 +21,10 @@
 // rounded once (the backend's gemm_batched_lowp: tensor cores on the GPU),
 // as the GPU Muon implementations iterate; the input scaling (and AOL) is
 // done in T first, and the result is widened back to T. cuBLAS has no
-// 16-bit syrk, so the symmetric products are full GEMMs there, and
-// B = b A + c A A is one GEMM with A as the accumulated term.
+// 16-bit syrk: the symmetric products compute the blocks on and below the
+// diagonal of a t x t blocking (strided-batched 16-bit GEMMs) and mirror
+// them (`blocks`; 5/8 of a GEMM's flops at t = 4), and B = b A + c A A is
+// one such product with A as the accumulated term.
 #pragma once
 
 #include <limits>
@@ -78,6 +80,65 @@ struct lowp_iterate {
   void reserve(Backend& be, index count, index n, index m) { reserve_iterate(be, count, n, m, x, y, a, b); }
   std::size_t bytes() const { return buffer_bytes(x, y, a, b); }
 };
+
+/// The products of an iteration in T: the backend's own (syrk and a
+/// mirror for the symmetric ones from symmetric_threshold on).
+template <class Backend, class T>
+struct native_ops {
+  using value_type = T;
+  Backend& be;
+  bool symmetric;
+  /// C = X X^T.
+  void gram(batch_view<const T> x, batch_view<T> c) const { detail::gram(be, T(1), x, c, symmetric); }
+  /// Z = X Y.
+  void product(batch_view<const T> x, batch_view<const T> y, batch_view<T> z) const {
+    be.gemm_batched(T(1), op::n, x, op::n, y, T(0), z);
+  }
+  /// P = a I + b A + c A A for the symmetric A.
+  void polynomial(const ns_step& s, batch_view<const T> a, batch_view<T> p) const {
+    if (s.c != 0.0) {
+      detail::gram(be, T(s.c), a, p, symmetric);
+      be.axpby(T(s.b), stacked(a), T(1), stacked(p));
+    } else {
+      be.axpby(T(s.b), stacked(a), T(0), stacked(p));
+    }
+    add_to_diagonal(be, T(s.a), p);
+  }
+  /// The lower triangles copied onto the upper ones.
+  void symmetrize(batch_view<T> c) const { symmetrize_stack(be, uplo::lower, c); }
+};
+
+/// The products of an iteration in 16 bits (H): gemm_batched_lowp, the
+/// symmetric ones in `blocks` row blocks (gram_lowp).
+template <class Backend, class H>
+struct lowp_ops {
+  using value_type = H;
+  Backend& be;
+  index blocks;
+  void gram(batch_view<const H> x, batch_view<H> c) const { gram_lowp(be, 1.0f, x, 0.0f, c, blocks); }
+  void product(batch_view<const H> x, batch_view<const H> y, batch_view<H> z) const {
+    be.gemm_batched_lowp(1.0f, op::n, x, op::n, y, 0.0f, z);
+  }
+  /// P = a I + b A + c A A: A copied into P, then one product that adds it.
+  void polynomial(const ns_step& s, batch_view<const H> a, batch_view<H> p) const {
+    if (s.c != 0.0) {
+      be.map(lowp_scale_fn<H>{1.0f}, stacked(p), stacked(a));
+      gram_lowp(be, float(s.c), a, float(s.b), p, blocks);
+    } else {
+      be.map(lowp_scale_fn<H>{float(s.b)}, stacked(p), stacked(a));
+    }
+    map_diagonal(be, lowp_shift_fn<H>{float(s.a)}, p);
+  }
+  void symmetrize(batch_view<H> c) const { symmetrize_stack(be, uplo::lower, c); }
+};
+
+/// The fraction of a GEMM's flops that a symmetric product of an n x n
+/// result costs: a half for syrk (native, from the threshold on), the
+/// blocks' share in 16 bits, else one.
+inline double symmetric_share(index n, bool lowp, index threshold, int blocks) noexcept {
+  if (lowp) return symmetric_block_fraction(symmetric_blocks(n, blocks));
+  return n >= threshold ? 0.5 : 1.0;
+}
 }  // namespace detail
 
 /// Buffers of one orthogonalization, in the backend's memory; reused across
@@ -132,6 +193,10 @@ struct newton_schulz {
   /// The format of the iterate and the products: native (T), or 16 bits
   /// with float accumulation on a backend with gemm_batched_lowp.
   ns_precision precision = ns_precision::native;
+  /// The 16-bit symmetric products' row blocks (detail::symmetric_blocks):
+  /// 0 polar's choice, 1 one GEMM, t > 1 the blocks on and below the
+  /// diagonal of t x t, mirrored.
+  int blocks = 0;
 
   /// The number of steps this orthogonalizer runs.
   constexpr int steps() const noexcept { return iterations > 0 ? iterations : schedule.iterations; }
@@ -141,11 +206,11 @@ struct newton_schulz {
   /// without a quintic term skip A A).
   double flops(index rows, index cols) const noexcept {
     const double n = double(rows < cols ? rows : cols), m = double(rows < cols ? cols : rows);
-    // The 16-bit iteration takes full GEMMs (cuBLAS has no 16-bit syrk).
-    const bool sym = index(n) >= symmetric_threshold && precision == ns_precision::native;
+    const double sym =
+        detail::symmetric_share(index(n), precision != ns_precision::native, symmetric_threshold, blocks);
     double f = 0;
     for (int k = 0; k < steps(); ++k)
-      f += (sym ? 3.0 : 4.0) * n * n * m + (schedule.at(k).c != 0.0 ? (sym ? 1.0 : 2.0) * n * n * n : 0.0);
+      f += (2.0 * sym + 2.0) * n * n * m + (schedule.at(k).c != 0.0 ? 2.0 * sym * n * n * n : 0.0);
     return f;
   }
 
@@ -199,23 +264,23 @@ struct newton_schulz {
       detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
     }
 
+    iterate(detail::native_ops<Backend, T>{be, symmetric}, schedule.aol, X, Y, A, B);
+    detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
+  }
+
+  /// The steps on the scaled input X (with A = X X^T already formed when
+  /// `a_ready`), in the number format of `ops`; the result ends in X.
+  template <class Ops, class E>
+  void iterate(const Ops& ops, bool a_ready, batch_view<E>& X, batch_view<E>& Y, batch_view<E> A,
+               batch_view<E> B) const {
     for (int k = 0; k < steps(); ++k) {
-      const ns_step s = schedule.at(k);
-      if (k > 0 || !schedule.aol) detail::gram(be, T(1), as_const(X), A, symmetric);  // A = X X^T
-      // B = a I + b A + c A A  (A symmetric: A A = A A^T)
-      if (s.c != 0.0) {
-        detail::gram(be, T(s.c), as_const(A), B, symmetric);
-        be.axpby(T(s.b), as_const(stacked(A)), T(1), stacked(B));
-      } else {
-        be.axpby(T(s.b), as_const(stacked(A)), T(0), stacked(B));
-      }
-      // Y = (a I + B) X: the a X term rides on the product instead of
-      // taking a pass over X of its own.
-      detail::add_to_diagonal(be, T(s.a), B);
-      be.gemm_batched(T(1), op::n, as_const(B), op::n, as_const(X), T(0), Y);
+      if (k > 0 || !a_ready) ops.gram(as_const(X), A);  // A = X X^T
+      // B = a I + b A + c A A (A symmetric: A A = A A^T); then Y = B X,
+      // the a X term riding on the product instead of a pass of its own.
+      ops.polynomial(schedule.at(k), as_const(A), B);
+      ops.product(as_const(B), as_const(X), Y);
       std::swap(X, Y);
     }
-    detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
   }
 
   /// The 16-bit iteration (see the header comment) on the wide orientation
@@ -245,20 +310,7 @@ struct newton_schulz {
       detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
     }
     be.map(detail::to_lowp_fn<H>{}, stacked(HX), as_const(stacked(X)));
-    for (int k = 0; k < steps(); ++k) {
-      const ns_step s = schedule.at(k);
-      if (k > 0 || !schedule.aol) be.gemm_batched_lowp(1.0f, op::n, as_const(HX), op::t, as_const(HX), 0.0f, HA);
-      // B = b A + c A A: A copied into B, then one product that adds it.
-      if (s.c != 0.0) {
-        be.map(detail::lowp_scale_fn<H>{1.0f}, stacked(HB), as_const(stacked(HA)));
-        be.gemm_batched_lowp(float(s.c), op::n, as_const(HA), op::n, as_const(HA), float(s.b), HB);
-      } else {
-        be.map(detail::lowp_scale_fn<H>{float(s.b)}, stacked(HB), as_const(stacked(HA)));
-      }
-      detail::map_diagonal(be, detail::lowp_shift_fn<H>{float(s.a)}, HB);
-      be.gemm_batched_lowp(1.0f, op::n, as_const(HB), op::n, as_const(HX), 0.0f, HY);
-      std::swap(HX, HY);
-    }
+    iterate(detail::lowp_ops<Backend, H>{be, detail::symmetric_blocks(n, blocks)}, schedule.aol, HX, HY, HA, HB);
     detail::for_stack([&](auto in, auto o) { be.map(detail::from_lowp_fn<T>{}, o, in); }, as_const(HX), ow);
   }
 

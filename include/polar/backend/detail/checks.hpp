@@ -111,6 +111,16 @@ void check_square(const char* opname, const char* name, const matrix_view<T>& c)
     raise<shape_error>(opname, name, " is ", c.rows(), "x", c.cols(), " but must be square");
 }
 
+/// The checks of symmetrize_batched: a writable stack of square matrices in
+/// the backend's space.
+template <class T>
+void check_symmetrize_batched(const char* opname, memory_space space, const batch_view<T>& c) {
+  check_output(opname, "C", c);
+  if (c.count() == 0) return;
+  check_space(opname, "C", c.matrix(0), space);
+  check_square(opname, "C", c.matrix(0));
+}
+
 /// One input and one output of the same shape, in the backend's space; the
 /// output may be the input itself.
 template <class T, class U>

@@ -52,4 +52,16 @@ void gemm_batched_lowp(float alpha, op op_a, batch_view<const H> a, op op_b, bat
   }
 }
 
+/// symmetrize on each matrix of a stack (any element type, 16-bit ones
+/// included): small matrices one per task of polar's pool, larger ones one
+/// after another, each with the pool's threads.
+template <class T>
+void symmetrize_batched(uplo from, batch_view<T> c) {
+  if (c.count() > 1 && c.rows() < 256) {
+    parallel_tasks(c.count(), [&](index k) { eigen_kernels::symmetrize(from, c[k]); });
+  } else {
+    for (index k = 0; k < c.count(); ++k) eigen_kernels::symmetrize(from, c[k]);
+  }
+}
+
 }  // namespace polar::detail::host

@@ -532,6 +532,18 @@ struct mirror {
   }
 };
 
+/// mirror on each matrix of a stack of square matrices, element k of the
+/// whole stack.
+template <class T>
+struct mirror_batched {
+  batch_view<T> c;
+  bool from_lower;
+  POLAR_HOST_DEVICE void operator()(index k) const {
+    const index n = c.rows(), q = k / (n * n), r = k - q * n * n;
+    mirror<T>{c.matrix(q), from_lower}(r);
+  }
+};
+
 /// Writes Philox block `first_block + q` into the elements of x it covers:
 /// scale z, or with add x + scale z in one rounding (detail::add_scaled).
 template <class T>

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
+#include <utility>
 
 #include "polar/backend/concept.hpp"
 #include "polar/core/check.hpp"
@@ -109,6 +111,27 @@ void aol_scale(Backend& be, double floor, batch_view<T> x, batch_view<T> a, batc
   for (index k = 0; k < count; ++k) be.scale_cols(as_const(vector_view<T>(d + k * n, n, 1, sp)), a[k]);
 }
 
+/// Whether a backend mirrors a whole stack in one call (symmetrize_batched,
+/// optional in the concept).
+template <class Backend, class T, class = void>
+struct has_symmetrize_batched : std::false_type {};
+template <class Backend, class T>
+struct has_symmetrize_batched<Backend, T,
+                              std::void_t<decltype(std::declval<Backend&>().symmetrize_batched(
+                                  uplo::lower, std::declval<batch_view<T>>()))>> : std::true_type {};
+
+/// The `from` triangle of each matrix of the stack c copied onto the other:
+/// one call for the stack where the backend has symmetrize_batched, else
+/// one per matrix.
+template <class Backend, class T>
+void symmetrize_stack(Backend& be, uplo from, batch_view<T> c) {
+  if constexpr (has_symmetrize_batched<Backend, T>::value) {
+    be.symmetrize_batched(from, c);
+  } else {
+    for (index k = 0; k < c.count(); ++k) be.symmetrize(from, c[k]);
+  }
+}
+
 /// C = alpha A A^T for each matrix (C square, contiguous), both triangles
 /// filled: a symmetric rank-k product and a mirror when `symmetric`, else a
 /// general product (faster for small matrices).
@@ -116,10 +139,65 @@ template <class Backend, class T>
 void gram(Backend& be, T alpha, batch_view<const T> a, batch_view<T> c, bool symmetric) {
   if (symmetric) {
     be.syrk_batched(uplo::lower, alpha, op::n, a, T(0), c);
-    for (index k = 0; k < c.count(); ++k) be.symmetrize(uplo::lower, c[k]);
+    symmetrize_stack(be, uplo::lower, c);
   } else {
     be.gemm_batched(alpha, op::n, a, op::t, a, T(0), c);
   }
+}
+
+/// The number of row blocks t that a 16-bit symmetric product C = A A^T
+/// (C n x n) is split into: the t (t + 1) / 2 blocks on and below the
+/// diagonal are computed, the rest mirrored, so the product takes
+/// (t + 1) / (2 t) of a GEMM's flops. `requested` 1 asks for one GEMM,
+/// t > 1 for t blocks (one GEMM when t does not divide n into blocks of a
+/// multiple of 8 rows, the tensor cores' alignment), 0 for polar's choice:
+/// 4 blocks from n = 2048, 2 from n = 1024, else one GEMM (smaller blocks
+/// leave a GPU's multiprocessors idle).
+inline index symmetric_blocks(index n, int requested) noexcept {
+  const auto fits = [n](index t) { return n % (8 * t) == 0; };
+  if (requested == 1 || requested < 0) return 1;
+  if (requested > 1) return fits(requested) ? index(requested) : 1;
+  if (n >= 2048 && fits(4)) return 4;
+  if (n >= 1024 && fits(2)) return 2;
+  return 1;
+}
+
+/// The flops of a 16-bit symmetric product in t blocks, as a fraction of
+/// one GEMM's.
+constexpr double symmetric_block_fraction(index t) noexcept { return double(t + 1) / double(2 * t); }
+
+/// C = alpha A A^T + beta C for each matrix of the contiguous row-major
+/// 16-bit stacks A (count x n x k) and C (count x n x n), both triangles of
+/// C written: the blocks on and below the diagonal of a t x t blocking are
+/// 16-bit GEMMs (gemm_batched_lowp), then the lower triangle is mirrored
+/// onto the upper one, so C is exactly symmetric. A single matrix takes one
+/// strided-batched call per block diagonal (t calls), a stack one per block
+/// over the whole stack (t (t + 1) / 2 calls). beta applies to the lower
+/// blocks; the mirror replaces the rest, so beta C must be symmetric.
+template <class Backend, class H>
+void gram_lowp(Backend& be, float alpha, batch_view<const H> a, float beta, batch_view<H> c, index t) {
+  if (t <= 1) {
+    be.gemm_batched_lowp(alpha, op::n, a, op::t, a, beta, c);
+    return;
+  }
+  const index count = a.count(), n = a.rows(), k = a.cols(), s = n / t;
+  const auto sp = Backend::space;
+  const auto a_block = [&](index i) { return matrix_view<const H>(a.data() + i * s * k, s, k, k, 1, sp); };
+  const auto c_block = [&](index i, index j) { return matrix_view<H>(c.data() + i * s * n + j * s, s, s, n, 1, sp); };
+  if (count == 1) {
+    // Diagonal d: the blocks (i, i - d), evenly spaced in A and in C.
+    for (index d = 0; d < t; ++d)
+      be.gemm_batched_lowp(alpha, op::n, batch_view<const H>(a_block(d), t - d, s * k), op::t,
+                           batch_view<const H>(a_block(0), t - d, s * k), beta,
+                           batch_view<H>(c_block(d, 0), t - d, s * n + s));
+  } else {
+    for (index i = 0; i < t; ++i)
+      for (index j = 0; j <= i; ++j)
+        be.gemm_batched_lowp(alpha, op::n, batch_view<const H>(a_block(i), count, n * k), op::t,
+                             batch_view<const H>(a_block(j), count, n * k), beta,
+                             batch_view<H>(c_block(i, j), count, n * n));
+  }
+  symmetrize_stack(be, uplo::lower, c);
 }
 
 /// d <- f(d) for each diagonal element d of each square matrix of the
