@@ -29,7 +29,15 @@
 //                             for the shapes bench/torch_gpu.py times
 //                             torch's bf16 on
 //   bm_newton_schulz_stack/<sched>_bf16/64/1024/4096  the same on a stack of
-//                             64 expert matrices, strided-batched products
+//                             64 expert matrices, strided-batched products;
+//                             in 16 bits, ratio_to_one_gemm = the iteration
+//                             with its symmetric products in `blocks` row
+//                             blocks (polar's choice) over the same with
+//                             one GEMM each
+//   bm_gram_newton_schulz/jordan5_fp16/count/r/c  the Gram form in float16
+//                             (restart before step 2); ratio_to_standard =
+//                             its time over the standard form's in float16,
+//                             flops_ratio the same in flops
 //   bm_deferred/<policy>/r/c  ratio_to_eager = 20 steps queued in a
 //                             deferred_checks scope and checked once (no
 //                             wait inside a step) over 20 eager steps (each
@@ -43,6 +51,7 @@
 #include <polar/backend/thrust.hpp>
 #include <polar/deferred.hpp>
 #include <polar/gains/row_col_gains.hpp>
+#include <polar/orthogonalize/gram_newton_schulz.hpp>
 #include <polar/orthogonalize/newton_schulz.hpp>
 #include <polar/geometry/hypersphere.hpp>
 #include <polar/geometry/riemannian.hpp>
@@ -228,29 +237,61 @@ polar::newton_schulz ns_in(const polar::ns_schedule& sch, ns_mode mode, backend&
   return ns;
 }
 
-void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch, ns_mode mode) {
-  const polar::index rows = state.range(0), cols = state.range(1);
-  backend b;
-  const polar::newton_schulz ns = ns_in(sch, mode, b);
-  ::thrust::device_vector<float> g(rows * cols), out(rows * cols);
-  b.fill_random(polar::make_view(g, rows, cols), polar::rng_key{3}, polar::distribution::normal);
-  typename polar::newton_schulz::template workspace<backend, float> ws;
-  const auto gv = polar::as_const(polar::make_view(g, rows, cols));
-  time_device(state, b, [&] { ns(b, gv, polar::make_view(out, rows, cols), ws); });
-}
-
-void bm_newton_schulz_stack(benchmark::State& state, const polar::ns_schedule& sch, ns_mode mode) {
-  const polar::index count = state.range(0), rows = state.range(1), cols = state.range(2);
-  backend b;
-  const polar::newton_schulz ns = ns_in(sch, mode, b);
+// One orthogonalization of a stack of `count` float matrices, timed; in 16
+// bits with the symmetric products in blocks (polar's choice), the counter
+// ratio_to_one_gemm is its time over the same iteration's with them as
+// one GEMM each (blocks = 1), so one run says which is faster.
+template <class Orth>
+void time_orthogonalizer(benchmark::State& state, backend& b, Orth orth, polar::index count, polar::index rows,
+                         polar::index cols) {
   ::thrust::device_vector<float> g(count * rows * cols), out(count * rows * cols);
-  b.fill_random(polar::make_view(g, count * rows, cols), polar::rng_key{4}, polar::distribution::normal);
-  typename polar::newton_schulz::template workspace<backend, float> ws;
+  b.fill_random(polar::make_view(g, count * rows, cols), polar::rng_key{3}, polar::distribution::normal);
   const auto gv = polar::as_const(
       polar::row_major_batch(::thrust::raw_pointer_cast(g.data()), count, rows, cols, polar::memory_space::device));
   const auto ov =
       polar::row_major_batch(::thrust::raw_pointer_cast(out.data()), count, rows, cols, polar::memory_space::device);
-  time_device(state, b, [&] { ns(b, gv, ov, ws); });
+  typename Orth::template workspace<backend, float> ws, ws1;
+  const auto run = [&] { orth(b, gv, ov, ws); };
+  if (orth.precision == polar::ns_precision::native) {
+    time_device(state, b, run);
+    return;
+  }
+  Orth one = orth;
+  one.blocks = 1;
+  time_against(state, b, run, [&] { one(b, gv, ov, ws1); }, "ratio_to_one_gemm");
+  state.counters["blocks"] = double(polar::detail::symmetric_blocks(rows < cols ? rows : cols, orth.blocks));
+}
+
+void bm_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch, ns_mode mode) {
+  backend b;
+  time_orthogonalizer(state, b, ns_in(sch, mode, b), 1, state.range(0), state.range(1));
+}
+
+void bm_newton_schulz_stack(benchmark::State& state, const polar::ns_schedule& sch, ns_mode mode) {
+  backend b;
+  time_orthogonalizer(state, b, ns_in(sch, mode, b), state.range(0), state.range(1), state.range(2));
+}
+
+// The Gram form in float16 with its restart before step 2 (Dao AI Lab's
+// configuration); ratio_to_standard is its time over the standard form's
+// in the same precision (polar's blocks in both), one matrix or a stack.
+void bm_gram_newton_schulz(benchmark::State& state, const polar::ns_schedule& sch) {
+  const polar::index count = state.range(0), rows = state.range(1), cols = state.range(2);
+  backend b;
+  polar::gram_newton_schulz gram{sch};
+  gram.fallback = false;
+  gram.precision = polar::ns_precision::float16;
+  ::thrust::device_vector<float> g(count * rows * cols), out(count * rows * cols);
+  b.fill_random(polar::make_view(g, count * rows, cols), polar::rng_key{3}, polar::distribution::normal);
+  const auto gv = polar::as_const(
+      polar::row_major_batch(::thrust::raw_pointer_cast(g.data()), count, rows, cols, polar::memory_space::device));
+  const auto ov =
+      polar::row_major_batch(::thrust::raw_pointer_cast(out.data()), count, rows, cols, polar::memory_space::device);
+  polar::gram_newton_schulz::workspace<backend, float> ws;
+  polar::newton_schulz::workspace<backend, float> sws;
+  const polar::newton_schulz standard = gram.standard();
+  time_against(state, b, [&] { gram(b, gv, ov, ws); }, [&] { standard(b, gv, ov, sws); }, "ratio_to_standard");
+  state.counters["flops_ratio"] = gram.gram_flops(rows, cols) / standard.flops(rows, cols);
 }
 
 void ns_shapes(benchmark::internal::Benchmark* bm) {
@@ -402,6 +443,12 @@ BENCHMARK_CAPTURE(bm_newton_schulz_stack, jordan5_bf16, polar::schedules::jordan
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(bm_newton_schulz_stack, polar_express5_bf16, polar::schedules::polar_express5, ns_mode::bf16)
+    ->Args({64, 1024, 4096})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(bm_gram_newton_schulz, jordan5_fp16, polar::schedules::jordan5)
+    ->Args({1, 1024, 4096})
+    ->Args({1, 768, 3072})
     ->Args({64, 1024, 4096})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond);

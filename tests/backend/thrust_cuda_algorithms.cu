@@ -111,20 +111,24 @@ BOOST_AUTO_TEST_CASE(newton_schulz_in_tf32_stays_near_the_float_iteration) {
 }
 
 // 16-bit Newton-Schulz on the tensor cores (ns_precision): a stack of three
-// (one strided-batched call a product) in bfloat16 and float16, tall and
-// wide, against the host's 16-bit iteration (float products of the same
+// and a single matrix, tall and wide, in bfloat16 and float16, with the
+// symmetric products as one GEMM and in four row blocks (one
+// strided-batched call per block diagonal for the matrix, per block for
+// the stack, then one mirror kernel for the stack), and the Gram form in
+// float16; against the host's 16-bit iteration (float products of the same
 // 16-bit operands: the sums' order differs, so a value may round to the
 // neighbouring 16-bit value, which the steps carry on) and against the
 // float iteration, which it stays within the host tests' bounds of
-// (tests/orthogonalize: 5e-2 bfloat16, 6.5e-3 float16, relative
-// Frobenius distance to the schedule's map).
+// (tests/orthogonalize: 5e-2 bfloat16, 6.5e-3 float16 for the standard
+// form, 1.9e-2 for the Gram form in float16, relative Frobenius distance
+// to the schedule's map; twice that here for the Gram form, whose two
+// sides each carry it).
 BOOST_AUTO_TEST_CASE(newton_schulz_in_16_bits_matches_the_host) {
   device_backend dev;
   host_backend host;
-  const polar::index count = 3, n = 64, m = 256;
-  const auto g = random_host<float>(count * n * m, 9);
+  const polar::index n = 64, m = 256;
+  const auto g = random_host<float>(3 * n * m, 9);
   ::thrust::device_vector<float> dg(g.begin(), g.end()), dout(g.size());
-  std::vector<float> want(g.size()), got(g.size()), fp32(g.size());
   const auto frob = [](const std::vector<float>& a, const std::vector<float>& b) {
     double d = 0, r = 0;
     for (std::size_t i = 0; i < a.size(); ++i) {
@@ -133,26 +137,44 @@ BOOST_AUTO_TEST_CASE(newton_schulz_in_16_bits_matches_the_host) {
     }
     return std::sqrt(d / r);
   };
-  for (bool tall : {false, true})
-    for (auto prec : {polar::ns_precision::bfloat16, polar::ns_precision::float16}) {
-      BOOST_TEST_CONTEXT((tall ? "tall" : "wide") << " precision " << int(prec)) {
-        const polar::index r = tall ? m : n, c = tall ? n : m;
-        const auto hb = polar::row_major_batch(g.data(), count, r, c);
-        const auto db = device_batch(dg, count, r, c);
-        const auto ob = device_batch(dout, count, r, c);
-        polar::newton_schulz ns{polar::schedules::polar_express5};
-        ns(host, polar::as_const(hb), polar::row_major_batch(fp32.data(), count, r, c));
-        ns.precision = prec;
-        ns(host, polar::as_const(hb), polar::row_major_batch(want.data(), count, r, c));
-        ns(dev, polar::as_const(db), ob);
-        cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
-        ::thrust::copy(dout.begin(), dout.end(), got.begin());
-        const double bound = prec == polar::ns_precision::bfloat16 ? 5e-2 : 6.5e-3;
-        BOOST_TEST(frob(got, want) <= bound);
-        BOOST_TEST(frob(got, fp32) <= bound);
-        BOOST_TEST(frob(got, fp32) > 0);  // the products were 16-bit
+  const auto check = [&](auto orth, polar::index count, bool tall, double bound) {
+    std::vector<float> want(std::size_t(count * n * m)), got(want.size()), fp32(want.size());
+    const polar::index r = tall ? m : n, c = tall ? n : m;
+    const auto hb = polar::row_major_batch(g.data(), count, r, c);
+    const auto db = device_batch(dg, count, r, c);
+    const auto ob = device_batch(dout, count, r, c);
+    const auto prec = orth.precision;
+    orth.precision = polar::ns_precision::native;
+    orth(host, polar::as_const(hb), polar::row_major_batch(fp32.data(), count, r, c));
+    orth.precision = prec;
+    orth(host, polar::as_const(hb), polar::row_major_batch(want.data(), count, r, c));
+    orth(dev, polar::as_const(db), ob);
+    cudaDeviceSynchronize();  // the backend's stream: its work is asynchronous
+    ::thrust::copy(dout.begin(), dout.begin() + polar::index(got.size()), got.begin());
+    BOOST_TEST(frob(got, want) <= bound);
+    BOOST_TEST(frob(got, fp32) <= bound);
+    BOOST_TEST(frob(got, fp32) > 0);  // the products were 16-bit
+  };
+  for (polar::index count : {3, 1})
+    for (bool tall : {false, true})
+      for (int blocks : {1, 4}) {
+        for (auto prec : {polar::ns_precision::bfloat16, polar::ns_precision::float16}) {
+          BOOST_TEST_CONTEXT(count << (tall ? " tall" : " wide") << " precision " << int(prec) << " blocks "
+                                   << blocks) {
+            polar::newton_schulz ns{polar::schedules::polar_express5};
+            ns.precision = prec;
+            ns.blocks = blocks;
+            check(ns, count, tall, prec == polar::ns_precision::bfloat16 ? 5e-2 : 6.5e-3);
+          }
+        }
+        BOOST_TEST_CONTEXT(count << (tall ? " tall" : " wide") << " Gram form, float16, blocks " << blocks) {
+          polar::gram_newton_schulz gram{polar::schedules::polar_express5};
+          gram.fallback = false;
+          gram.precision = polar::ns_precision::float16;
+          gram.blocks = blocks;
+          check(gram, count, tall, 3.8e-2);
+        }
       }
-    }
 }
 
 BOOST_AUTO_TEST_CASE(an_optimizer_steps_like_the_host) {
