@@ -237,6 +237,23 @@ polar::newton_schulz ns_in(const polar::ns_schedule& sch, ns_mode mode, backend&
   return ns;
 }
 
+// A stack of `count` Gaussian float matrices on the device and room for
+// its orthogonalization.
+struct ns_operands {
+  ::thrust::device_vector<float> gd, outd;
+  polar::index count, rows, cols;
+  ns_operands(backend& b, polar::index n, polar::index r, polar::index c)
+      : gd(n * r * c), outd(n * r * c), count(n), rows(r), cols(c) {
+    b.fill_random(polar::make_view(gd, count * rows, cols), polar::rng_key{3}, polar::distribution::normal);
+  }
+  polar::batch_view<float> g() { return stack(gd); }
+  polar::batch_view<float> out() { return stack(outd); }
+  polar::batch_view<float> stack(::thrust::device_vector<float>& v) {
+    return polar::row_major_batch(::thrust::raw_pointer_cast(v.data()), count, rows, cols,
+                                  polar::memory_space::device);
+  }
+};
+
 // One orthogonalization of a stack of `count` float matrices, timed; in 16
 // bits with the symmetric products in blocks (polar's choice), the counter
 // ratio_to_one_gemm is its time over the same iteration's with them as
@@ -244,12 +261,9 @@ polar::newton_schulz ns_in(const polar::ns_schedule& sch, ns_mode mode, backend&
 template <class Orth>
 void time_orthogonalizer(benchmark::State& state, backend& b, Orth orth, polar::index count, polar::index rows,
                          polar::index cols) {
-  ::thrust::device_vector<float> g(count * rows * cols), out(count * rows * cols);
-  b.fill_random(polar::make_view(g, count * rows, cols), polar::rng_key{3}, polar::distribution::normal);
-  const auto gv = polar::as_const(
-      polar::row_major_batch(::thrust::raw_pointer_cast(g.data()), count, rows, cols, polar::memory_space::device));
-  const auto ov =
-      polar::row_major_batch(::thrust::raw_pointer_cast(out.data()), count, rows, cols, polar::memory_space::device);
+  ns_operands x(b, count, rows, cols);
+  const auto gv = polar::as_const(x.g());
+  const auto ov = x.out();
   typename Orth::template workspace<backend, float> ws, ws1;
   const auto run = [&] { orth(b, gv, ov, ws); };
   if (orth.precision == polar::ns_precision::native) {
@@ -281,12 +295,9 @@ void bm_gram_newton_schulz(benchmark::State& state, const polar::ns_schedule& sc
   polar::gram_newton_schulz gram{sch};
   gram.fallback = false;
   gram.precision = polar::ns_precision::float16;
-  ::thrust::device_vector<float> g(count * rows * cols), out(count * rows * cols);
-  b.fill_random(polar::make_view(g, count * rows, cols), polar::rng_key{3}, polar::distribution::normal);
-  const auto gv = polar::as_const(
-      polar::row_major_batch(::thrust::raw_pointer_cast(g.data()), count, rows, cols, polar::memory_space::device));
-  const auto ov =
-      polar::row_major_batch(::thrust::raw_pointer_cast(out.data()), count, rows, cols, polar::memory_space::device);
+  ns_operands x(b, count, rows, cols);
+  const auto gv = polar::as_const(x.g());
+  const auto ov = x.out();
   polar::gram_newton_schulz::workspace<backend, float> ws;
   polar::newton_schulz::workspace<backend, float> sws;
   const polar::newton_schulz standard = gram.standard();

@@ -160,6 +160,26 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(batched_products_equal_one_by_one, C, conformance_
       }
       BOOST_TEST(err <= polar_test::tolerance<T>() * 10);
       BOOST_TEST(serr <= polar_test::tolerance<T>() * 10);
+      // The upper triangles with a beta term; the lower ones untouched.
+      const auto h0 = polar_test::random_matrix(count * m, m, 14);
+      dmatrix<B, T> u(b, h0, la);
+      b.syrk_batched(polar::uplo::upper, T(0.5), polar::op::n, stack(a.cview(), m), T(2), stack(u.view, m));
+      const auto gu = u.get(b);
+      double uerr = 0, moved = 0;
+      for (index q = 0; q < count; ++q)
+        for (index i = 0; i < m; ++i)
+          for (index j = 0; j < m; ++j) {
+            double aat = 0;
+            for (index l = 0; l < k; ++l) aat += ha(q * m + i, l) * ha(q * m + j, l);
+            const double in = double(T(h0(q * m + i, j)));
+            if (j >= i)
+              uerr = std::max(uerr, std::abs(gu(q * m + i, j) - (0.5 * aat + 2 * in)));
+            else
+              moved = std::max(moved, std::abs(gu(q * m + i, j) - in));
+          }
+      BOOST_TEST(uerr <= polar_test::tolerance<T>() * 30);
+      BOOST_TEST(moved == 0.0);
+      BOOST_TEST(u.untouched_outside(b));
     }
   }
 }

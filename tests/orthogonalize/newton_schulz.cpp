@@ -440,6 +440,16 @@ double lowp_ulp(double x) {
   return std::ldexp(1.0, std::ilogb(a) - frac);
 }
 
+/// |got - (0.5 s - 2 c_in)| over the bound of one rounding to H (half its
+/// spacing) after a float sum of k products: s their exact sum, mag the sum
+/// of their magnitudes.
+template <class H>
+double lowp_product_error(double s, double mag, double c_in, H got, polar::index k) {
+  const double exact = 0.5 * s - 2.0 * c_in;
+  const double bound = 0.5 * lowp_ulp<H>(exact) + (k + 2) * 0x1p-24 * (0.5 * mag + 2 * std::abs(c_in));
+  return std::abs(double(float(got)) - exact) / bound;
+}
+
 template <class B, class H>
 void check_lowp_gemm() {
   B be;
@@ -468,12 +478,8 @@ void check_lowp_gemm() {
           exact += t;
           mag += std::abs(t);
         }
-        const double c_in = double(float(c0[std::size_t(q * m * n + i * n + j)]));
-        exact = 0.5 * exact - 2.0 * c_in;
-        const double got = double(float(c[std::size_t(q * m * n + i * n + j)]));
-        // One rounding to H (half its spacing) after a float sum of k terms.
-        const double bound = 0.5 * lowp_ulp<H>(exact) + (k + 2) * 0x1p-24 * (0.5 * mag + 2 * std::abs(c_in));
-        worst = std::max(worst, std::abs(got - exact) / bound);
+        const std::size_t e = std::size_t(q * m * n + i * n + j);
+        worst = std::max(worst, lowp_product_error(exact, mag, double(float(c0[e])), c[e], k));
       }
   BOOST_TEST(worst <= 1.0);
 }
@@ -522,10 +528,7 @@ void check_lowp_gram(polar::index t, polar::index count) {
           mag += std::abs(p);
         }
         const std::size_t e = std::size_t(q * n * n + i * n + j);
-        const double c_in = double(float(c0[e]));
-        exact = 0.5 * exact - 2.0 * c_in;
-        const double bound = 0.5 * lowp_ulp<H>(exact) + (k + 2) * 0x1p-24 * (0.5 * mag + 2 * std::abs(c_in));
-        worst = std::max(worst, std::abs(double(float(c[e])) - exact) / bound);
+        worst = std::max(worst, lowp_product_error(exact, mag, double(float(c0[e])), c[e], k));
         symmetric = symmetric && c[e].bits == c[std::size_t(q * n * n + j * n + i)].bits;
       }
   BOOST_TEST(worst <= 1.0);
@@ -595,6 +598,36 @@ BOOST_AUTO_TEST_CASE(sixteen_bit_products_check_their_operands_first) {
   // Nothing was written.
   for (std::size_t i = 0; i < c.size(); ++i) BOOST_TEST(c[i].bits == c0[i].bits);
   for (std::size_t i = 0; i < a.size(); ++i) BOOST_TEST(a[i].bits == a0[i].bits);
+}
+
+namespace {
+/// The Eigen backend without 16-bit products, as a backend of one's own
+/// may be.
+struct eigen_without_lowp : polar::backend::eigen {
+  template <class... A>
+  void gemm_batched_lowp(A&&...) = delete;
+};
+}  // namespace
+
+// A 16-bit precision on a backend without gemm_batched_lowp is refused by
+// both forms, before anything is written.
+BOOST_AUTO_TEST_CASE(sixteen_bits_need_the_backends_sixteen_bit_products) {
+  static_assert(!polar::detail::has_gemm_lowp<eigen_without_lowp>::value);
+  eigen_without_lowp be;
+  rmat<float> g = rmat<float>::Ones(8, 32), out = rmat<float>::Constant(8, 32, 7.0f);
+  polar::newton_schulz ns{};
+  ns.precision = polar::ns_precision::float16;
+  polar::gram_newton_schulz gram{};
+  gram.precision = polar::ns_precision::bfloat16;
+  gram.fallback = false;
+  const auto gv = polar::make_view(static_cast<const rmat<float>&>(g));
+  polar_test::check_throws<polar::unsupported_error>(
+      [&] { ns(be, gv, polar::make_view(out)); },
+      {"polar::newton_schulz", "gemm_batched_lowp", "ns_precision::native"});
+  polar_test::check_throws<polar::unsupported_error>(
+      [&] { gram(be, gv, polar::make_view(out)); },
+      {"polar::gram_newton_schulz", "gemm_batched_lowp", "ns_precision::native"});
+  BOOST_TEST((out.array() == 7.0f).all());
 }
 
 // The snippet of docs/muon.md: Muon with a bfloat16 Newton-Schulz steps

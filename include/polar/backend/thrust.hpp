@@ -89,6 +89,11 @@ struct thrust_host_kernels {
     eigen_kernels::syrk(tri, alpha, op_a, a, beta, c);
   }
   template <class R, class T>
+  static void syrk_batched(R&, uplo tri, T alpha, op op_a, batch_view<const T> a, T beta, batch_view<T> c) {
+    const host::openmp_scope team(R::openmp_team);
+    for (index i = 0; i < c.count(); ++i) eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
+  }
+  template <class R, class T>
   static void gemm_batched(R&, T alpha, op op_a, batch_view<const T> a, op op_b,
                            batch_view<const T> b, T beta, batch_view<T> c) {
     const host::openmp_scope team(R::openmp_team);
@@ -364,7 +369,7 @@ class thrust : private detail::thrust_system<System>::resources {
   template <class T>
   void syrk_batched(uplo tri, T alpha, op op_a, in_batch<T> a, T beta, batch_view<T> c) {
     detail::check_syrk_batched("polar::syrk_batched", space, op_a, a, c);
-    for (index i = 0; i < c.count(); ++i) kernels::syrk(context(), tri, alpha, op_a, a[i], beta, c[i]);
+    kernels::syrk_batched(context(), tri, alpha, op_a, a, beta, c);
   }
 
   // ---- level 1 and 2 -----------------------------------------------------

@@ -189,18 +189,8 @@ struct gram_newton_schulz {
     const auto gw = tall ? g.transpose() : g;
     const auto ow = tall ? out.transpose() : out;
     const index count = g.count(), n = gw.rows(), m = gw.cols();
-    if (precision != ns_precision::native) {
-      if constexpr (detail::has_gemm_lowp<Backend>::value) {
-        if (precision == ns_precision::bfloat16)
-          run_lowp<bfloat16>(be, gw, ow, ws);
-        else
-          run_lowp<float16>(be, gw, ow, ws);
-        return;
-      } else {
-        detail::raise<unsupported_error>(opname, "16-bit iteration needs a backend with gemm_batched_lowp; this one "
-                                                 "has none (use ns_precision::native)");
-      }
-    }
+    if (detail::dispatch_lowp<Backend>(precision, opname, [&](auto h) { run_lowp<decltype(h)>(be, gw, ow, ws); }))
+      return;
     ws.reserve(be, count, n, m);
     const auto space = Backend::space;
     auto X = row_major_batch(ws.x.data(), count, n, m, space);

@@ -57,6 +57,24 @@ struct has_gemm_lowp<Backend, std::void_t<decltype(std::declval<Backend&>().gemm
                                   std::declval<batch_view<const bfloat16>>(), 0.0f,
                                   std::declval<batch_view<bfloat16>>()))>> : std::true_type {};
 
+/// Calls f(H{}) with H the 16-bit type that `precision` names and returns
+/// true, or returns false for the native precision; a backend without
+/// gemm_batched_lowp raises unsupported_error for a 16-bit one.
+template <class Backend, class F>
+bool dispatch_lowp(ns_precision precision, const char* opname, F&& f) {
+  if (precision == ns_precision::native) return false;
+  if constexpr (has_gemm_lowp<Backend>::value) {
+    if (precision == ns_precision::bfloat16)
+      f(bfloat16{});
+    else
+      f(float16{});
+    return true;
+  } else {
+    raise<unsupported_error>(opname, "16-bit iteration needs a backend with gemm_batched_lowp; this one has none "
+                                     "(use ns_precision::native)");
+  }
+}
+
 /// Room for `count` matrices of n x m (n <= m) in the iterate X and the
 /// next one (x, y), and of n x n in A and B (a, b).
 template <class Backend, class Buffer>
@@ -236,18 +254,9 @@ struct newton_schulz {
     const auto gw = tall ? g.transpose() : g;
     const auto ow = tall ? out.transpose() : out;
     const index count = g.count(), n = gw.rows(), m = gw.cols();
-    if (precision != ns_precision::native) {
-      if constexpr (detail::has_gemm_lowp<Backend>::value) {
-        if (precision == ns_precision::bfloat16)
-          iterate_lowp<bfloat16>(be, gw, ow, ws);
-        else
-          iterate_lowp<float16>(be, gw, ow, ws);
-        return;
-      } else {
-        detail::raise<unsupported_error>(opname, "16-bit iteration needs a backend with gemm_batched_lowp; this one "
-                                                 "has none (use ns_precision::native)");
-      }
-    }
+    if (detail::dispatch_lowp<Backend>(precision, opname,
+                                       [&](auto h) { iterate_lowp<decltype(h)>(be, gw, ow, ws); }))
+      return;
     ws.reserve(be, count, n, m);
     auto X = row_major_batch(ws.x.data(), count, n, m, Backend::space);
     auto Y = row_major_batch(ws.y.data(), count, n, m, Backend::space);

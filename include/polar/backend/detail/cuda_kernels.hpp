@@ -457,6 +457,46 @@ struct kernels {
     }
   }
 
+  /// Element k of a stack copied from `from` to `to`: all of it
+  /// (part 0), its lower triangle (1) or its upper one (2).
+  template <class T>
+  struct copy_stack {
+    batch_view<const T> from;
+    batch_view<T> to;
+    int part;
+    POLAR_HOST_DEVICE void operator()(index k) const {
+      const index n = to.rows() * to.cols(), q = k / n, r = k - q * n;
+      const index i = r / to.cols(), j = r - i * to.cols();
+      if (part == 0 || (part == 1 ? i >= j : i <= j)) to[q](i, j) = from[q](i, j);
+    }
+  };
+
+  // syrk over a stack. cuBLAS has no batched syrk: a stack of small
+  // products (under 2^27 multiply-adds each, where one launch per matrix
+  // would cost more than the work) is one strided-batched GEMM of the
+  // whole products into scratch and one kernel that copies the triangle;
+  // larger products take one syrk each.
+  template <class T>
+  static void syrk_batched(context& ctx, uplo tri, T alpha, op op_a, batch_view<const T> a, T beta,
+                           batch_view<T> c) {
+    const index count = c.count();
+    if (count == 0 || c.matrix(0).empty()) return;
+    const index n = c.rows(), k = op_a == op::n ? a.cols() : a.rows();
+    if (count == 1 || double(n) * double(n) * double(k) >= 134217728.0) {
+      for (index i = 0; i < count; ++i) syrk(ctx, tri, alpha, op_a, a[i], beta, c[i]);
+      return;
+    }
+    T* t = ctx.scratch<T>(context::slot_c, count * n * n);
+    const auto full = row_major_batch(t, count, n, n, memory_space::device);
+    const auto each = [&](int part, batch_view<const T> from, batch_view<T> to) {
+      ::thrust::for_each_n(ctx.policy(), ::thrust::counting_iterator<index>(0), count * n * n,
+                           copy_stack<T>{from, to, part});
+    };
+    if (beta != T(0)) each(0, c, full);
+    gemm_batched(ctx, alpha, op_a, a, op_a == op::n ? op::t : op::n, a, beta, full);
+    each(tri == uplo::lower ? 1 : 2, full, c);
+  }
+
   // The strided-batched form of C = op(A) op(B) over stacks whose matrices
   // have unit-stride rows or columns: call(pa, pb, stride a, stride b, m, n,
   // k, ldc) for column-major C, and for row-major C the same of
