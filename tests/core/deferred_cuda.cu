@@ -149,6 +149,14 @@ BOOST_AUTO_TEST_CASE(a_captured_step_replays_the_step_bit_for_bit) {
   muon.lr = 0.02;
   muon.weight_decay = 0.01;
   captured_step_is_the_step(muon, false, "muon");
+  polar::muon_direction<polar::newton_schulz, void, polar::normuon> normuon;
+  captured_step_is_the_step(normuon, false, "normuon");
+  polar::muon_direction<polar::newton_schulz, void, polar::adamuon> adamuon;
+  captured_step_is_the_step(adamuon, false, "adamuon");
+  polar::muon_direction<polar::newton_schulz, void, polar::polargrad> polargrad;
+  polargrad.scale = polar::scale_rule::none;
+  polargrad.lr = 1e-3;
+  captured_step_is_the_step(polargrad, false, "polargrad");
   captured_step_is_the_step(polar::adamw_direction{}, false, "adamw");
   polar::momentum_direction mom;
   mom.nesterov = true;

@@ -110,6 +110,13 @@ struct muon_scratch {
   /// Bytes held.
   std::size_t bytes() const { return buffer_bytes(m, u, aux) + workspace_bytes(ws); }
 };
+
+/// Whether Muon with transform X steps deferred: X::deferrable where X
+/// declares it, else whether X derives from stateless_transform.
+template <class X, class = void>
+struct transform_deferrable : std::is_base_of<stateless_transform, X> {};
+template <class X>
+struct transform_deferrable<X, std::void_t<decltype(X::deferrable)>> : std::bool_constant<X::deferrable> {};
 }  // namespace detail
 
 /// Muon's hyperparameters and its step.
@@ -297,9 +304,10 @@ struct muon_direction {
   }
 
  private:
-  // Whether a step can run deferred: its transform keeps no state (the
-  // state's writes are then the buffer's and W's, which are guarded).
-  static constexpr bool deferrable = std::is_base_of_v<stateless_transform, Transform>;
+  // Whether a step can run deferred: its transform says so (guarded state
+  // writes, nothing read back; see stateless_transform), so that every
+  // write of the step is guarded.
+  static constexpr bool deferrable = detail::transform_deferrable<Transform>::value;
 
   // Checks G's finiteness, then buf <- momentum(buf, G) and u <- orth(M).
   // Returns whether the step runs deferred (a step() of a deferrable Muon

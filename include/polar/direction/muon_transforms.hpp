@@ -93,6 +93,13 @@ struct row_moment_fn {
   C beta2, inv_cols;
   POLAR_HOST_DEVICE C operator()(C v, C r) const { return C(beta2 * v + (C(1) - beta2) * r * r * inv_cols); }
 };
+/// The same as a step in place: v <- beta2 v + (1 - beta2) r^2 / cols
+/// (for_each_element, guarded in a deferred_checks scope).
+template <class C>
+struct row_moment_step {
+  C beta2, inv_cols;
+  POLAR_HOST_DEVICE void operator()(C& v, const C& r) const { v = row_moment_fn<C>{beta2, inv_cols}(v, r); }
+};
 /// 1 / (sqrt(v) + eps).
 template <class C>
 struct inv_root_fn {
@@ -115,6 +122,27 @@ template <class C>
 struct second_moment_fn {
   C beta2;
   POLAR_HOST_DEVICE C operator()(C v, C o) const { return C(beta2 * v + (C(1) - beta2) * o * o); }
+};
+/// The same as a step in place (for_each_element, guarded in a
+/// deferred_checks scope).
+template <class C>
+struct second_moment_step {
+  C beta2;
+  POLAR_HOST_DEVICE void operator()(C& v, const C& o) const { v = second_moment_fn<C>{beta2}(v, o); }
+};
+/// part[i] = <o_i, m_i> for each row i of two stacks seen as their rows:
+/// PolarGrad's inner product, a row at a time, on the device.
+template <class C>
+struct row_inner_kernel {
+  static constexpr bool never_flags = true;  // nothing to read back
+  C* part;
+  POLAR_HD_TEMPLATE
+  template <class Row, class O, class M>
+  POLAR_HOST_DEVICE void operator()(const Row& row, O o, M m) const {
+    const double s = row.sum([=](index j) { return o[j] * m[j]; });
+    C* out = part;
+    row.single([=] { out[row.row()] = C(s); });
+  }
 };
 /// o / (sqrt(v * correction) + eps): Adam's bias-corrected division.
 template <class C>
@@ -144,6 +172,13 @@ matrix_view<C> all_rows(batch_view<C> o) {
 }  // namespace detail
 
 /// What a transform without state, scratch or hyperparameters shares.
+///
+/// A transform may declare `static constexpr bool deferrable`: true when
+/// its apply() reads nothing back to the host and writes its state only
+/// through guarded kernels (detail::guarded), so that Muon's step with it
+/// runs deferred in a deferred_checks scope. Where it does not say, a
+/// transform derived from stateless_transform is deferrable and others are
+/// not.
 struct stateless_transform {
   /// No state.
   template <class Backend, class C>
@@ -172,6 +207,8 @@ struct plain_update : stateless_transform {
 struct normuon {
   double beta2 = 0.95;  ///< the row moment's decay, in [0, 1)
   double eps = 1e-8;    ///< added to the root, > 0
+  /// Steps in a deferred_checks scope: the moment's update is guarded.
+  static constexpr bool deferrable = true;
 
   /// The per-row second moment v (count * rows).
   template <class Backend, class C>
@@ -207,7 +244,8 @@ struct normuon {
     const auto v = row_major_view(s.v.data(), count * rows, 1, -1, sp);
     be.row_norms(as_const(flat), before);
     be.row_norms(as_const(every_row), r);
-    be.map(detail::row_moment_fn<C>{C(beta2), C(1.0 / double(cols))}, v, as_const(v), as_const(rm));
+    be.for_each_element(detail::guarded(detail::row_moment_step<C>{C(beta2), C(1.0 / double(cols))}), v,
+                        as_const(rm));
     be.map(detail::inv_root_fn<C>{C(eps)}, rm, as_const(v));
     be.scale_rows(as_const(r), every_row);
     be.row_norms(as_const(flat), after);
@@ -230,6 +268,8 @@ struct adamuon {
   double beta2 = 0.999;  ///< the moment's decay, in [0, 1)
   double eps = 1e-8;     ///< added to the root and to the norm, > 0
   bool sign = true;      ///< orthogonalize sign(M) (the paper's); false: M itself (the code's)
+  /// Steps in a deferred_checks scope: the moment's update is guarded.
+  static constexpr bool deferrable = true;
 
   /// The element-wise second moment v (count x rows x cols).
   template <class Backend, class C>
@@ -263,7 +303,7 @@ struct adamuon {
     const auto sp = Backend::space;
     const auto flat = detail::per_matrix<Backend>(o);
     const auto v = row_major_view(s.v.data(), count, rows * cols, -1, sp);
-    be.map(detail::second_moment_fn<C>{C(beta2)}, v, as_const(v), as_const(flat));
+    be.for_each_element(detail::guarded(detail::second_moment_step<C>{C(beta2)}), v, as_const(flat));
     const double correction = 1.0 / (1.0 - std::pow(beta2, double(step)));
     be.map(detail::adam_divide_fn<C>{C(correction), C(eps)}, flat, as_const(flat), as_const(v));
     const auto norms = vector_view<C>(aux, count, 1, sp);
@@ -281,14 +321,21 @@ struct adamuon {
 };
 
 /// PolarGrad: O times the nuclear norm of M, <O, M> (see the header comment).
+/// The inner products stay on the device: each row's (a row kernel), then
+/// each matrix's sum of its rows'.
 struct polargrad : stateless_transform {
+  /// The rows' inner products and one per matrix.
+  index aux_size(index count, index rows, index) const { return count * rows + count; }
   /// O[k] <- <O[k], M[k]> O[k] for each matrix of the stack.
   template <class Backend, class C>
-  void apply(Backend& be, in_batch<C> m, batch_view<C> o, state<Backend, C>&, long, C*) const {
-    for (index k = 0; k < o.count(); ++k) {
-      const C nuclear = be.dot(as_const(o[k]), m[k]);
-      be.scale(nuclear, o[k]);
-    }
+  void apply(Backend& be, in_batch<C> m, batch_view<C> o, state<Backend, C>&, long, C* aux) const {
+    const index count = o.count(), rows = o.rows();
+    const auto sp = Backend::space;
+    be.for_each_row(detail::row_inner_kernel<C>{aux}, as_const(detail::all_rows<Backend>(o)),
+                    detail::all_rows<Backend>(m));
+    const auto nuclear = vector_view<C>(aux + count * rows, count, 1, sp);
+    be.row_sums(as_const(row_major_view(aux, count, rows, -1, sp)), nuclear);
+    be.scale_rows(as_const(nuclear), detail::per_matrix<Backend>(o));
   }
 };
 
