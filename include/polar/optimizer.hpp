@@ -33,8 +33,9 @@
 //   4. each group's policy steps its tensors, in the order they were added.
 //
 // So a refusal in 1 or 2 writes nothing. In a deferred_checks scope
-// (polar/deferred.hpp), with the raise policy, 2 and the global clipping of
-// 3 are queued on the backend and nothing is read back; the error then
+// (polar/deferred.hpp), with the raise policy, 2 and the clipping of 3
+// (global and the groups') are queued on the backend and nothing is read
+// back; the error then
 // comes from check(). A policy that refuses a step later
 // (a retraction that cannot take a point, an SVD that does not converge)
 // leaves its own tensor and state as they were, but tensors stepped before
@@ -303,6 +304,19 @@ struct clip_factor_fn {
     const double n = double(*norm);
     const double q = clip / (n + 1e-6);
     f = n - n == 0 ? T(q < 1 ? q : 1) : T(n - n);
+  }
+};
+/// A group's clipping factor on the backend (a deferred step):
+/// global min(1, clip / (global * *norm + 1e-6)), global the optimizer's
+/// factor; as the eager step's.
+template <class T>
+struct group_clip_factor_fn {
+  double clip;
+  const T* global;
+  const T* norm;
+  POLAR_HOST_DEVICE void operator()(T& f) const {
+    const double g = double(*global), q = clip / (g * double(*norm) + 1e-6);
+    f = T(g * (q < 1 ? q : 1));
   }
 };
 /// x * (*factor), the factor in backend memory (a deferred step's clipping).
@@ -708,12 +722,12 @@ class optimizer {
   // rank's own, not one every rank takes from the same numbers.
   //
   // In a deferred_checks scope (may_defer: not the sharded optimizer's
-  // steps, which exchange what they measure), with the raise policy and no
-  // clipping, the gradients' checks are queued on the backend instead
-  // (polar/deferred.hpp): the policies' guarded kernels then do nothing
-  // when one fails, and a policy that reads back refuses to write. The
-  // skip and zero policies and clipping decide on the host from what they
-  // measure, so they read back, in a scope too.
+  // steps, which exchange what they measure), with the raise policy, the
+  // gradients' checks are queued on the backend instead and the clipping
+  // factors computed there (polar/deferred.hpp): the policies' guarded
+  // kernels then do nothing when one fails, and a policy that reads back
+  // refuses to write. The skip and zero policies decide on the host from
+  // what they measure, so they read back, in a scope too.
   template <class Exchange, class After>
   void step_with(const char* op, const param_view<const T>* grads, std::size_t n, Exchange&& exchange,
                  After&& after, bool may_defer = false) {
@@ -732,7 +746,7 @@ class optimizer {
     for (const auto& g : groups_) any_group_clip = any_group_clip || g->clip_norm > 0;
     const bool clipping = clip_norm > 0 || any_group_clip;
     detail::deferred_record* const scope = detail::deferred_for<Backend>(op);
-    const bool deferred = scope != nullptr && may_defer && nonfinite == nonfinite_policy::raise && !any_group_clip;
+    const bool deferred = scope != nullptr && may_defer && nonfinite == nonfinite_policy::raise;
     if (scope != nullptr && !deferred) detail::raise_if_deferred_failed(*be_, op);
     // Finiteness, and the norms where clipping needs them.
     measured_.assign(3 * n, 0.0);
@@ -821,7 +835,7 @@ class optimizer {
         // The factor is on the device (defer_clip_factor).
         const auto g = grads[i].elements();
         const auto c = clip_view(g.rows(), g.cols());
-        be_->map(detail::scale_by_fn<T>{clip_words_.data() + 1}, c, g);
+        be_->map(detail::scale_by_fn<T>{clip_factors_[i]}, c, g);
         grp.step_member(*be_, e.slot, e.w, like(grads[i], c));
       } else if (bad || factor_[i] != 1.0) {
         const auto g = grads[i].elements();
@@ -904,32 +918,55 @@ class optimizer {
     return *p;
   }
 
-  // The clipping buffer as a rows x cols row-major matrix.
-  // A deferred step's global clipping: each gradient's norm (its rows'
-  // norms, then their norm), the norm of those, and the factor, all on the
-  // backend, in clip_words_ = [norm, factor, the n norms, scratch for the
-  // rows' norms]; a norm that is not finite goes to a slot (numerical).
+  // A deferred step's clipping, all on the backend: each gradient's norm
+  // (its rows' norms, then their norm), the norm of those, the global
+  // factor (1 without a global clip_norm), and for each group with a
+  // clip_norm of its own its members' norm and its factor. clip_words_ =
+  // [norm, global factor, the n norms, the groups' norms and factors,
+  // scratch for a group's members' norms, scratch for the rows' norms];
+  // clip_factors_[i] points at tensor i's factor. A total norm that is
+  // not finite goes to a slot (numerical), as the eager step raises.
   void defer_clip_factor(const char* op, const param_view<const T>* grads, std::size_t n) {
     index most_rows = 1;
     for (std::size_t i = 0; i < n; ++i) most_rows = std::max(most_rows, grads[i].elements().rows());
-    const index need = 2 + index(n) + most_rows;
+    const index ngroups = index(groups_.size());
+    const index need = 2 + 2 * index(n) + 2 * ngroups + most_rows;
     if (clip_words_.size() < need) clip_words_ = be_->template allocate<T>(need);
     const auto sp = Backend::space;
-    T* const norms = clip_words_.data() + 2;
-    T* const rows = norms + n;
+    T* const total = clip_words_.data();
+    T* const global = total + 1;
+    T* const norms = global + 1;
+    T* const group_words = norms + n;  // norm, factor for each group
+    T* const members = group_words + 2 * ngroups;
+    T* const rows = members + n;
+    const auto word = [sp](T* p) { return row_major_view(p, 1, 1, -1, sp); };
     for (std::size_t i = 0; i < n; ++i) {
       const auto g = grads[i].elements();
       be_->row_norms(g, vector_view<T>(rows, g.rows(), 1, sp));
       be_->row_norms(as_const(row_major_view(rows, 1, g.rows(), -1, sp)), vector_view<T>(norms + i, 1, 1, sp));
     }
-    be_->row_norms(as_const(row_major_view(norms, 1, index(n), -1, sp)),
-                   vector_view<T>(clip_words_.data(), 1, 1, sp));
-    const auto factor = row_major_view(clip_words_.data() + 1, 1, 1, -1, sp);
-    be_->for_each_element(detail::clip_factor_fn<T>{clip_norm, clip_words_.data()}, factor);
-    detail::defer_check(*be_, *detail::deferred(), op, as_const(factor),
+    be_->row_norms(as_const(row_major_view(norms, 1, index(n), -1, sp)), vector_view<T>(total, 1, 1, sp));
+    // Without a global clip_norm the factor is 1 for a finite total and
+    // NaN for one that is not, which the check below sees.
+    const double clip = clip_norm > 0 ? clip_norm : std::numeric_limits<double>::infinity();
+    be_->for_each_element(detail::clip_factor_fn<T>{clip, total}, word(global));
+    detail::defer_check(*be_, *detail::deferred(), op, as_const(word(global)),
                         "the norm of the gradients is not finite, so they cannot be clipped; nothing was stepped",
                         detail::deferred_slot::numerical);
+    clip_factors_.assign(n, global);
+    for (index k = 0; k < ngroups; ++k) {
+      const auto& grp = *groups_[std::size_t(k)];
+      if (grp.clip_norm <= 0 || grp.members().empty()) continue;
+      index count = 0;
+      for (index i : grp.members()) be_->copy(as_const(word(norms + i)), word(members + count++));
+      T* const gnorm = group_words + 2 * k;
+      be_->row_norms(as_const(row_major_view(members, 1, count, -1, sp)), vector_view<T>(gnorm, 1, 1, sp));
+      be_->for_each_element(detail::group_clip_factor_fn<T>{grp.clip_norm, global, gnorm}, word(gnorm + 1));
+      for (index i : grp.members()) clip_factors_[std::size_t(i)] = gnorm + 1;
+    }
   }
+
+  // The clipping buffer as a rows x cols row-major matrix.
 
   matrix_view<T> clip_view(index rows, index cols) {
     if (clip_.size() < rows * cols) clip_ = be_->template allocate<T>(rows * cols);
@@ -969,6 +1006,7 @@ class optimizer {
   long long zeroed_entries_ = 0;
   double last_norm_ = 0;
   typename Backend::template buffer<T> clip_words_;  // a deferred step's clipping (defer_clip_factor)
+  std::vector<const T*> clip_factors_;                // each tensor's factor in clip_words_
 };
 
 }  // namespace polar

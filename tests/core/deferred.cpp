@@ -551,40 +551,66 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(an_optimizer_steps_in_a_scope, B, host_backends) {
 // for bit (the eager factor comes from sums in double read back);
 // last_norm() is NaN after such a step. A NaN gradient still changes
 // nothing, and check() names it rather than the norm it made NaN.
+// Global clipping, a group's own clipping under it, and a group's alone:
+// the factors stay on the device and the steps agree with the eager ones
+// to float rounding (the eager factors come from sums in double read back).
 BOOST_AUTO_TEST_CASE_TEMPLATE(an_optimizer_clips_in_a_scope, B, host_backends) {
   no_reads<B> be;
   const fmat h0 = geometry_test::random<float>(be, 24, 16, 30);
   const fmat b0 = geometry_test::random<float>(be, 1, 16, 31);
-  const auto make = [&](fmat& h, fmat& b) {
+  const auto make = [&](fmat& h, fmat& b, double global, double group) {
     auto opt = std::make_unique<polar::optimizer<no_reads<B>, float>>(be);
     polar::muon_direction<> muon;
     muon.lr = 0.02;
     opt->add_group("hidden", muon, polar::rule::matrices());
-    opt->add_group("rest", polar::adamw_direction{});
-    opt->clip_norm = 0.5;
+    // SGD for the bias, whose step follows the clipping factors (Muon's and
+    // Adam's steps hardly depend on the gradient's scale).
+    opt->add_group("rest", polar::sgd_direction{0.5, 0.0});
+    opt->clip_norm = global;
+    opt->group("rest").clip_norm = group;
     opt->add("hidden", polar::make_view(h));
     opt->add("bias", polar::make_view(b));
     return opt;
   };
-  fmat ha = h0, ba = b0, hb = h0, bb = b0;
-  auto eager = make(ha, ba);
-  auto deferred = make(hb, bb);
+  // The bias gradient's norm is about 4: after the global factor (about
+  // 0.5 / 20) about 0.1, which the group's 0.05 halves; alone, 0.05 / 4.
+  for (const auto& [global, group] : {std::pair<double, double>{0.5, 0}, {0.5, 0.05}, {0, 0.05}}) {
+    BOOST_TEST_CONTEXT("clip_norm " << global << ", the bias group's " << group) {
+      fmat ha = h0, ba = b0, hb = h0, bb = b0, bu = b0;
+      auto eager = make(ha, ba, global, group);
+      auto deferred = make(hb, bb, global, group);
+      fmat hu = h0;
+      auto unclipped = make(hu, bu, global, 0);  // without the group's clipping
+      polar::deferred_checks<no_reads<B>> checks(be);
+      for (std::uint64_t k = 0; k < 3; ++k) {
+        const fmat gh = geometry_test::random<float>(be, 24, 16, 40 + k);  // norm ~20
+        const fmat gb = geometry_test::random<float>(be, 1, 16, 50 + k);
+        eager->step({polar::make_view(gh), polar::make_view(gb)});
+        unclipped->step({polar::make_view(gh), polar::make_view(gb)});
+        {
+          auto scope = checks.scope();
+          deferred->step({polar::make_view(gh), polar::make_view(gb)});
+        }
+        checks.check();
+        BOOST_TEST(eager->last_norm() > 10.0);
+        BOOST_TEST(std::isnan(deferred->last_norm()));
+      }
+      BOOST_TEST((ha - hb).cwiseAbs().maxCoeff() <= 1e-5f * ha.cwiseAbs().maxCoeff());
+      BOOST_TEST((ba - bb).cwiseAbs().maxCoeff() <= 1e-5f * ba.cwiseAbs().maxCoeff());
+      BOOST_TEST((ba - b0).cwiseAbs().maxCoeff() > 1e-4f);
+      if (group > 0) BOOST_TEST((bu - bb).cwiseAbs().maxCoeff() > 1e-4f);  // the group's clipping acted
+    }
+  }
+  fmat hb = h0, bb = b0;
+  auto deferred = make(hb, bb, 0.5, 0.05);
   polar::deferred_checks<no_reads<B>> checks(be);
   for (std::uint64_t k = 0; k < 3; ++k) {
-    const fmat gh = geometry_test::random<float>(be, 24, 16, 40 + k);  // norm ~20: clipped to 0.5
+    const fmat gh = geometry_test::random<float>(be, 24, 16, 40 + k);
     const fmat gb = geometry_test::random<float>(be, 1, 16, 50 + k);
-    eager->step({polar::make_view(gh), polar::make_view(gb)});
-    {
-      auto scope = checks.scope();
-      deferred->step({polar::make_view(gh), polar::make_view(gb)});
-    }
-    checks.check();
-    BOOST_TEST(eager->last_norm() > 10.0);
-    BOOST_TEST(std::isnan(deferred->last_norm()));
+    auto scope = checks.scope();
+    deferred->step({polar::make_view(gh), polar::make_view(gb)});
   }
-  BOOST_TEST((ha - hb).cwiseAbs().maxCoeff() <= 1e-5f * ha.cwiseAbs().maxCoeff());
-  BOOST_TEST((ba - bb).cwiseAbs().maxCoeff() <= 1e-5f * ba.cwiseAbs().maxCoeff());
-  BOOST_TEST((ba - b0).cwiseAbs().maxCoeff() > 1e-4f);
+  checks.check();
 
   fmat gh = geometry_test::random<float>(be, 24, 16, 60);
   const fmat gb = geometry_test::random<float>(be, 1, 16, 61);
