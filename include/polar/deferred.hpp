@@ -161,6 +161,8 @@ class deferred_checks {
     if (recycle) r.slots.clear();
     if (s.kind == detail::deferred_slot::numerical)
       detail::raise<numerical_error>(s.op, s.what, " (", w, " of ", s.rows * s.cols, "; a deferred check)", after);
+    if (s.kind == detail::deferred_slot::value)
+      detail::raise<value_error>(s.op, s.what, " (", w, " of ", s.rows * s.cols, "; a deferred check)", after);
     if (s.kind == detail::deferred_slot::nonfinite)
       detail::raise<non_finite_error>(s.op, s.what.empty() ? std::string("G") : s.what, " (", s.rows, "x", s.cols,
                                       ") held ", w, " NaN or infinite entries (a deferred check)", after);

@@ -25,6 +25,7 @@
 #include "polar/optimizer.hpp"
 #include "core/state_bytes.hpp"
 #include "geometry/geometry_support.hpp"
+#include "support.hpp"
 
 namespace {
 
@@ -257,6 +258,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(steps_in_a_scope_take_the_eager_steps_bits, B, hos
   same_as_eager<B>(make_md(polar::sphere_scope::rows), w0, "md-adamw, row sphere");
   same_as_eager<B>(make_md(polar::sphere_scope::cols), w0, "md-adamw, column sphere");
   same_as_eager<B>(make_md(polar::sphere_scope::flat), w0, "md-adamw, flat sphere", false);
+  auto identity = make_md(polar::sphere_scope::rows);
+  identity.phi = polar::gain_map::identity;  // its gains' check runs on the device too
+  same_as_eager<B>(identity, w0, "md-adamw, identity gains");
   // The Muon family, to float rounding as Muon (muon_steps_in_a_scope); the
   // backend refuses any read back, PolarGrad's inner products included.
   same_as_eager<B>(muon_with(polar::normuon{}), w0, "normuon", false);
@@ -356,6 +360,32 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_flagged_row_in_a_scope_changes_nothing, B, host_
 // sequence, fast_paths off) reads back as it does outside a scope; after a
 // failed check in the scope it refuses to write, so nothing after the
 // failure changes.
+// Identity gains below the floor in a scope: the eager step's value_error
+// comes from check(), naming the gains and the count, and nothing moved.
+BOOST_AUTO_TEST_CASE_TEMPLATE(identity_gains_below_the_floor_in_a_scope, B, host_backends) {
+  no_reads<B> be;
+  auto md = make_md(polar::sphere_scope::rows);
+  md.phi = polar::gain_map::identity;
+  fmat w = geometry_test::random<float>(be, 6, 9, 14);
+  const fmat g = geometry_test::random<float>(be, 6, 9, 15);
+  auto s = md.init(be, polar::make_view(w));
+  s.c.data()[3] = -0.5f;  // the host backends' memory: set in place
+  s.c.data()[5] = 0.0f;
+  const fmat w0 = w;
+  const auto s0 = state_bytes(be, s);
+  polar::deferred_checks<no_reads<B>> checks(be);
+  {
+    auto scope = checks.scope();
+    md.step(be, polar::make_view(w), polar::make_view(g), s);
+  }
+  polar_test::check_throws<polar::value_error>([&] { checks.check(); },
+                                               {"polar::row_col_gains::step", "column gains must be >= floor",
+                                                "2 of 9", "a deferred check"});
+  BOOST_TEST((w.array() == w0.array()).all());
+  BOOST_TEST((state_bytes(be, s) == s0));
+  BOOST_TEST(s.steps == 0);
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(steps_that_read_back_refuse_after_a_failed_check, B, host_backends) {
   B be;
   const fmat w0 = on_row_sphere(geometry_test::random<float>(be, 12, 20, 12), 2.0f);

@@ -170,6 +170,8 @@ BOOST_AUTO_TEST_CASE(a_captured_step_replays_the_step_bit_for_bit) {
   polar::md_adamw md_rows;
   md_rows.sphere = polar::sphere_scope::rows;
   captured_step_is_the_step(md_rows, false, "md-adamw (row sphere)");
+  md_rows.phi = polar::gain_map::identity;
+  captured_step_is_the_step(md_rows, false, "md-adamw (row sphere, identity gains)");
 }
 
 // A whole step of the model-level optimizer (Muon, MD-AdamW, row-sphere

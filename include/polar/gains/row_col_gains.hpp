@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <memory>
 #include <type_traits>
 #include <vector>
@@ -157,11 +158,20 @@ struct own_manifold<manifold_muon<Orth>> : std::true_type {
   static stiefel<Orth> of(const manifold_muon<Orth>& d) { return d.geometry(); }
 };
 
-/// max(floor, x): identity gains projected back onto [floor, inf).
+/// 0 for x >= floor, NaN below it (or for NaN): the indicator whose
+/// non-finite entries a deferred check counts.
 template <class T>
-struct floor_fn {
+struct below_floor_fn {
   T floor;
-  POLAR_HOST_DEVICE T operator()(T x) const { return x > floor ? x : floor; }
+  T nan;  ///< a quiet NaN, made on the host
+  POLAR_HOST_DEVICE T operator()(T x) const { return x >= floor ? T(0) : nan; }
+};
+/// x <- max(floor, x): identity gains projected back onto [floor, inf),
+/// in place (guarded in a deferred_checks scope).
+template <class T>
+struct floor_step {
+  T floor;
+  POLAR_HOST_DEVICE void operator()(T& x) const { x = x > floor ? x : floor; }
 };
 
 /// y / s.
@@ -485,15 +495,19 @@ struct row_col_gains {
     constexpr const char* op = "polar::row_col_gains::step";
     check(op);
     // The fused step runs deferred in a deferred_checks scope (its writes
-    // guarded, nothing read back), except with identity gains, whose check
-    // reads them.
+    // guarded, nothing read back; identity gains checked on the device).
     bool fast = false;
     if constexpr (fusable<Backend>()) fast = takes_fast_path(w, g, s);
-    const bool deferrable = fast && phi != gain_map::identity;
+    const bool deferrable = fast;
     detail::check_step_args(be, op, w, g, s.rows, s.cols, true, deferrable);
     detail::debug_check_state(be, op, s);
     const auto v = views_of(be, s);
-    if (phi == gain_map::identity) check_identity_gains(be, op, v.R, v.C);
+    if (phi == gain_map::identity) {
+      if (deferrable && detail::deferred_for<Backend>(op) != nullptr)
+        defer_identity_gains(be, op, v.R, v.C, s);
+      else
+        check_identity_gains(be, op, v.R, v.C);
+    }
     const hypersphere h = geometry(s.rows, s.cols);
     if constexpr (fusable<Backend>()) {
       if (fast) {
@@ -644,8 +658,8 @@ struct row_col_gains {
     if (has_r()) gain_direction.step(be, v.R, as_const(v.GR), s.r_dir);
     if (has_cols()) gain_direction.step(be, v.C, as_const(v.GC), s.c_dir);
     if (phi == gain_map::identity) {
-      be.map(detail::floor_fn<T>{T(floor)}, v.R, as_const(v.R));
-      be.map(detail::floor_fn<T>{T(floor)}, v.C, as_const(v.C));
+      be.for_each_element(detail::guarded(detail::floor_step<T>{T(floor)}), v.R);
+      be.for_each_element(detail::guarded(detail::floor_step<T>{T(floor)}), v.C);
     }
   }
 
@@ -867,6 +881,26 @@ struct row_col_gains {
       be.map(f, PC, as_const(C).transpose());
     else
       be.fill(PC, T(1));
+  }
+
+  // check_identity_gains queued in a deferred_checks scope: the gains
+  // below the floor (or NaN) become NaN in an indicator (in the scratch p)
+  // whose check counts them into a slot; check() raises value_error.
+  template <class Backend, class T>
+  void defer_identity_gains(Backend& be, const char* op, matrix_view<T> R, matrix_view<T> C,
+                            state<Backend, T>& s) const {
+    auto& scratch = detail::scratch_of(s.scratch);
+    scratch.reserve(be, R.rows() * R.cols() + C.rows() * C.cols());
+    const auto test = [&](matrix_view<T> x, T* at, const char* name) {
+      const auto ind = row_major_view(at, x.rows(), x.cols(), -1, Backend::space);
+      be.map(detail::below_floor_fn<T>{T(floor), std::numeric_limits<T>::quiet_NaN()}, ind, as_const(x));
+      detail::defer_check(be, *detail::deferred(), op, as_const(ind),
+                          detail::concat("with phi = identity the ", name, " gains must be >= floor = ", floor,
+                                         "; some are not (or are NaN), so nothing was stepped"),
+                          detail::deferred_slot::value);
+    };
+    if (has_r()) test(R, scratch.p.data(), "row");
+    if (has_cols()) test(C, scratch.p.data() + R.rows() * R.cols(), "column");
   }
 
   template <class Backend, class T>

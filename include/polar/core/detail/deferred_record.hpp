@@ -34,7 +34,8 @@ struct deferred_slot {
   enum kind_t : unsigned char {
     nonfinite,  ///< the word counts the NaN and infinite entries of an operand
     row_flag,   ///< the word is (first flagged row + 1) * codes + code, or 0
-    numerical   ///< the word counts non-finite entries of a computed operand: numerical_error saying `what`
+    numerical,  ///< the word counts non-finite entries of a computed operand: numerical_error saying `what`
+    value       ///< the same, of an indicator of values out of range: value_error saying `what`
   };
   kind_t kind = nonfinite;
   const char* op = "";       ///< the public operation that queued the check
