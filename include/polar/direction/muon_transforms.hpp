@@ -140,8 +140,8 @@ struct row_inner_kernel {
   template <class Row, class O, class M>
   POLAR_HOST_DEVICE void operator()(const Row& row, O o, M m) const {
     const double s = row.sum([=](index j) { return o[j] * m[j]; });
-    C* out = part;
-    row.single([=] { out[row.row()] = C(s); });
+    C* const out = part + row.row();
+    row.single([=] { *out = C(s); });
   }
 };
 /// o / (sqrt(v * correction) + eps): Adam's bias-corrected division.
