@@ -939,7 +939,7 @@ class optimizer {
     T* const group_words = norms + n;  // norm, factor for each group
     T* const members = group_words + 2 * ngroups;
     T* const rows = members + n;
-    const auto word = [sp](T* p) { return row_major_view(p, 1, 1, -1, sp); };
+    const auto word = [](T* p) { return row_major_view(p, 1, 1, -1, Backend::space); };
     for (std::size_t i = 0; i < n; ++i) {
       const auto g = grads[i].elements();
       be_->row_norms(g, vector_view<T>(rows, g.rows(), 1, sp));
