@@ -498,12 +498,12 @@ struct row_col_gains {
     // guarded, nothing read back; identity gains checked on the device).
     bool fast = false;
     if constexpr (fusable<Backend>()) fast = takes_fast_path(w, g, s);
-    const bool deferrable = fast;
-    detail::check_step_args(be, op, w, g, s.rows, s.cols, true, deferrable);
+    detail::check_step_args(be, op, w, g, s.rows, s.cols, true, fast);
+    const bool deferred = fast && detail::deferred_for<Backend>(op) != nullptr;
     detail::debug_check_state(be, op, s);
     const auto v = views_of(be, s);
     if (phi == gain_map::identity) {
-      if (deferrable && detail::deferred_for<Backend>(op) != nullptr)
+      if (deferred)
         defer_identity_gains(be, op, v.R, v.C, s);
       else
         check_identity_gains(be, op, v.R, v.C);
@@ -512,7 +512,7 @@ struct row_col_gains {
     if constexpr (fusable<Backend>()) {
       if (fast) {
         const std::size_t mark = detail::deferred_mark();
-        fused_step(be, w, g, s, h, deferrable && detail::deferred_for<Backend>(op) != nullptr, mark);
+        fused_step(be, w, g, s, h, deferred, mark);
         detail::count_step(s.steps, mark);
         return;
       }

@@ -419,14 +419,17 @@ struct kernels {
     }
   }
 
+  /// Element k of a stack copied from `from` to `to`: all of it
+  /// (part 0), its lower triangle (1) or its upper one (2).
   template <class T>
-  struct copy_triangle {
-    matrix_view<const T> from;
-    matrix_view<T> to;
-    bool lower;
+  struct copy_stack {
+    batch_view<const T> from;
+    batch_view<T> to;
+    int part;
     POLAR_HOST_DEVICE void operator()(index k) const {
-      const index i = k / to.cols(), j = k - i * to.cols();
-      if (lower ? i >= j : i <= j) to(i, j) = from(i, j);
+      const index n = to.rows() * to.cols(), q = k / n, r = k - q * n;
+      const index i = r / to.cols(), j = r - i * to.cols();
+      if (part == 0 || (part == 1 ? i >= j : i <= j)) to[q](i, j) = from[q](i, j);
     }
   };
 
@@ -453,23 +456,9 @@ struct kernels {
       thrust_alg::map(ctx.policy(), thrust_alg::identity_fn{}, tv, matrix_view<const T>(c));
       run(t, n, lower);
       ::thrust::for_each_n(ctx.policy(), ::thrust::counting_iterator<index>(0), c.size(),
-                           copy_triangle<T>{tv, c, lower});
+                           copy_stack<T>{as_batch(matrix_view<const T>(tv)), as_batch(c), lower ? 1 : 2});
     }
   }
-
-  /// Element k of a stack copied from `from` to `to`: all of it
-  /// (part 0), its lower triangle (1) or its upper one (2).
-  template <class T>
-  struct copy_stack {
-    batch_view<const T> from;
-    batch_view<T> to;
-    int part;
-    POLAR_HOST_DEVICE void operator()(index k) const {
-      const index n = to.rows() * to.cols(), q = k / n, r = k - q * n;
-      const index i = r / to.cols(), j = r - i * to.cols();
-      if (part == 0 || (part == 1 ? i >= j : i <= j)) to[q](i, j) = from[q](i, j);
-    }
-  };
 
   // syrk over a stack. cuBLAS has no batched syrk: a stack of small
   // products (under 2^27 multiply-adds each, where one launch per matrix
