@@ -16,6 +16,23 @@ namespace polar_test {
 
 using polar::index;
 
+/// True in a build under AddressSanitizer (the sanitize preset). A test
+/// that repeats one code path many times to measure an accumulated error
+/// may repeat it fewer times there, where the point is memory errors and
+/// undefined behaviour, which the first repetitions already exercise; it
+/// says so where it does, and the Release run keeps the full count.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool under_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool under_sanitizer = true;
+#else
+inline constexpr bool under_sanitizer = false;
+#endif
+#else
+inline constexpr bool under_sanitizer = false;
+#endif
+
 /// A dense row-major host matrix in double: the reference side of tests.
 struct host_matrix {
   index rows = 0, cols = 0;
