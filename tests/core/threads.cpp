@@ -19,6 +19,7 @@
 #include "polar/gains/row_col_gains.hpp"
 #include "polar/geometry/riemannian.hpp"
 #include "polar/geometry/hypersphere.hpp"
+#include "backends.hpp"
 #include "support.hpp"
 
 namespace {
@@ -155,15 +156,27 @@ BOOST_AUTO_TEST_CASE(openmp_threads_give_the_same_bits) {
     be.gemm(1.0f, polar::op::n, polar::make_view(a), polar::op::n, polar::make_view(b), 0.0f, polar::make_view(c));
     return c;
   };
+  // thrust<omp>'s elementwise calls then run in Thrust's OpenMP regions:
+  // the same bits; its reductions add in another order.
+  polar_test::omp_or_eigen omp;  // Eigen where Thrust is not built
+  const auto map = [&] {
+    fmat out = b;
+    omp.axpby(2.0f, polar::make_view(b), -0.5f, polar::make_view(out));
+    return out;
+  };
   const polar::thread_limit two(2);
-  const fmat on_pool = product();
+  const fmat on_pool = product(), map_on_pool = map();
+  const float norm_on_pool = omp.norm(polar::make_view(b));
   polar::use_openmp_threads(true);
   std::atomic<int> seen{0};
   polar::detail::host::parallel_tasks(4, [&](polar::index) { seen.fetch_add(1); });
-  const fmat on_openmp = product();
+  const fmat on_openmp = product(), map_on_openmp = map();
+  const float norm_on_openmp = omp.norm(polar::make_view(b));
   polar::use_openmp_threads(false);
   BOOST_TEST(seen.load() == 4);
   BOOST_TEST(same_bits(on_pool, on_openmp));
+  BOOST_TEST(same_bits(map_on_pool, map_on_openmp));
+  BOOST_TEST(norm_on_openmp == norm_on_pool, boost::test_tools::tolerance(1e-6f));
 }
 
 BOOST_AUTO_TEST_CASE(concurrent_callers_share_the_pool) {
@@ -222,16 +235,29 @@ BOOST_AUTO_TEST_CASE(products_are_the_same_bits_on_any_thread_count) {
   });
 }
 
-BOOST_AUTO_TEST_CASE(reductions_and_steps_are_the_same_bits_on_any_thread_count) {
-  polar::backend::eigen be;
+// On thrust<omp> too: its elementwise calls and reductions run on polar's
+// pool in parts that depend on the sizes alone (thrust_algorithms.hpp), not
+// in Thrust's OpenMP regions, whose reductions depend on the thread count.
+BOOST_AUTO_TEST_CASE_TEMPLATE(reductions_and_steps_are_the_same_bits_on_any_thread_count, B,
+                              polar_test::eigen_and_omp) {
+  B be;
   const auto x = gaussian<fmat>(512, 1024, 8), y = gaussian<fmat>(512, 1024, 9);
   const auto reductions = [&] {
-    Eigen::Matrix<float, 1, 4> r;
+    Eigen::Matrix<float, 1, 5> r;
     r << be.dot(polar::make_view(x), polar::make_view(y)), be.sum(polar::make_view(x)),
-        be.norm(polar::make_view(x)), be.max_abs(polar::make_view(y));
+        be.norm(polar::make_view(x)), be.max_abs(polar::make_view(y)), float(be.all_finite(polar::make_view(x)));
     return r;
   };
   same_on_any_thread_count(reductions);
+  // Views that are not contiguous: an elementwise map and a norm over them.
+  const auto strided = [&] {
+    fmat out = y;
+    const auto dst = polar::make_view(out).block(0, 100, 512, 700);
+    be.axpby(2.0f, polar::make_view(x).block(0, 0, 512, 700), 0.5f, dst);
+    out(0, 0) = be.norm(polar::matrix_view<const float>(dst));
+    return out;
+  };
+  same_on_any_thread_count(strided);
   // Three steps of each direction from the same start.
   const auto w0 = gaussian<fmat>(384, 1024, 10);
   const auto steps = [&](auto dir, bool unit_rows = false) {

@@ -267,7 +267,7 @@ class eigen {
   row_flags for_each_row(const K& k, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_row", space, m...);
     row_flags f = row_flags::none(detail::rows_of(m...));
-    detail::host_unguarded(k, [&](const auto& kk) { f = detail::host::for_each_row<threaded, false>(kk, m...); });
+    detail::host_unguarded(k, [&](const auto& kk) { f = detail::host::for_each_row<threaded>(kk, m...); });
     return detail::host_defer_flags<K>(f, f.rows, detail::cols_of(m...));
   }
   /// for_each_row with column sums (see archetype::for_each_row).
@@ -276,7 +276,7 @@ class eigen {
     detail::check_rows("polar::for_each_row", space, m...);
     detail::check_column_sums("polar::for_each_row", space, cs, m...);
     row_flags f = row_flags::none(detail::rows_of(m...));
-    detail::host_unguarded(k, [&](const auto& kk) { f = detail::host::for_each_row<threaded, false>(kk, cs, m...); });
+    detail::host_unguarded(k, [&](const auto& kk) { f = detail::host::for_each_row<threaded>(kk, cs, m...); });
     return detail::host_defer_flags<K>(f, f.rows, detail::cols_of(m...));
   }
 

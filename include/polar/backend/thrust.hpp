@@ -4,9 +4,13 @@
 //   polar::backend::thrust<polar::system::cuda>  device memory; Thrust and CUB
 //       on the GPU, cuBLAS and cuSOLVER for products and factorizations
 //       (compiled by nvcc only);
-//   polar::backend::thrust<polar::system::omp>   host memory; Thrust's OpenMP
-//       system for elementwise work and reductions, Eigen for products and
-//       factorizations (needs -fopenmp);
+//   polar::backend::thrust<polar::system::omp>   host memory; the same
+//       Thrust code threaded: each elementwise call or reduction cut into
+//       parts that polar's pool runs with Thrust's serial system (not
+//       Thrust's OpenMP regions, whose barriers spin: see
+//       detail/thrust_algorithms.hpp), Eigen for products and factorizations
+//       (needs -fopenmp; polar::use_openmp_threads puts it all on OpenMP's
+//       threads);
 //   polar::backend::thrust<polar::system::cpp>   host memory; Thrust's serial
 //       system, Eigen for products.
 //
@@ -75,28 +79,23 @@ struct thrust_host_kernels {
     check_inplace_or_disjoint("polar::copy_to_host", "dst", dst, "src", src);
     thrust_alg::map(r.policy(), thrust_alg::identity_fn{}, dst, src);
   }
-  // The products run on polar's pool, and on the OpenMP system on OpenMP's
-  // threads (R::openmp_team; core/threads.hpp, openmp_executor).
+  // The products run on polar's pool (core/threads.hpp), on both systems.
   template <class R, class T>
   static void gemm(R&, T alpha, op op_a, matrix_view<const T> a, op op_b, matrix_view<const T> b,
                    T beta, matrix_view<T> c) {
-    const host::openmp_scope team(R::openmp_team);
     eigen_kernels::gemm(alpha, op_a, a, op_b, b, beta, c);
   }
   template <class R, class T>
   static void syrk(R&, uplo tri, T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T> c) {
-    const host::openmp_scope team(R::openmp_team);
     eigen_kernels::syrk(tri, alpha, op_a, a, beta, c);
   }
   template <class R, class T>
   static void syrk_batched(R&, uplo tri, T alpha, op op_a, batch_view<const T> a, T beta, batch_view<T> c) {
-    const host::openmp_scope team(R::openmp_team);
     for (index i = 0; i < c.count(); ++i) eigen_kernels::syrk(tri, alpha, op_a, a[i], beta, c[i]);
   }
   template <class R, class T>
   static void gemm_batched(R&, T alpha, op op_a, batch_view<const T> a, op op_b,
                            batch_view<const T> b, T beta, batch_view<T> c) {
-    const host::openmp_scope team(R::openmp_team);
     for (index i = 0; i < c.count(); ++i) eigen_kernels::gemm(alpha, op_a, a[i], op_b, b[i], beta, c[i]);
   }
   template <class R, class T>
@@ -116,16 +115,16 @@ struct thrust_host_kernels {
                                 float beta, batch_view<H> c) {
     host::gemm_batched_lowp(alpha, op_a, a, op_b, b, beta, c);
   }
-  template <bool Threaded, bool OpenMP, class R, class K, class... V>
+  template <bool Threaded, class R, class K, class... V>
   static row_flags for_each_row(R&, const K& k, const matrix_view<V>&... m) {
     row_flags f = row_flags::none(rows_of(m...));
-    host_unguarded(k, [&](const auto& kk) { f = host::for_each_row<Threaded, OpenMP>(kk, m...); });
+    host_unguarded(k, [&](const auto& kk) { f = host::for_each_row<Threaded>(kk, m...); });
     return host_defer_flags<K>(f, f.rows, cols_of(m...));
   }
-  template <bool Threaded, bool OpenMP, class R, class K, class A, class... V>
+  template <bool Threaded, class R, class K, class A, class... V>
   static row_flags for_each_row(R&, const K& k, const column_sums<A>& cs, const matrix_view<V>&... m) {
     row_flags f = row_flags::none(rows_of(m...));
-    host_unguarded(k, [&](const auto& kk) { f = host::for_each_row<Threaded, OpenMP>(kk, cs, m...); });
+    host_unguarded(k, [&](const auto& kk) { f = host::for_each_row<Threaded>(kk, cs, m...); });
     return host_defer_flags<K>(f, f.rows, cols_of(m...));
   }
   template <class R, class T>
@@ -154,7 +153,6 @@ struct thrust_system<system::cpp> {
   using buffer = host_buffer<T>;
   using kernels = thrust_host_kernels;
   struct resources {
-    static constexpr bool openmp_team = false;
     auto policy() const { return ::thrust::cpp::par; }
     void synchronize() {}
   };
@@ -170,7 +168,6 @@ struct thrust_system<system::omp> {
   using buffer = host_buffer<T>;
   using kernels = thrust_host_kernels;
   struct resources {
-    static constexpr bool openmp_team = true;
     auto policy() const { return ::thrust::omp::par; }
     void synchronize() {}
   };
@@ -224,9 +221,6 @@ class thrust : private detail::thrust_system<System>::resources {
   /// Whether polar's own loops for this backend may use several threads:
   /// false for the serial cpp system.
   static constexpr bool threaded = sys::threaded;
-  /// Whether that work runs on OpenMP's threads (the omp system, whose
-  /// Thrust calls use them too) rather than on polar's pool.
-  static constexpr bool openmp_threads = std::is_same_v<System, system::omp>;
   /// Owning allocation in `space`.
   template <class T>
   using buffer = typename sys::template buffer<T>;
@@ -333,10 +327,7 @@ class thrust : private detail::thrust_system<System>::resources {
     check_space("polar::symmetrize", "C", c, space);
     detail::check_square("polar::symmetrize", "C", c);
     if (c.empty()) return;
-    detail::thrust_alg::on_policy(policy(), c.size(), [&](const auto& p) {
-      ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), c.size(),
-                           detail::thrust_alg::mirror<T>{c, from == uplo::lower});
-    });
+    detail::thrust_alg::for_each_index(policy(), c.size(), c.size(), detail::thrust_alg::mirror<T>{c, from == uplo::lower});
   }
   /// symmetrize on each matrix of the stack, in one pass over the whole
   /// stack (one kernel on CUDA); T may be 16 bits.
@@ -344,10 +335,8 @@ class thrust : private detail::thrust_system<System>::resources {
   void symmetrize_batched(uplo from, batch_view<T> c) {
     detail::check_symmetrize_batched("polar::symmetrize_batched", space, c);
     if (c.size() == 0) return;
-    detail::thrust_alg::on_policy(policy(), c.size(), [&](const auto& p) {
-      ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), c.size(),
-                           detail::thrust_alg::mirror_batched<T>{c, from == uplo::lower});
-    });
+    detail::thrust_alg::for_each_index(policy(), c.size(), c.size(),
+                                       detail::thrust_alg::mirror_batched<T>{c, from == uplo::lower});
   }
   /// gemm on each matrix of the stacks (batched cuBLAS calls on the device).
   template <class T>
@@ -494,7 +483,7 @@ class thrust : private detail::thrust_system<System>::resources {
   template <class K, class... V>
   row_flags for_each_row(const K& k, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_row", space, m...);
-    return kernels::template for_each_row<threaded, openmp_threads>(context(), k, m...);
+    return kernels::template for_each_row<threaded>(context(), k, m...);
   }
   /// for_each_row with column sums (see archetype::for_each_row): on CUDA a
   /// second, small launch adds the blocks' column sums.
@@ -502,7 +491,7 @@ class thrust : private detail::thrust_system<System>::resources {
   row_flags for_each_row(const K& k, column_sums<A> cs, matrix_view<V>... m) {
     detail::check_rows("polar::for_each_row", space, m...);
     detail::check_column_sums("polar::for_each_row", space, cs, m...);
-    return kernels::template for_each_row<threaded, openmp_threads>(context(), k, cs, m...);
+    return kernels::template for_each_row<threaded>(context(), k, cs, m...);
   }
 
   // ---- random ------------------------------------------------------------

@@ -82,14 +82,6 @@ inline int environment_threads() {
   return n;
 }
 
-/// Set while a Thrust OpenMP backend's call runs (openmp_scope): the pool
-/// then runs its jobs on OpenMP's threads, those that Thrust's own calls
-/// use, instead of its own (two sets of threads would take turns on the
-/// same cores: OpenMP's spin for a while after each region).
-inline bool& openmp_executor() {
-  static thread_local bool b = false;
-  return b;
-}
 /// Set by polar::use_openmp_threads for the whole process.
 inline std::atomic<bool>& openmp_everywhere() {
   static std::atomic<bool> b{false};
@@ -161,19 +153,6 @@ class thread_limit {
 };
 
 namespace detail::host {
-
-/// While it lives (and `on` holds), the pool runs this thread's jobs on
-/// OpenMP's threads (see openmp_executor).
-class openmp_scope {
- public:
-  explicit openmp_scope(bool on) : previous_(openmp_executor()) { openmp_executor() = previous_ || on; }
-  ~openmp_scope() { openmp_executor() = previous_; }
-  openmp_scope(const openmp_scope&) = delete;
-  openmp_scope& operator=(const openmp_scope&) = delete;
-
- private:
-  bool previous_;
-};
 
 /// While it lives, OpenMP's thread count on this thread is 1, so that
 /// Eigen's GEMM, which asks omp_get_max_threads() how many threads to start,
@@ -276,7 +255,7 @@ class pool {
     j.n = n;
     if (team > 1 && n > 1 && !on_pool_thread() && !in_openmp_region()) {
 #if defined(_OPENMP)
-      if (openmp_executor() || openmp_everywhere().load(std::memory_order_relaxed)) {
+      if (openmp_everywhere().load(std::memory_order_relaxed)) {
         run_openmp(int(std::min<index>(team, n)), j);
         return;
       }

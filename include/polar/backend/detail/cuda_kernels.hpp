@@ -359,11 +359,11 @@ struct kernels {
                                                                           x.row_stride(), x.col_stride(), count, any);
     check(cudaGetLastError(), "polar::count_nonfinite");
   }
-  template <bool, bool, class K, class... V>
+  template <bool, class K, class... V>
   static row_flags for_each_row(context& ctx, const K& k, const matrix_view<V>&... m) {
     return launch_rows(ctx.stream(), ctx.scratch<unsigned long long>(context::slot_flags, row_flags::codes), k, m...);
   }
-  template <bool, bool, class K, class A, class... V>
+  template <bool, class K, class A, class... V>
   static row_flags for_each_row(context& ctx, const K& k, const column_sums<A>& cs, const matrix_view<V>&... m) {
     const index n = cs.out.rows() * cs.out.cols();
     return launch_rows(ctx.stream(), ctx.scratch<unsigned long long>(context::slot_flags, row_flags::codes),

@@ -44,14 +44,6 @@ template <class Backend>
 struct threaded_backend<Backend, std::void_t<decltype(Backend::threaded)>>
     : std::bool_constant<Backend::threaded> {};
 
-/// Whether a backend's threaded work runs on OpenMP's threads
-/// (Backend::openmp_threads: Thrust's OMP system) rather than polar's pool.
-template <class Backend, class = void>
-struct openmp_backend : std::false_type {};
-template <class Backend>
-struct openmp_backend<Backend, std::void_t<decltype(Backend::openmp_threads)>>
-    : std::bool_constant<Backend::openmp_threads> {};
-
 /// What host kernels sum a row of T in over blocks of row_sum_block
 /// elements (whose totals are added in double): float for float rows,
 /// double for double rows (see row_sum_block).
@@ -398,15 +390,14 @@ void run_rows(row_flag_sink& flags, index parts, column_share<std::conditional_t
 
 /// k(row, rows of m...) for every row of the operands m (one shape; checked
 /// by the caller), rows split across polar's threads when Threaded and the
-/// work is large enough, on OpenMP's threads when OpenMP.
-template <bool Threaded, bool OpenMP, class K, class... V>
+/// work is large enough.
+template <bool Threaded, class K, class... V>
 row_flags for_each_row(const K& k, const matrix_view<V>&... m) {
   static_assert(sizeof...(V) >= 1, "polar::for_each_row takes at least one operand");
   const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
   const index rows = m0.rows(), cols = m0.cols();
   row_flag_sink flags(rows);
   if (rows == 0) return flags.result();
-  const openmp_scope team(OpenMP);
   run_rows<void>(flags, Threaded ? loop_parts(rows, rows * cols) : 1, {}, 0, k, m...);
   return flags.result();
 }
@@ -421,7 +412,7 @@ inline index column_parts(index rows, index cols) {
 
 /// The same with column sums (rows.hpp): each part adds into its own rows of
 /// accumulators, which are then added in double, part after part.
-template <bool Threaded, bool OpenMP, class K, class A, class... V>
+template <bool Threaded, class K, class A, class... V>
 row_flags for_each_row(const K& k, const column_sums<A>& cs, const matrix_view<V>&... m) {
   static_assert(sizeof...(V) >= 1, "polar::for_each_row takes at least one operand");
   const auto& m0 = std::get<0>(std::forward_as_tuple(m...));
@@ -435,7 +426,6 @@ row_flags for_each_row(const K& k, const column_sums<A>& cs, const matrix_view<V
   const std::size_t per_part = std::size_t(n) * std::size_t(cols);
   acc.assign(std::size_t(parts) * per_part, A(0));
   if (rows > 0) {
-    const openmp_scope team(OpenMP);
     run_rows<A>(flags, parts, column_share<A>{acc.data(), cols}, index(per_part), k, m...);
   }
   total.assign(per_part, 0.0);

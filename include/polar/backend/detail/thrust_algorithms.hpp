@@ -40,38 +40,95 @@ using detail::widen;
 
 POLAR_HOST_DEVICE bool finite(double x) noexcept { return x - x == 0.0; }
 
-/// f(p) for the policy p that runs a call over n elements: Thrust's serial
-/// system in place of its OpenMP system below host::parallel_threshold
-/// elements or where polar::threads() is 1, the policy given otherwise, on
-/// polar::threads() threads. Thrust's OpenMP algorithms open a parallel
-/// region on every call, whatever its size: 0.7 us for an axpby of 256
-/// floats that the serial system does in 0.05 (docs/benchmarks.md), and a
-/// step over a small matrix or over gain vectors makes a dozen such calls.
-/// Elementwise results do not depend on the system; a reduction below the
-/// threshold adds its chunks' sums in order, on any number of threads.
-template <class Policy, class F>
-decltype(auto) on_policy(const Policy& policy, index n, F&& f) {
 #if defined(_OPENMP)
-  if constexpr (std::is_same_v<Policy, std::decay_t<decltype(::thrust::omp::par)>>) {
-    const int team = n < host::parallel_threshold ? 1 : polar::threads();
-    if (team == 1) return f(::thrust::cpp::par);
-    // Thrust's regions take OpenMP's count on this thread: set it for the
-    // call, and put back what the caller had.
-    struct openmp_count {
-      int previous = omp_get_max_threads();
-      explicit openmp_count(int t) {
-        if (t != previous) omp_set_num_threads(t);
-      }
-      ~openmp_count() {
-        if (omp_get_max_threads() != previous) omp_set_num_threads(previous);
-      }
-    } const count(team);
-    return f(policy);
+/// Whether Policy is Thrust's OpenMP system.
+template <class Policy>
+inline constexpr bool openmp_policy = std::is_same_v<Policy, std::decay_t<decltype(::thrust::omp::par)>>;
+
+/// While it lives, OpenMP's thread count on this thread is t (Thrust's
+/// OpenMP regions take theirs from it); then what the caller had.
+class openmp_count {
+ public:
+  explicit openmp_count(int t) : previous_(omp_get_max_threads()) {
+    if (t != previous_) omp_set_num_threads(t);
   }
-#else
-  (void)n;
+  ~openmp_count() {
+    if (omp_get_max_threads() != previous_) omp_set_num_threads(previous_);
+  }
+  openmp_count(const openmp_count&) = delete;
+  openmp_count& operator=(const openmp_count&) = delete;
+
+ private:
+  int previous_;
+};
 #endif
-  return f(policy);
+
+// How a call runs on each system. The CUDA and CPP systems run Thrust's
+// algorithm as it is. On the OpenMP system polar does not open Thrust's
+// OpenMP regions: their barriers spin (libgomp looks 300,000 times before it
+// sleeps), and beside other busy processes on the same cores a spinning
+// thread burns the time slice its descheduled partner needs (thrust<omp>'s
+// Muon step took 2.75 times its quiet time under load, Eigen's 2.13;
+// docs/threads.md). Instead the indices are cut into host::loop_parts, which
+// depend on the sizes alone, and polar's pool runs each part with Thrust's
+// serial system: the same pool, waiting and thread count as the Eigen
+// backend, and results that are the same bits on any number of threads.
+// Below host::parallel_threshold elements, or on one thread, the call runs
+// whole on the calling thread (Thrust's OpenMP algorithms open a region for
+// any size: 0.7 us for an axpby of 256 floats that the serial system does in
+// 0.05). With polar::use_openmp_threads(true) the call runs on Thrust's
+// OpenMP system on polar::threads() threads, where the pool's jobs then run.
+
+/// The threads a host call over `work` elements may use (1: the caller's).
+inline int host_team(index work) { return work < host::parallel_threshold ? 1 : polar::threads(); }
+
+/// f(k) for k in [0, count): a call that touches `work` elements.
+template <class Policy, class F>
+void for_each_index(const Policy& policy, index count, index work, const F& f) {
+  if (count <= 0) return;
+  const ::thrust::counting_iterator<index> first(0);
+#if defined(_OPENMP)
+  if constexpr (openmp_policy<Policy>) {
+    const int team = host_team(work);
+    if (team > 1 && host::openmp_everywhere().load(std::memory_order_relaxed)) {
+      const openmp_count threads(team);
+      ::thrust::for_each_n(policy, first, count, f);
+      return;
+    }
+    host::for_parts(team > 1 ? host::loop_parts(count, work) : 1, count,
+                    [&](index lo, index hi) { ::thrust::for_each_n(::thrust::cpp::par, first + lo, hi - lo, f); });
+    return;
+  }
+#endif
+  (void)work;
+  ::thrust::for_each_n(policy, first, count, f);
+}
+
+/// The terms f(k), k in [0, count), combined by op from init: in Thrust's
+/// order on the device; on the host systems each part's terms in order and
+/// the parts' results in order after init (Thrust's serial system, and
+/// small calls: one part).
+template <class Policy, class R, class F, class Op>
+R reduce_index(const Policy& policy, index count, index work, const F& f, R init, const Op& op) {
+  if (count <= 0) return init;
+  const ::thrust::counting_iterator<index> first(0);
+#if defined(_OPENMP)
+  if constexpr (openmp_policy<Policy>) {
+    const int team = host_team(work);
+    if (team > 1 && host::openmp_everywhere().load(std::memory_order_relaxed)) {
+      const openmp_count threads(team);
+      return ::thrust::transform_reduce(policy, first, first + count, f, init, op);
+    }
+    return host::reduce_parts(
+        team > 1 ? host::loop_parts(count, work) : 1, count, init,
+        [&](index lo, index hi) {
+          return ::thrust::transform_reduce(::thrust::cpp::par, first + lo + 1, first + hi, f, R(f(lo)), op);
+        },
+        op);
+  }
+#endif
+  (void)work;
+  return ::thrust::transform_reduce(policy, first, first + count, f, init, op);
 }
 
 /// (i, j) of element k when k runs along rows (row order) or columns.
@@ -195,13 +252,10 @@ void for_each_element(const Policy& policy, const F& f, const matrix_view<V>&...
   const index n = m0.size();
   if (n == 0) return;
   const bool flat = m0.is_contiguous() && (flat_compatible(m0, m) && ...);
-  on_policy(policy, n, [&](const auto& p) {
-    ::thrust::counting_iterator<index> first(0);
-    if (flat)
-      ::thrust::for_each_n(p, first, n, each_flat<F, V...>{f, ::thrust::make_tuple(m.data()...)});
-    else
-      ::thrust::for_each_n(p, first, n, each_strided<F, V...>{f, ::thrust::make_tuple(m...), order_of(m0)});
-  });
+  if (flat)
+    for_each_index(policy, n, n, each_flat<F, V...>{f, ::thrust::make_tuple(m.data()...)});
+  else
+    for_each_index(policy, n, n, each_strided<F, V...>{f, ::thrust::make_tuple(m...), order_of(m0)});
 }
 
 template <class Policy, class F, class T, class... In>
@@ -209,25 +263,22 @@ void map(const Policy& policy, F f, matrix_view<T> out, matrix_view<const In>...
   const index n = out.size();
   if (n == 0) return;
   const bool flat = out.is_contiguous() && (flat_compatible(out, in) && ...);
-  on_policy(policy, n, [&](const auto& p) {
-    ::thrust::counting_iterator<index> first(0);
-    if (flat) {
-      if constexpr (sizeof...(In) == 1)
-        ::thrust::for_each_n(p, first, n, map1_flat<F, T, In...>{f, out.data(), in.data()...});
-      else if constexpr (sizeof...(In) == 2)
-        ::thrust::for_each_n(p, first, n, map2_flat<F, T, In...>{f, out.data(), in.data()...});
-      else
-        ::thrust::for_each_n(p, first, n, map3_flat<F, T, In...>{f, out.data(), in.data()...});
-    } else {
-      const auto ord = order_of(out);
-      if constexpr (sizeof...(In) == 1)
-        ::thrust::for_each_n(p, first, n, map1_strided<F, T, In...>{f, out, in..., ord});
-      else if constexpr (sizeof...(In) == 2)
-        ::thrust::for_each_n(p, first, n, map2_strided<F, T, In...>{f, out, in..., ord});
-      else
-        ::thrust::for_each_n(p, first, n, map3_strided<F, T, In...>{f, out, in..., ord});
-    }
-  });
+  if (flat) {
+    if constexpr (sizeof...(In) == 1)
+      for_each_index(policy, n, n, map1_flat<F, T, In...>{f, out.data(), in.data()...});
+    else if constexpr (sizeof...(In) == 2)
+      for_each_index(policy, n, n, map2_flat<F, T, In...>{f, out.data(), in.data()...});
+    else
+      for_each_index(policy, n, n, map3_flat<F, T, In...>{f, out.data(), in.data()...});
+  } else {
+    const auto ord = order_of(out);
+    if constexpr (sizeof...(In) == 1)
+      for_each_index(policy, n, n, map1_strided<F, T, In...>{f, out, in..., ord});
+    else if constexpr (sizeof...(In) == 2)
+      for_each_index(policy, n, n, map2_strided<F, T, In...>{f, out, in..., ord});
+    else
+      for_each_index(policy, n, n, map3_strided<F, T, In...>{f, out, in..., ord});
+  }
 }
 
 template <class T>
@@ -305,19 +356,13 @@ double sum_of(const Policy& policy, matrix_view<const A> x, matrix_view<const B>
   const index n = x.size();
   if (n == 0) return 0.0;
   const bool flat = x.is_contiguous() && flat_compatible(x, y);
-  return on_policy(policy, n, [&](const auto& p) {
-    ::thrust::counting_iterator<index> first(0);
-    if constexpr (Chunked) {
-      const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
-      return ::thrust::transform_reduce(p, first, first + chunks,
-                                        pair_chunk<G, A, B>{g, x, y, order_of(x), flat, n}, 0.0,
-                                        ::thrust::plus<double>());
-    } else {
-      return ::thrust::transform_reduce(p, first, first + n,
-                                        pair_term<G, A, B>{g, x, y, order_of(x), flat}, 0.0,
-                                        ::thrust::plus<double>());
-    }
-  });
+  if constexpr (Chunked) {
+    const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
+    return reduce_index(policy, chunks, n, pair_chunk<G, A, B>{g, x, y, order_of(x), flat, n}, 0.0,
+                        ::thrust::plus<double>());
+  } else {
+    return reduce_index(policy, n, n, pair_term<G, A, B>{g, x, y, order_of(x), flat}, 0.0, ::thrust::plus<double>());
+  }
 }
 
 struct product_term {
@@ -364,13 +409,10 @@ bool all_finite(const Policy& policy, matrix_view<const A> x) {
   const index n = x.size();
   if (n == 0) return true;
   if constexpr (Chunked) {
-    ::thrust::counting_iterator<index> first(0);
     const index chunks = (n + reduce_chunk - 1) / reduce_chunk;
-    return on_policy(policy, n, [&](const auto& p) {
-      return ::thrust::transform_reduce(p, first, first + chunks,
-                                        nonfinite_chunk<A>{{nonfinite_term{}, x, x, order_of(x), x.is_contiguous(), n}},
-                                        0, ::thrust::bit_or<int>()) == 0;
-    });
+    return reduce_index(policy, chunks, n,
+                        nonfinite_chunk<A>{{nonfinite_term{}, x, x, order_of(x), x.is_contiguous(), n}}, 0,
+                        ::thrust::bit_or<int>()) == 0;
   } else {
     return sum_of<false>(policy, x, x, nonfinite_term{}) == 0.0;
   }
@@ -398,12 +440,8 @@ template <class Policy, class T>
 T max_abs(const Policy& policy, matrix_view<const T> x) {
   const index n = x.size();
   if (n == 0) return T(0);
-  ::thrust::counting_iterator<index> first(0);
-  const double m = on_policy(policy, n, [&](const auto& p) {
-    return ::thrust::transform_reduce(
-        p, first, first + n, pair_term<abs_term, T, T>{abs_term{}, x, x, order_of(x), x.is_contiguous()},
-        0.0, nan_max{});
-  });
+  const double m = reduce_index(policy, n, n, pair_term<abs_term, T, T>{abs_term{}, x, x, order_of(x), x.is_contiguous()},
+                                0.0, nan_max{});
   return T(m);
 }
 
@@ -490,9 +528,7 @@ struct line_reduce {
 template <class Policy, class T>
 void reduce_rows(const Policy& policy, matrix_view<const T> x, vector_view<T> out, bool norm) {
   if (x.rows() == 0) return;
-  on_policy(policy, x.size(), [&](const auto& p) {
-    ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), x.rows(), line_reduce<T>{x, out, norm});
-  });
+  for_each_index(policy, x.rows(), x.size(), line_reduce<T>{x, out, norm});
 }
 
 template <class T>
@@ -511,9 +547,7 @@ struct scale_lines {
 template <class Policy, class T>
 void scale_rows(const Policy& policy, vector_view<const T> s, matrix_view<T> x) {
   if (x.empty()) return;
-  on_policy(policy, x.size(), [&](const auto& p) {
-    ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), x.size(), scale_lines<T>{s, x, order_of(x)});
-  });
+  for_each_index(policy, x.size(), x.size(), scale_lines<T>{s, x, order_of(x)});
 }
 
 /// Copies one triangle of the square c onto the other, element k.
@@ -577,10 +611,8 @@ void random_pass(const Policy& policy, matrix_view<T> x, const rng_key& key, dis
   if (n == 0) return;
   const std::uint64_t per = philox_stream::per_block<T>(d);
   const std::uint64_t b0 = offset / per, b1 = (offset + n - 1) / per;
-  on_policy(policy, x.size(), [&](const auto& p) {
-    ::thrust::for_each_n(p, ::thrust::counting_iterator<index>(0), index(b1 - b0 + 1),
-                         random_blocks<T>{philox_stream(key), d, scale, x, offset, offset + n, b0, add});
-  });
+  for_each_index(policy, index(b1 - b0 + 1), x.size(),
+                 random_blocks<T>{philox_stream(key), d, scale, x, offset, offset + n, b0, add});
 }
 
 template <class Policy, class T>
