@@ -12,7 +12,11 @@ On the same CPU and the same float32 shapes as bench_muon's bm_step
   optax     optax.contrib.muon on JAX's CPU backend, the update and
             apply_updates under one jax.jit, timed to block_until_ready
   torch     torch.optim.Muon (PyTorch 2.9 and later) on the CPU, where torch
-            is installed
+            is installed; it runs Newton-Schulz in bfloat16, which CPUs
+            with AMX (Sapphire Rapids and later) multiply in hardware
+  torch-f32 the same step written with torch's float32 matmuls (momentum,
+            Nesterov, five Newton-Schulz steps, update): torch.optim.Muon's
+            arithmetic without its cast to bfloat16, for the float figure
 
 and prints each peer's median step time over polar's (above 1: polar is
 faster). A peer that is not installed is reported as such and skipped; the
@@ -20,8 +24,9 @@ script needs only the polar binary. Each peer runs with its library's
 default threads (JAX's and torch's use every core; polar, OMP_NUM_THREADS or
 POLAR_NUM_THREADS, every core by default).
 
-Install the peers from PyPI: pip install jax optax (torch's CPU wheels come
-from download.pytorch.org).
+Install the peers from PyPI into a virtual environment: pip install jax
+optax torch (PyPI's torch is the CUDA build, about 5 GB with its libraries;
+it runs on the CPU where there is no GPU).
 """
 import argparse
 import json
@@ -107,6 +112,32 @@ def torch_times():
     return times, f"torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
+def torch_f32_times():
+    try:
+        import torch
+    except ImportError as e:
+        return None, f"not installed ({e.name})"
+    a, b, c = 3.4445, -4.7750, 2.0315
+    times = {}
+    for n, m in SHAPES:
+        gen = torch.Generator().manual_seed(0)
+        w = 0.02 * torch.randn(n, m, generator=gen)
+        g = 1e-3 * torch.randn(n, m, generator=gen)
+        buf = torch.zeros_like(w)
+
+        def step():
+            buf.lerp_(g, 1 - 0.95)
+            x = g.lerp(buf, 0.95)
+            x = x / (x.norm() + 1e-7)
+            for _ in range(5):
+                s = x @ x.T
+                x = torch.addmm(x, torch.addmm(s, s, s, beta=b, alpha=c), x, beta=a)
+            w.add_(x, alpha=-LR)
+
+        times[(n, m)] = median_seconds(step)
+    return times, f"torch {torch.__version__} float32 matmuls, {torch.get_num_threads()} threads"
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,7 +148,7 @@ def main():
         sys.exit(f"peers: {args.bench} is not built (cmake --workflow --preset release, or --bench PATH)")
 
     polar = polar_times(args.bench)
-    peers = {"optax": optax_times(), "torch": torch_times()}
+    peers = {"optax": optax_times(), "torch": torch_times(), "torch-f32": torch_f32_times()}
     rows = []
     print(f"{'shape':>12} {'polar ms':>9} " + " ".join(f"{p + ' ms':>9} {p + '/polar':>12}" for p in peers))
     for shape in SHAPES:
