@@ -222,6 +222,14 @@ void run(FuzzedDataProvider& in, const Opt& opt, bool usual_hyper, bool check_fi
   }
 }
 
+}  // namespace
+
+// The harness is compiled in two translation units, so that the two
+// compiler jobs share it: this file instantiates the steps in float and holds
+// the entry point; step_double.cpp includes it with POLAR_FUZZ_STEP_DOUBLE
+// and instantiates them in double.
+namespace polar_fuzz_step {
+
 template <class T>
 void choose(FuzzedDataProvider& in) {
   hyper_source h{in};
@@ -329,13 +337,21 @@ void choose(FuzzedDataProvider& in) {
   }
 }
 
-}  // namespace
+#if defined(POLAR_FUZZ_STEP_DOUBLE)
+template void choose<double>(FuzzedDataProvider&);
+#else
+extern template void choose<double>(FuzzedDataProvider&);
+#endif
 
+}  // namespace polar_fuzz_step
+
+#if !defined(POLAR_FUZZ_STEP_DOUBLE)
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t n) {
   FuzzedDataProvider in(data, n);
   if (in.ConsumeBool())
-    choose<float>(in);
+    polar_fuzz_step::choose<float>(in);
   else
-    choose<double>(in);
+    polar_fuzz_step::choose<double>(in);
   return 0;
 }
+#endif

@@ -79,29 +79,40 @@ class openmp_count {
 // 0.05). With polar::use_openmp_threads(true) the call runs on Thrust's
 // OpenMP system on polar::threads() threads, where the pool's jobs then run.
 
-/// The threads a host call over `work` elements may use (1: the caller's).
-inline int host_team(index work) { return work < host::parallel_threshold ? 1 : polar::threads(); }
+/// whole(policy) on the CUDA and CPP systems. On the OpenMP system, for a
+/// call over `count` indices that touches `work` elements: parts(n), which
+/// runs the call in n parts on polar's pool (n = 1: whole, on the calling
+/// thread); or, with polar::use_openmp_threads(true), whole(policy) on
+/// polar::threads() of OpenMP's threads.
+template <class Policy, class Whole, class Parts>
+decltype(auto) on_system(const Policy& policy, index count, index work, const Whole& whole, const Parts& parts) {
+#if defined(_OPENMP)
+  if constexpr (openmp_policy<Policy>) {
+    const int team = work < host::parallel_threshold ? 1 : polar::threads();
+    if (team > 1 && host::openmp_everywhere().load(std::memory_order_relaxed)) {
+      const openmp_count threads(team);
+      return whole(policy);
+    }
+    return parts(team > 1 ? host::loop_parts(count, work) : index(1));
+  }
+#endif
+  (void)count;
+  (void)work;
+  (void)parts;
+  return whole(policy);
+}
 
 /// f(k) for k in [0, count): a call that touches `work` elements.
 template <class Policy, class F>
 void for_each_index(const Policy& policy, index count, index work, const F& f) {
   if (count <= 0) return;
   const ::thrust::counting_iterator<index> first(0);
-#if defined(_OPENMP)
-  if constexpr (openmp_policy<Policy>) {
-    const int team = host_team(work);
-    if (team > 1 && host::openmp_everywhere().load(std::memory_order_relaxed)) {
-      const openmp_count threads(team);
-      ::thrust::for_each_n(policy, first, count, f);
-      return;
-    }
-    host::for_parts(team > 1 ? host::loop_parts(count, work) : 1, count,
-                    [&](index lo, index hi) { ::thrust::for_each_n(::thrust::cpp::par, first + lo, hi - lo, f); });
-    return;
-  }
-#endif
-  (void)work;
-  ::thrust::for_each_n(policy, first, count, f);
+  on_system(
+      policy, count, work, [&](const auto& p) { ::thrust::for_each_n(p, first, count, f); },
+      [&](index parts) {
+        host::for_parts(parts, count,
+                        [&](index lo, index hi) { ::thrust::for_each_n(::thrust::cpp::par, first + lo, hi - lo, f); });
+      });
 }
 
 /// The terms f(k), k in [0, count), combined by op from init: in Thrust's
@@ -112,23 +123,16 @@ template <class Policy, class R, class F, class Op>
 R reduce_index(const Policy& policy, index count, index work, const F& f, R init, const Op& op) {
   if (count <= 0) return init;
   const ::thrust::counting_iterator<index> first(0);
-#if defined(_OPENMP)
-  if constexpr (openmp_policy<Policy>) {
-    const int team = host_team(work);
-    if (team > 1 && host::openmp_everywhere().load(std::memory_order_relaxed)) {
-      const openmp_count threads(team);
-      return ::thrust::transform_reduce(policy, first, first + count, f, init, op);
-    }
-    return host::reduce_parts(
-        team > 1 ? host::loop_parts(count, work) : 1, count, init,
-        [&](index lo, index hi) {
-          return ::thrust::transform_reduce(::thrust::cpp::par, first + lo + 1, first + hi, f, R(f(lo)), op);
-        },
-        op);
-  }
-#endif
-  (void)work;
-  return ::thrust::transform_reduce(policy, first, first + count, f, init, op);
+  return on_system(
+      policy, count, work, [&](const auto& p) { return ::thrust::transform_reduce(p, first, first + count, f, init, op); },
+      [&](index parts) {
+        return host::reduce_parts(
+            parts, count, init,
+            [&](index lo, index hi) {
+              return ::thrust::transform_reduce(::thrust::cpp::par, first + lo + 1, first + hi, f, R(f(lo)), op);
+            },
+            op);
+      });
 }
 
 /// (i, j) of element k when k runs along rows (row order) or columns.
