@@ -154,27 +154,35 @@ class thread_limit {
 
 namespace detail::host {
 
-/// While it lives, OpenMP's thread count on this thread is 1, so that
-/// Eigen's GEMM, which asks omp_get_max_threads() how many threads to start,
-/// runs on the calling thread alone. Restores the count it found.
-class serial_eigen {
+/// While it lives, OpenMP's thread count on this thread is t (what
+/// omp_get_max_threads() reports, and the team of the regions it opens);
+/// then what the caller had. Without OpenMP it does nothing.
+class openmp_count {
  public:
-  serial_eigen() {
+  explicit openmp_count([[maybe_unused]] int t) {
 #if defined(_OPENMP)
     previous_ = omp_get_max_threads();
-    if (previous_ != 1) omp_set_num_threads(1);
+    if (t != previous_) omp_set_num_threads(t);
 #endif
   }
-  ~serial_eigen() {
+  ~openmp_count() {
 #if defined(_OPENMP)
-    if (previous_ != 1) omp_set_num_threads(previous_);
+    if (omp_get_max_threads() != previous_) omp_set_num_threads(previous_);
 #endif
   }
-  serial_eigen(const serial_eigen&) = delete;
-  serial_eigen& operator=(const serial_eigen&) = delete;
+  openmp_count(const openmp_count&) = delete;
+  openmp_count& operator=(const openmp_count&) = delete;
 
  private:
   [[maybe_unused]] int previous_ = 1;
+};
+
+/// While it lives, OpenMP's thread count on this thread is 1, so that
+/// Eigen's GEMM, which asks omp_get_max_threads() how many threads to start,
+/// runs on the calling thread alone. Restores the count it found.
+class serial_eigen : openmp_count {
+ public:
+  serial_eigen() : openmp_count(1) {}
 };
 
 /// How a thread that has nothing to do waits (a pool thread after its

@@ -44,23 +44,6 @@ POLAR_HOST_DEVICE bool finite(double x) noexcept { return x - x == 0.0; }
 /// Whether Policy is Thrust's OpenMP system.
 template <class Policy>
 inline constexpr bool openmp_policy = std::is_same_v<Policy, std::decay_t<decltype(::thrust::omp::par)>>;
-
-/// While it lives, OpenMP's thread count on this thread is t (Thrust's
-/// OpenMP regions take theirs from it); then what the caller had.
-class openmp_count {
- public:
-  explicit openmp_count(int t) : previous_(omp_get_max_threads()) {
-    if (t != previous_) omp_set_num_threads(t);
-  }
-  ~openmp_count() {
-    if (omp_get_max_threads() != previous_) omp_set_num_threads(previous_);
-  }
-  openmp_count(const openmp_count&) = delete;
-  openmp_count& operator=(const openmp_count&) = delete;
-
- private:
-  int previous_;
-};
 #endif
 
 // How a call runs on each system. The CUDA and CPP systems run Thrust's
@@ -90,7 +73,7 @@ decltype(auto) on_system(const Policy& policy, index count, index work, const Wh
   if constexpr (openmp_policy<Policy>) {
     const int team = work < host::parallel_threshold ? 1 : polar::threads();
     if (team > 1 && host::openmp_everywhere().load(std::memory_order_relaxed)) {
-      const openmp_count threads(team);
+      const host::openmp_count threads(team);  // Thrust's regions take their team from it
       return whole(policy);
     }
     return parts(team > 1 ? host::loop_parts(count, work) : index(1));
