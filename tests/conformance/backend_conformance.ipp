@@ -114,10 +114,18 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(syrk_computes_one_triangle_only, C, conformance_ty
                 BOOST_TEST(c.untouched_outside(b));
                 b.symmetrize(tri, c.view);
                 const auto sym = c.get(b);
-                double asym = 0;
+                // Symmetric, and copied from `tri` (which keeps its values),
+                // not onto it.
+                double asym = 0, moved = 0;
                 for (index i = 0; i < n; ++i)
-                  for (index j = 0; j < n; ++j) asym = std::max(asym, std::abs(sym(i, j) - sym(j, i)));
+                  for (index j = 0; j < n; ++j) {
+                    asym = std::max(asym, std::abs(sym(i, j) - sym(j, i)));
+                    if (tri == polar::uplo::lower ? i >= j : i <= j)
+                      moved = std::max(moved, std::abs(sym(i, j) - got(i, j)));
+                  }
                 BOOST_TEST(asym == 0.0);
+                BOOST_TEST(moved == 0.0);
+                BOOST_TEST(c.untouched_outside(b));
               }
             }
           }

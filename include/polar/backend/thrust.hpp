@@ -327,7 +327,13 @@ class thrust : private detail::thrust_system<System>::resources {
     check_space("polar::symmetrize", "C", c, space);
     detail::check_square("polar::symmetrize", "C", c);
     if (c.empty()) return;
-    detail::thrust_alg::for_each_index(policy(), c.size(), c.size(), detail::thrust_alg::mirror<T>{c, from == uplo::lower});
+    if constexpr (space == memory_space::host) {
+      // In tiles on the pool, as the products run (eigen_kernels).
+      detail::eigen_kernels::symmetrize(from, c);
+    } else {
+      detail::thrust_alg::for_each_index(policy(), c.size(), c.size(),
+                                         detail::thrust_alg::mirror<T>{c, from == uplo::lower});
+    }
   }
   /// symmetrize on each matrix of the stack, in one pass over the whole
   /// stack (one kernel on CUDA); T may be 16 bits.
@@ -335,8 +341,11 @@ class thrust : private detail::thrust_system<System>::resources {
   void symmetrize_batched(uplo from, batch_view<T> c) {
     detail::check_symmetrize_batched("polar::symmetrize_batched", space, c);
     if (c.size() == 0) return;
-    detail::thrust_alg::for_each_index(policy(), c.size(), c.size(),
-                                       detail::thrust_alg::mirror_batched<T>{c, from == uplo::lower});
+    if constexpr (space == memory_space::host)
+      detail::host::symmetrize_batched(from, c);
+    else
+      detail::thrust_alg::for_each_index(policy(), c.size(), c.size(),
+                                         detail::thrust_alg::mirror_batched<T>{c, from == uplo::lower});
   }
   /// gemm on each matrix of the stacks (batched cuBLAS calls on the device).
   template <class T>
