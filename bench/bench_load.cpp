@@ -19,6 +19,13 @@
 //                       core is half and 2 is the fair figure
 //   load_over_1thread   load_ms / load_1thread_ms (bar <= 1: threads never
 //                       lose to one thread under load)
+//   mean_load_over_quiet, mean_load_over_1thread
+//                       the same with the mean call in place of the median:
+//                       the time per step a training loop sees. A call
+//                       shorter than the scheduler's tick either misses
+//                       every preemption or waits a whole tick, so its
+//                       median lands near one cluster or the other from
+//                       run to run (docs/threads.md)
 //   threads             polar::threads() for the quiet and load_ms figures
 //
 // Cases: Muon (momentum and Newton-Schulz, muon_direction's defaults) at
@@ -100,6 +107,12 @@ double median(std::vector<double> t) {
   return t[t.size() / 2];
 }
 
+double mean(const std::vector<double>& t) {
+  double s = 0;
+  for (const double x : t) s += x;
+  return s / double(t.size());
+}
+
 /// Times `step` quiet, under load, and under load on one thread, in
 /// `rounds` rounds that each start the busy processes afresh (so one
 /// unlucky placement of them by the scheduler weighs one round), and
@@ -126,6 +139,8 @@ void under_load(benchmark::State& state, F&& step) {
   state.counters["load_1thread_ms"] = l1 * 1e3;
   state.counters["load_over_quiet"] = l / q;
   state.counters["load_over_1thread"] = l / l1;
+  state.counters["mean_load_over_quiet"] = mean(load) / mean(quiet);
+  state.counters["mean_load_over_1thread"] = mean(load) / mean(load1);
   state.counters["threads"] = polar::threads();
 }
 
