@@ -273,22 +273,33 @@ struct newton_schulz {
       detail::scale_input(be, schedule, gw, X, ws.norms.data(), ws.a.data());
     }
 
-    iterate(detail::native_ops<Backend, T>{be, symmetric}, schedule.aol, X, Y, A, B);
-    detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
+    // Where `out` is laid out as the iterate is (a row-major wide matrix, or
+    // a stack of them one after the other), the last product writes into it
+    // and the copy of the result is saved.
+    const auto o0 = ow.matrix(0);
+    const bool direct = steps() > 0 && o0.col_stride() == 1 && o0.row_stride() == m && (count == 1 || ow.batch_stride() == n * m);
+    iterate(detail::native_ops<Backend, T>{be, symmetric}, schedule.aol, X, Y, A, B, direct ? &ow : nullptr);
+    if (!direct) detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
   }
 
   /// The steps on the scaled input X (with A = X X^T already formed when
-  /// `a_ready`), in the number format of `ops`; the result ends in X.
+  /// `a_ready`), in the number format of `ops`; the result ends in X, or in
+  /// *last (then X views it) where `last` is given.
   template <class Ops, class E>
   void iterate(const Ops& ops, bool a_ready, batch_view<E>& X, batch_view<E>& Y, batch_view<E> A,
-               batch_view<E> B) const {
+               batch_view<E> B, const batch_view<E>* last = nullptr) const {
     for (int k = 0; k < steps(); ++k) {
       if (k > 0 || !a_ready) ops.gram(as_const(X), A);  // A = X X^T
       // B = a I + b A + c A A (A symmetric: A A = A A^T); then Y = B X,
       // the a X term riding on the product instead of a pass of its own.
       ops.polynomial(schedule.at(k), as_const(A), B);
-      ops.product(as_const(B), as_const(X), Y);
-      std::swap(X, Y);
+      if (last && k + 1 == steps()) {
+        ops.product(as_const(B), as_const(X), *last);
+        X = *last;
+      } else {
+        ops.product(as_const(B), as_const(X), Y);
+        std::swap(X, Y);
+      }
     }
   }
 
