@@ -277,7 +277,8 @@ struct newton_schulz {
     // a stack of them one after the other), the last product writes into it
     // and the copy of the result is saved.
     const auto o0 = ow.matrix(0);
-    const bool direct = steps() > 0 && o0.col_stride() == 1 && o0.row_stride() == m && (count == 1 || ow.batch_stride() == n * m);
+    const bool direct = steps() > 0 && o0.col_stride() == 1 && o0.row_stride() == m &&
+                        (count == 1 || ow.batch_stride() == n * m);
     iterate(detail::native_ops<Backend, T>{be, symmetric}, schedule.aol, X, Y, A, B, direct ? &ow : nullptr);
     if (!direct) detail::for_stack([&](auto in, auto o) { be.copy(in, o); }, as_const(X), ow);
   }
