@@ -48,35 +48,38 @@ using rmat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 using polar_bench::seconds;
 
+/// The reference product of the NS counters: C = X X^T for a Gaussian n x m
+/// X, on the Eigen backend.
+template <class T>
+struct gram_gemm {
+  rmat<T> x, c;
+  polar::backend::eigen be;
+  gram_gemm(polar::index n, polar::index m) : x(n, m), c(n, n) {
+    be.fill_random(polar::make_view(x), polar::rng_key{1}, polar::distribution::normal);
+  }
+  void operator()() {
+    const auto xv = polar::make_view(static_cast<const rmat<T>&>(x));
+    be.gemm(T(1), polar::op::n, xv, polar::op::t, xv, T(0), polar::make_view(c));
+  }
+};
+
 /// GEMM rate (flop/s) of this process on X X^T for an n x m X.
 template <class T>
 double gemm_rate(polar::index n, polar::index m) {
   static std::map<std::pair<polar::index, polar::index>, double> cache;
   const auto key = std::make_pair(n, m);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
-  rmat<T> x(n, m), a(n, n);
-  polar::backend::eigen be;
-  be.fill_random(polar::make_view(x), polar::rng_key{1}, polar::distribution::normal);
-  const double s = seconds([&] {
-    be.gemm(T(1), polar::op::n, polar::make_view(static_cast<const rmat<T>&>(x)), polar::op::t,
-            polar::make_view(static_cast<const rmat<T>&>(x)), T(0), polar::make_view(a));
-  });
-  return cache[key] = 2.0 * double(n) * double(n) * double(m) / s;
+  gram_gemm<T> gemm(n, m);
+  return cache[key] = 2.0 * double(n) * double(n) * double(m) / seconds(gemm);
 }
 
-/// The time of f over the time of the n x m by m x n GEMM (X X^T) of
-/// gemm_rate, the two timed in turns (interleaved_ratio), so a drift in the
-/// machine's speed moves both: a ratio against the GEMM that does not depend
-/// on the moment one rate was measured.
+/// The time of f over the time of gemm_rate's product, the two timed in
+/// turns (interleaved_ratio), so a drift in the machine's speed moves both:
+/// a ratio against the GEMM that does not depend on the moment one rate was
+/// measured.
 template <class T, class F>
 double over_gemm(F&& f, polar::index n, polar::index m) {
-  rmat<T> x(n, m), a(n, n);
-  polar::backend::eigen be;
-  be.fill_random(polar::make_view(x), polar::rng_key{1}, polar::distribution::normal);
-  const auto gemm = [&] {
-    be.gemm(T(1), polar::op::n, polar::make_view(static_cast<const rmat<T>&>(x)), polar::op::t,
-            polar::make_view(static_cast<const rmat<T>&>(x)), T(0), polar::make_view(a));
-  };
+  gram_gemm<T> gemm(n, m);
   return polar_bench::interleaved_ratio(f, gemm, 5, 0.1);
 }
 

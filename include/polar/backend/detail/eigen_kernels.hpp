@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "polar/backend/concept.hpp"
@@ -292,19 +293,16 @@ void syrk(uplo tri, T alpha, op op_a, matrix_view<const T> a, T beta, matrix_vie
 inline constexpr index mirror_tile = 16;
 
 /// dst(r, c) = src(c, r) for the rows x cols tile at dst, both with leading
-/// dimension ld (row-major): written row by row, read down columns.
-template <class T>
-void transpose_tile(const T* src, T* dst, index ld, index rows, index cols) {
+/// dimension ld (row-major): written row by row, read down columns. Rows
+/// and Cols are index, or full_tile for a whole tile, whose fixed trip
+/// counts the compiler unrolls and vectorizes.
+template <class T, class Rows, class Cols>
+void transpose_tile(const T* src, T* dst, index ld, Rows rows, Cols cols) {
   for (index r = 0; r < rows; ++r)
     for (index c = 0; c < cols; ++c) dst[r * ld + c] = src[c * ld + r];
 }
-/// The same for a full mirror_tile x mirror_tile tile, whose fixed trip
-/// counts the compiler unrolls and vectorizes.
-template <class T>
-void transpose_full_tile(const T* src, T* dst, index ld) {
-  for (index r = 0; r < mirror_tile; ++r)
-    for (index c = 0; c < mirror_tile; ++c) dst[r * ld + c] = src[c * ld + r];
-}
+/// The side of a whole tile, as a compile-time constant.
+using full_tile = std::integral_constant<index, mirror_tile>;
 
 /// Row bi of tiles of the row-major n x n matrix at d (leading dimension
 /// ld): the tiles (bi, bj), bj <= bi, of the strict lower triangle copied
@@ -317,10 +315,12 @@ void mirror_tile_row(T* d, index ld, index n, bool lower_from, index bi) {
     const index j0 = bj * b;
     T* lower = d + i0 * ld + j0;  // tile (bi, bj)
     T* upper = d + j0 * ld + i0;  // tile (bj, bi)
-    if (i1 - i0 == b)
-      lower_from ? transpose_full_tile(lower, upper, ld) : transpose_full_tile(upper, lower, ld);
+    const index h = i1 - i0;
+    if (h == b)
+      lower_from ? transpose_tile(lower, upper, ld, full_tile{}, full_tile{})
+                 : transpose_tile(upper, lower, ld, full_tile{}, full_tile{});
     else
-      lower_from ? transpose_tile(lower, upper, ld, b, i1 - i0) : transpose_tile(upper, lower, ld, i1 - i0, b);
+      lower_from ? transpose_tile(lower, upper, ld, b, h) : transpose_tile(upper, lower, ld, h, b);
   }
   for (index i = i0; i < i1; ++i)
     for (index j = i0; j < i; ++j) {
