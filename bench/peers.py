@@ -145,7 +145,7 @@ def main():
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     if not os.access(args.bench, os.X_OK):
-        sys.exit(f"peers: {args.bench} is not built (cmake --workflow --preset release, or --bench PATH)")
+        sys.exit(f"peers: {args.bench} is not built (cmake --preset release && cmake --build --preset release --target bench_muon, or --bench PATH)")
 
     polar = polar_times(args.bench)
     peers = {"optax": optax_times(), "torch": torch_times(), "torch-f32": torch_f32_times()}
