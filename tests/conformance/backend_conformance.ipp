@@ -131,6 +131,43 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(syrk_computes_one_triangle_only, C, conformance_ty
           }
 }
 
+// A long inner dimension: the Eigen backend reads op(A) in panels of
+// columns (about 2 MB each, eigen_kernels::syrk_panel_columns) and adds
+// their products in order; beta applies once, and the other triangle stays.
+BOOST_AUTO_TEST_CASE_TEMPLATE(syrk_with_a_long_inner_dimension, C, conformance_types) {
+  using B = typename C::backend;
+  using T = typename C::scalar;
+  B b;
+  const index n = 40, k = 30000;  // at least two panels of floats or doubles for n = 40
+  for (polar::op oa : {polar::op::n, polar::op::t})
+    for (polar::uplo tri : {polar::uplo::lower, polar::uplo::upper}) {
+      const bool ta = oa == polar::op::t;
+      const auto ha = polar_test::random_matrix(ta ? k : n, ta ? n : k, 21);
+      const auto hc = polar_test::random_matrix(n, n, 22);
+      const auto aat = polar_test::product(ha, ta, ha, !ta);
+      BOOST_TEST_CONTEXT("op " << ta << " lower " << (tri == polar::uplo::lower)) {
+        dmatrix<B, T> a(b, ha, ta ? layout_kind::col_major : layout_kind::row_major),
+            c(b, hc, layout_kind::row_major);
+        b.syrk(tri, T(0.5), oa, a.cview(), T(2), c.view);
+        const auto got = c.get(b);
+        double err = 0, ref = 0, untouched = 0;
+        for (index i = 0; i < n; ++i)
+          for (index j = 0; j < n; ++j) {
+            if (tri == polar::uplo::lower ? i >= j : i <= j) {
+              const double want = 0.5 * aat(i, j) + 2 * hc(i, j);
+              err += (got(i, j) - want) * (got(i, j) - want);
+              ref += want * want;
+            } else {
+              untouched = std::max(untouched, std::abs(got(i, j) - double(T(hc(i, j)))));
+            }
+          }
+        BOOST_TEST(std::sqrt(err) <= polar_test::tolerance<T>() * 10 * std::sqrt(ref));
+        BOOST_TEST(untouched == 0.0);
+        BOOST_TEST(c.untouched_outside(b));
+      }
+    }
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(batched_products_equal_one_by_one, C, conformance_types) {
   using B = typename C::backend;
   using T = typename C::scalar;

@@ -225,6 +225,14 @@ BOOST_AUTO_TEST_CASE(products_are_the_same_bits_on_any_thread_count) {
     be.symmetrize(polar::uplo::lower, polar::make_view(c));
     return c;
   });
+  // A long inner dimension: op(A) is read in panels of columns (4096 at
+  // n = 128 in float), here two of them.
+  const auto xl = gaussian<fmat>(128, 8300, 10);
+  same_on_any_thread_count([&] {
+    fmat c = fmat::Zero(128, 128);
+    be.syrk(polar::uplo::lower, 1.0f, polar::op::n, polar::make_view(xl), 0.0f, polar::make_view(c));
+    return c;
+  });
   const auto g = gaussian<fmat>(256, 1024, 7);
   same_on_any_thread_count([&] {
     fmat out(256, 1024);
