@@ -16,17 +16,17 @@
 
 namespace polar_test {
 
-#if POLAR_TEST_THRUST && !POLAR_TEST_NO_THRUST_CPP
-/// Eigen, thrust<omp> and thrust<cpp>.
-using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
-                                       polar::backend::thrust<polar::system::cpp>>;
-#elif POLAR_TEST_THRUST
+#if POLAR_TEST_THRUST
+#if POLAR_TEST_NO_THRUST_CPP
 /// Eigen and thrust<omp>: the sanitize preset leaves thrust<cpp> out
 /// (POLAR_TEST_THRUST_CPP=OFF): polar's code on it is thrust<omp>'s, with
 /// Thrust's serial algorithms, and the Release run covers it.
 using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
+#else
+/// Eigen, thrust<omp> and thrust<cpp>.
+using host_backends = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>,
+                                       polar::backend::thrust<polar::system::cpp>>;
 #endif
-#if POLAR_TEST_THRUST
 /// Eigen and thrust<omp>.
 using eigen_and_omp = boost::mpl::list<polar::backend::eigen, polar::backend::thrust<polar::system::omp>>;
 /// thrust<omp> where it is built, else Eigen.

@@ -281,15 +281,16 @@ void syrk_lower(T alpha, op op_a, matrix_view<const T> a, T beta, matrix_view<T>
 }
 
 /// How many columns of op(A) syrk reads in one pass (its panels have
-/// between this and twice this many), or 0 for one pass over all of them. The recursion reads each row of op(A) once per
-/// level; on panels of about 2 MB (2^21 bytes, a core's L2 on the 2-core
-/// Xeon polar is measured on) the later levels find it in cache. Measured
-/// against one pass, each timed in turns with the full GEMM (two threads,
-/// float; docs/benchmarks.md): 1024 x 4096 in panels of 512 columns 0.557-
-/// 0.560 of the GEMM's time against 0.583-0.590, 1024 x 1024 0.543-0.545
-/// against 0.559-0.577, 512 x 2048 0.576-0.580 against 0.582-0.597; but
-/// 2048 x 4096 in panels of 256 columns 0.579-0.587 against 0.544-0.553.
-/// So there are panels only where 2 MB holds 512 columns or more.
+/// between this and twice this many), or 0 for one pass over all of them.
+/// The recursion reads each row of op(A) once per level; on panels of about
+/// 2 MB (2^21 bytes, a core's L2 on the 2-core Xeon polar is measured on)
+/// the later levels find it in cache. Measured against one pass, each timed
+/// in turns with the full GEMM (two threads, float; docs/benchmarks.md):
+/// 1024 x 4096 in panels of 512 columns 0.557-0.560 of the GEMM's time
+/// against 0.583-0.590, 1024 x 1024 0.543-0.545 against 0.559-0.577, 512 x
+/// 2048 0.576-0.580 against 0.582-0.597; but 2048 x 4096 in panels of 256
+/// columns 0.579-0.587 against 0.544-0.553. So there are panels only where
+/// 2 MB holds 512 columns or more.
 template <class T>
 index syrk_panel_columns(index n) {
   const index fit = (index(1) << 21) / (std::max<index>(n, 1) * index(sizeof(T))) / 16 * 16;
