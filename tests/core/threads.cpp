@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -241,6 +242,62 @@ BOOST_AUTO_TEST_CASE(products_are_the_same_bits_on_any_thread_count) {
     ns(be, polar::make_view(g), polar::make_view(out), ws);
     return out;
   });
+}
+
+// polar's products run Eigen's GEMM kernels through a loop of their own
+// (eigen_kernels::gemm_loop), which applies beta to each row panel of C just
+// before the kernel first adds into it instead of in a pass over all of C
+// first. Each element gets the same operations, so the result is Eigen's own
+// product, bit for bit, on any thread count: for every transpose combination,
+// beta 0 (with NaN in C, which must not leak), 1 and another, and shapes that
+// take several of Eigen's blocks along the depth, C's columns and C's rows
+// (where the right-hand side is packed once), besides the small shapes that
+// Eigen evaluates without its GEMM.
+template <class M>
+void check_products_against_eigen(std::initializer_list<std::array<polar::index, 3>> shapes) {
+  using T = typename M::Scalar;
+  polar::backend::eigen be;
+  for (const auto& s : shapes) {
+    const polar::index m = s[0], n = s[1], k = s[2];
+    for (const bool ta : {false, true})
+      for (const bool tb : {false, true})
+        for (const T beta : {T(0), T(1), T(0.25)}) {
+          BOOST_TEST_CONTEXT(m << " x " << n << " x " << k << " op " << ta << tb << " beta " << beta) {
+            const auto a = ta ? gaussian<M>(k, m, 3) : gaussian<M>(m, k, 3);
+            const auto b = tb ? gaussian<M>(n, k, 4) : gaussian<M>(k, n, 4);
+            const M c0 = gaussian<M>(m, n, 5);
+            M ref = c0;
+            {
+              const polar::detail::host::serial_eigen one;
+              if (beta == T(0))
+                ref.setZero();
+              else if (beta != T(1))
+                ref *= beta;
+              if (ta && tb)
+                ref.noalias() += T(0.5) * a.transpose() * b.transpose();
+              else if (ta)
+                ref.noalias() += T(0.5) * a.transpose() * b;
+              else if (tb)
+                ref.noalias() += T(0.5) * a * b.transpose();
+              else
+                ref.noalias() += T(0.5) * a * b;
+            }
+            for (const int threads : {1, 2, 3}) {
+              const polar::thread_limit limit(threads);
+              M c = c0;
+              if (beta == T(0)) c.fill(std::numeric_limits<T>::quiet_NaN());
+              be.gemm(T(0.5), ta ? polar::op::t : polar::op::n, polar::make_view(a), tb ? polar::op::t : polar::op::n,
+                      polar::make_view(b), beta, polar::make_view(c));
+              BOOST_TEST(same_bits(c, ref), "on " << threads << " threads");
+            }
+          }
+        }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(products_are_eigens_own_bits) {
+  check_products_against_eigen<fmat>({{5, 6, 4}, {1, 300, 200}, {9, 7, 6}, {97, 1030, 61}, {700, 300, 1000}, {200, 3000, 300}});
+  check_products_against_eigen<dmat>({{9, 7, 6}, {700, 300, 1000}});
 }
 
 // On thrust<omp> too: its elementwise calls and reductions run on polar's

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -76,6 +77,101 @@ operand<T> as_operand(matrix_view<const T> v, op o) {
   }
   return r;
 }
+
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+/// Whether product() runs Eigen 3.4's GEMM kernels through its own loop
+/// (gemm_loop). Any other Eigen version takes Eigen's product as a whole.
+#define POLAR_EIGEN_GEMM_LOOP 1
+#else
+#define POLAR_EIGEN_GEMM_LOOP 0
+#endif
+
+/// Whether Eigen evaluates `C += alpha * A * B` of these sizes with its
+/// blocked GEMM (rather than a matrix-vector product or, for the smallest,
+/// coefficient by coefficient): then gemm_loop gives the same bits.
+inline bool eigen_uses_gemm(index rows, index cols, index depth) {
+  return rows > 1 && cols > 1 && depth > 0 && rows + cols + depth >= EIGEN_GEMM_TO_COEFFBASED_THRESHOLD;
+}
+
+#if POLAR_EIGEN_GEMM_LOOP
+/// C = alpha A B + beta C for a column-major C (rows x cols, unit inner
+/// stride, leading dimension ldc), A rows x depth and B depth x cols stored
+/// in the orders LhsOrder and RhsOrder: Eigen 3.4's sequential GEMM (its
+/// blocking sizes, packing routines and kernel, called in the order of
+/// Eigen's own loop), except where beta is applied.
+///
+/// Eigen's kernel adds into C, so Eigen's product zeroes (or scales) the
+/// whole of C first: a pass over C that leaves it in memory, to be read
+/// back by the kernel. For Newton-Schulz's X <- B X (C of 1024 x 4096
+/// floats, 16 MB, depth 1024) that pass was 6-7% of the product's time
+/// (docs/benchmarks.md). Here each row panel of C of about 192 rows is
+/// zeroed (or scaled) just before the kernel first adds into it, while it
+/// is in cache. Each element of C gets the same operations in the same
+/// order as in Eigen's product, so the result is the same bits; the panels
+/// start at multiples of the kernel's row tile (Traits::mr), which is also
+/// how the packed block of A is laid out.
+template <class T, int LhsOrder, int RhsOrder>
+void gemm_loop(index rows, index cols, index depth, const T* a, index lda, const T* b, index ldb, T* c, index ldc,
+               T alpha, T beta) {
+  namespace ei = Eigen::internal;
+  using traits = ei::gebp_traits<T, T>;
+  using lhs_mapper = ei::const_blas_data_mapper<T, index, LhsOrder>;
+  using rhs_mapper = ei::const_blas_data_mapper<T, index, RhsOrder>;
+  using res_mapper = ei::blas_data_mapper<T, index, Eigen::ColMajor, Eigen::Unaligned, 1>;
+  ei::gemm_pack_lhs<T, index, lhs_mapper, traits::mr, traits::LhsProgress, typename traits::LhsPacket4Packing,
+                    LhsOrder>
+      pack_lhs;
+  ei::gemm_pack_rhs<T, index, rhs_mapper, traits::nr, RhsOrder> pack_rhs;
+  ei::gebp_kernel<T, T, index, res_mapper, traits::mr, traits::nr, false, false> kernel;
+
+  // The blocking of Eigen's product for these sizes on one thread
+  // (gemm_blocking_space with l3 blocking).
+  index kc = depth, mc = rows, nc = cols;
+  ei::computeProductBlockingSizes<T, T, 1>(kc, mc, nc, index(1));
+  mc = std::min(rows, mc);
+  nc = std::min(cols, nc);
+  struct aligned_free {
+    void operator()(T* p) const { ei::aligned_free(p); }
+  };
+  const std::unique_ptr<T[], aligned_free> block_a(static_cast<T*>(ei::aligned_malloc(sizeof(T) * std::size_t(kc * mc))));
+  const std::unique_ptr<T[], aligned_free> block_b(static_cast<T*>(ei::aligned_malloc(sizeof(T) * std::size_t(kc * nc))));
+
+  const lhs_mapper lhs(a, lda);
+  const rhs_mapper rhs(b, ldb);
+  const res_mapper res(c, ldc);
+  const bool pack_rhs_once = mc != rows && kc == depth && nc == cols;
+  constexpr index panel = (192 + index(traits::mr) - 1) / index(traits::mr) * index(traits::mr);
+  for (index i2 = 0; i2 < rows; i2 += mc) {
+    const index m2 = std::min(i2 + mc, rows) - i2;
+    for (index k2 = 0; k2 < depth; k2 += kc) {
+      const index k = std::min(k2 + kc, depth) - k2;
+      pack_lhs(block_a.get(), lhs.getSubMapper(i2, k2), k, m2);
+      for (index j2 = 0; j2 < cols; j2 += nc) {
+        const index n2 = std::min(j2 + nc, cols) - j2;
+        if (!pack_rhs_once || i2 == 0) pack_rhs(block_b.get(), rhs.getSubMapper(k2, j2), k, n2);
+        if (k2 != 0) {
+          kernel(res.getSubMapper(i2, j2), block_a.get(), block_b.get(), m2, k, n2, alpha);
+          continue;
+        }
+        // The first block of the depth: beta on each row panel of C, then
+        // the kernel on it. The last panel takes the rows left over.
+        for (index i = 0; i < m2;) {
+          const index h = m2 - i < 2 * panel ? m2 - i : panel;
+          if (beta != T(1)) {
+            mut_map<T> cp(c + (i2 + i) + j2 * ldc, h, n2, Eigen::OuterStride<>(ldc));
+            if (beta == T(0))
+              cp.setZero();
+            else
+              cp *= beta;
+          }
+          kernel(res.getSubMapper(i2 + i, j2), block_a.get() + i * k, block_b.get(), h, k, n2, alpha);
+          i += h;
+        }
+      }
+    }
+  }
+}
+#endif
 
 /// Products of fewer multiply-adds than this run on the calling thread:
 /// waking a pool thread costs more than it saves.
@@ -143,13 +239,34 @@ void product(T alpha, const operand<T>& a, const operand<T>& b, T beta, mut_map<
     mut_map<T> cb = s.by_rows ? mut_map<T>(c.data() + lo, w, c.cols(), Eigen::OuterStride<>(c.outerStride()))
                               : mut_map<T>(c.data() + lo * c.outerStride(), c.rows(), w,
                                            Eigen::OuterStride<>(c.outerStride()));
+    const const_map<T> ma = s.by_rows ? slice(a, true, lo, w) : a.map();
+    const const_map<T> mb = s.by_rows ? b.map() : slice(b, false, lo, w);
+#if POLAR_EIGEN_GEMM_LOOP
+    if (!empty && eigen_uses_gemm(cb.rows(), cb.cols(), k)) {
+      constexpr int col = Eigen::ColMajor, row = Eigen::RowMajor;
+      const auto run = [&](auto lhs_order, auto rhs_order) {
+        gemm_loop<T, decltype(lhs_order)::value, decltype(rhs_order)::value>(
+            cb.rows(), cb.cols(), k, ma.data(), ma.outerStride(), mb.data(), mb.outerStride(), cb.data(),
+            cb.outerStride(), alpha, beta);
+      };
+      using c_order = std::integral_constant<int, col>;
+      using r_order = std::integral_constant<int, row>;
+      if (!a.trans && !b.trans)
+        run(c_order{}, c_order{});
+      else if (!a.trans && b.trans)
+        run(c_order{}, r_order{});
+      else if (a.trans && !b.trans)
+        run(r_order{}, c_order{});
+      else
+        run(r_order{}, r_order{});
+      return;
+    }
+#endif
     if (beta == T(0))
       cb.setZero();
     else if (beta != T(1))
       cb *= beta;
     if (empty) return;
-    const const_map<T> ma = s.by_rows ? slice(a, true, lo, w) : a.map();
-    const const_map<T> mb = s.by_rows ? b.map() : slice(b, false, lo, w);
     if (!a.trans && !b.trans)
       cb.noalias() += alpha * ma * mb;
     else if (!a.trans && b.trans)
