@@ -209,18 +209,22 @@ void bm_accuracy(benchmark::State& state, const polar::ns_schedule& sch) {
 
 /// One part of a Newton–Schulz step alone, at n x m in float, to see where
 /// a step's time goes: 0 X X^T by syrk, 1 X X^T by GEMM, 2 A A by syrk,
-/// 3 A A by GEMM, 4 B X by GEMM, 5 symmetrize, 6 axpby on n x n.
+/// 3 A A by GEMM, 4 B X by GEMM, 5 symmetrize, 6 axpby on n x n. Counter
+/// ratio_to_gemm: the part's time over the X X^T GEMM's (part 1, the
+/// reference of ratio_to_dense), call by call in turns (paired_ratio), so
+/// the machine's drift moves both. A step's dense count is 2.25 X X^T GEMMs
+/// at 1024 x 4096, so part 4 over 2.25 is B X's share of ratio_to_dense.
 void bm_parts(benchmark::State& state) {
   using T = float;
   const polar::index part = state.range(0), n = state.range(1), m = state.range(2);
-  rmat<T> x(n, m), y(n, m), a(n, n), b(n, n);
+  rmat<T> x(n, m), y(n, m), a(n, n), b(n, n), g(n, n);
   polar::backend::eigen be;
   be.fill_random(polar::make_view(x), polar::rng_key{8}, polar::distribution::normal, T(1e-3));
   be.fill_random(polar::make_view(a), polar::rng_key{9}, polar::distribution::normal, T(1e-3));
   const auto X = polar::make_view(static_cast<const rmat<T>&>(x));
   const auto A = polar::make_view(static_cast<const rmat<T>&>(a));
-  const auto Am = polar::make_view(a), B = polar::make_view(b), Y = polar::make_view(y);
-  for (auto _ : state) {
+  const auto Am = polar::make_view(a), B = polar::make_view(b), Y = polar::make_view(y), G = polar::make_view(g);
+  const auto run = [&] {
     switch (part) {
       case 0: be.syrk(polar::uplo::lower, T(1), polar::op::n, X, T(0), Am); break;
       case 1: be.gemm(T(1), polar::op::n, X, polar::op::t, X, T(0), Am); break;
@@ -232,7 +236,13 @@ void bm_parts(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(b.data());
     benchmark::DoNotOptimize(y.data());
-  }
+  };
+  for (auto _ : state) run();
+  const auto gemm = [&] {
+    be.gemm(T(1), polar::op::n, X, polar::op::t, X, T(0), G);
+    benchmark::DoNotOptimize(g.data());
+  };
+  state.counters["ratio_to_gemm"] = polar_bench::paired_ratio(run, gemm, 31);
 }
 
 template <class T>
