@@ -103,8 +103,8 @@ inline bool eigen_uses_gemm(index rows, index cols, index depth) {
 /// Eigen's kernel adds into C, so Eigen's product zeroes (or scales) the
 /// whole of C first: a pass over C that leaves it in memory, to be read
 /// back by the kernel. For Newton-Schulz's X <- B X (C of 1024 x 4096
-/// floats, 16 MB, depth 1024) that pass was 6-7% of the product's time
-/// (docs/benchmarks.md). Here each row panel of C of about 192 rows is
+/// floats, 16 MB, depth 1024) doing without it took 3.5-7% off the
+/// product's time (docs/benchmarks.md). Here each row panel of C of about 192 rows is
 /// zeroed (or scaled) just before the kernel first adds into it, while it
 /// is in cache. Each element of C gets the same operations in the same
 /// order as in Eigen's product, so the result is the same bits; the panels
