@@ -8,14 +8,17 @@
 // cores by default); then it starts N busy processes (2 by default; each
 // spins, ends itself after a minute at most, and is killed by the benchmark
 // when the case ends) and times the step again, on the same threads and on
-// one thread (polar::thread_limit).
+// one thread (polar::thread_limit). Five rounds each start the busy
+// processes afresh; in each round every condition takes at least 3 calls
+// and as many as fit in 0.4 s, and each figure is over all rounds' calls.
 //
-// The busy processes are this program started afresh (posix_spawn of
+// The busy processes are this program started again (posix_spawn of
 // /proc/self/exe with --busy-child), not fork()ed copies of it: fork marks
 // every page of the benchmark copy-on-write, and the first step after it
-// then faults on each page it writes (50-80 ms for AdamW at 1024 x 4096,
-// once per round), which the quiet and one-thread figures never pay. Each time is the median of at least 7
-// calls and of as many as fit in a second. Counters:
+// then faults on each page it writes (50-90 ms for AdamW at 1024 x 4096,
+// once per round), which the quiet and one-thread figures never pay.
+//
+// Counters:
 //
 //   quiet_ms            the step alone
 //   load_ms             the step beside N busy processes

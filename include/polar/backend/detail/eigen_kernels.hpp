@@ -86,6 +86,7 @@ operand<T> as_operand(matrix_view<const T> v, op o) {
 #define POLAR_EIGEN_GEMM_LOOP 0
 #endif
 
+#if POLAR_EIGEN_GEMM_LOOP
 /// Whether Eigen evaluates `C += alpha * A * B` of these sizes with its
 /// blocked GEMM (rather than a matrix-vector product or, for the smallest,
 /// coefficient by coefficient): then gemm_loop gives the same bits.
@@ -93,7 +94,6 @@ inline bool eigen_uses_gemm(index rows, index cols, index depth) {
   return rows > 1 && cols > 1 && depth > 0 && rows + cols + depth >= EIGEN_GEMM_TO_COEFFBASED_THRESHOLD;
 }
 
-#if POLAR_EIGEN_GEMM_LOOP
 /// C = alpha A B + beta C for a column-major C (rows x cols, unit inner
 /// stride, leading dimension ldc), A rows x depth and B depth x cols stored
 /// in the orders LhsOrder and RhsOrder: Eigen 3.4's sequential GEMM (its
@@ -104,9 +104,9 @@ inline bool eigen_uses_gemm(index rows, index cols, index depth) {
 /// whole of C first: a pass over C that leaves it in memory, to be read
 /// back by the kernel. For Newton-Schulz's X <- B X (C of 1024 x 4096
 /// floats, 16 MB, depth 1024) doing without it took 3.5-7% off the
-/// product's time (docs/benchmarks.md). Here each row panel of C of about 192 rows is
-/// zeroed (or scaled) just before the kernel first adds into it, while it
-/// is in cache. Each element of C gets the same operations in the same
+/// product's time (docs/benchmarks.md). Here each row panel of C of about
+/// 192 rows is zeroed (or scaled) just before the kernel first adds into
+/// it, while it is in cache. Each element of C gets the same operations in the same
 /// order as in Eigen's product, so the result is the same bits; the panels
 /// start at multiples of the kernel's row tile (Traits::mr), which is also
 /// how the packed block of A is laid out.
@@ -243,22 +243,18 @@ void product(T alpha, const operand<T>& a, const operand<T>& b, T beta, mut_map<
     const const_map<T> mb = s.by_rows ? b.map() : slice(b, false, lo, w);
 #if POLAR_EIGEN_GEMM_LOOP
     if (!empty && eigen_uses_gemm(cb.rows(), cb.cols(), k)) {
-      constexpr int col = Eigen::ColMajor, row = Eigen::RowMajor;
+      // A transposed operand is a row-major one to Eigen's packing.
+      using col = std::integral_constant<int, Eigen::ColMajor>;
+      using row = std::integral_constant<int, Eigen::RowMajor>;
       const auto run = [&](auto lhs_order, auto rhs_order) {
         gemm_loop<T, decltype(lhs_order)::value, decltype(rhs_order)::value>(
             cb.rows(), cb.cols(), k, ma.data(), ma.outerStride(), mb.data(), mb.outerStride(), cb.data(),
             cb.outerStride(), alpha, beta);
       };
-      using c_order = std::integral_constant<int, col>;
-      using r_order = std::integral_constant<int, row>;
-      if (!a.trans && !b.trans)
-        run(c_order{}, c_order{});
-      else if (!a.trans && b.trans)
-        run(c_order{}, r_order{});
-      else if (a.trans && !b.trans)
-        run(r_order{}, c_order{});
+      if (!a.trans)
+        b.trans ? run(col{}, row{}) : run(col{}, col{});
       else
-        run(r_order{}, r_order{});
+        b.trans ? run(row{}, row{}) : run(row{}, col{});
       return;
     }
 #endif
